@@ -1,0 +1,114 @@
+//! `pyro env list | pull | inspect | prune | publish`.
+
+use pyro_core::environments::{EnvironmentInfo, PullOptions, PullSource};
+use pyro_core::{Pyro, Result};
+
+use crate::cli::{EnvCommand, PullSourceArg};
+use crate::output::{print_json, progress, yes_no};
+
+/// Runs one `env` subcommand.
+pub async fn run(pyro: &Pyro, command: EnvCommand) -> Result<i32> {
+    match command {
+        EnvCommand::List(flag) => {
+            let environments = pyro.list_environments();
+            if flag.json {
+                print_json(&serde_json::json!({
+                    "catalog_version": pyro_core::catalog::CATALOG_VERSION,
+                    "environments": environments,
+                }));
+            } else {
+                println!("Catalog version: {}", pyro_core::catalog::CATALOG_VERSION);
+                for env in &environments {
+                    println!("{} [{}] {}", env.spec.name, state_word(env), env.spec.description);
+                }
+            }
+        }
+        EnvCommand::Pull(args) => {
+            let options = PullOptions {
+                force: args.force,
+                source: match args.source {
+                    PullSourceArg::Auto => PullSource::Auto,
+                    PullSourceArg::Registry => PullSource::Registry,
+                    PullSourceArg::Build => PullSource::Build,
+                },
+                registry: args.registry,
+            };
+            let json = args.json.json;
+            let sink = progress(json);
+            sink(&format!("[pull] phase=install environment={}", args.environment));
+            let report = pyro.pull_environment(&args.environment, &options, &sink).await?;
+            if json {
+                print_json(&report);
+            } else {
+                let header = if report.already_installed { "Already installed" } else { "Pulled" };
+                print_details(header, &report.info);
+                println!("Duration: {} ms", report.duration_ms);
+            }
+        }
+        EnvCommand::Inspect(args) => {
+            let info = pyro.inspect_environment(&args.environment, args.verify)?;
+            if args.json.json {
+                print_json(&info);
+            } else {
+                print_details("Environment", &info);
+            }
+        }
+        EnvCommand::Prune(flag) => {
+            let report = pyro.prune_environments()?;
+            if flag.json {
+                print_json(&report);
+            } else {
+                let noun = if report.count == 1 { "entry" } else { "entries" };
+                println!("Deleted {} cached environment {noun}.", report.count);
+                for name in &report.deleted_environment_dirs {
+                    println!("- {name}");
+                }
+            }
+        }
+        EnvCommand::Publish(args) => {
+            let json = args.json.json;
+            let published = pyro.publish_environment(&args.environment, &args.registry, &progress(json)).await?;
+            if json {
+                print_json(&published);
+            } else {
+                println!("Published: {}", published.reference);
+                println!("Digest: {}", published.digest);
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn state_word(env: &EnvironmentInfo) -> String {
+    match &env.state {
+        pyro_core::environments::InstallState::Installed => "installed".into(),
+        pyro_core::environments::InstallState::NotInstalled => "not installed".into(),
+        pyro_core::environments::InstallState::Corrupt(problem) => format!("unusable: {problem}"),
+    }
+}
+
+fn print_details(header: &str, env: &EnvironmentInfo) {
+    println!("{header}: {}", env.spec.name);
+    println!("Version: {}", env.spec.version);
+    println!("Distribution: {} {}", env.spec.distribution, env.spec.distribution_version);
+    println!("Installed: {}", yes_no(env.installed));
+    if let pyro_core::environments::InstallState::Corrupt(problem) = &env.state {
+        println!("Problem: {problem}");
+    }
+    println!("Cache dir: {}", env.cache_dir.display());
+    println!("Default packages: {}", env.spec.default_packages.join(", "));
+    println!("Description: {}", env.spec.description);
+    if env.installed {
+        println!("Install dir: {}", env.install_dir.display());
+        if let Some(manifest) = &env.install_manifest {
+            println!("Install manifest: {}", manifest.display());
+        }
+        for artifact in [&env.kernel, &env.rootfs].into_iter().flatten() {
+            println!("Artifact: {} ({} bytes, sha256 {})", artifact.path.display(), artifact.size_bytes, artifact.sha256);
+        }
+        if let Some(source) = &env.source {
+            println!("Source: {source}");
+        }
+    }
+    println!("OCI repository: {}:{}", env.oci_repository, env.oci_reference);
+}

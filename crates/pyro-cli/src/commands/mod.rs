@@ -1,0 +1,4 @@
+//! One module per command group; each handler returns the process exit code.
+
+pub mod env;
+pub mod pending;

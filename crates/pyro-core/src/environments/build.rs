@@ -1,0 +1,117 @@
+//! Local image builds: our kernel from Debian's `linux-source`, and one ext4 rootfs per
+//! environment from `mmdebstrap`, with the static pyro agent as `/opt/pyro/bin/pyro-agent`.
+//!
+//! The build recipes are shell scripts kept in `images/` and compiled into the binary,
+//! so an installed `pyro` can build images without the source tree.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use super::digest::sha256_bytes;
+use super::{lock_file, Progress, KERNEL_FILE, ROOTFS_FILE};
+use crate::catalog::EnvironmentSpec;
+use crate::disk_image::DiskImage;
+use crate::error::{Error, IoContext, Result};
+use crate::paths::{self, Dirs};
+
+const KERNEL_SCRIPT: &str = include_str!("../../../../images/kernel/build-kernel.sh");
+const KERNEL_CONFIG: &str = include_str!("../../../../images/kernel/microvm.config");
+const ROOTFS_SCRIPT: &str = include_str!("../../../../images/rootfs/build-rootfs.sh");
+
+/// Where the agent lives inside every rootfs.
+pub const GUEST_AGENT_PATH: &str = "/opt/pyro/bin/pyro-agent";
+
+/// Builds `vmlinux` and `rootfs.ext4` for `spec` into `staging`.
+pub async fn build_into(dirs: &Dirs, spec: &EnvironmentSpec, staging: &Path, progress: Progress<'_>) -> Result<()> {
+    let agent = paths::agent_binary()?;
+    let kernel = ensure_kernel(dirs, progress).await?;
+    let staged_kernel = staging.join(KERNEL_FILE);
+    std::fs::copy(&kernel, &staged_kernel).ctx("copy kernel to", &staged_kernel)?;
+
+    let work = tempfile::Builder::new()
+        .prefix(&format!("rootfs-{}-", spec.install_dir_name()))
+        .tempdir_in(ensure_dir(&dirs.build())?)
+        .ctx("create build directory in", dirs.build())?;
+    let output = staging.join(ROOTFS_FILE);
+    let mut args = vec![output.display().to_string(), agent.display().to_string(), work.path().display().to_string()];
+    args.extend(spec.default_packages.iter().map(|p| p.to_string()));
+    run_script("build-rootfs", ROOTFS_SCRIPT, &args, progress).await
+}
+
+/// Returns the cached kernel for the current config, building it first when needed.
+/// The cache key covers the config fragment, the build script and the kernel source.
+async fn ensure_kernel(dirs: &Dirs, progress: Progress<'_>) -> Result<PathBuf> {
+    let source = kernel_source()?;
+    let source_meta = std::fs::metadata(&source).ctx("stat", &source)?;
+    let key = sha256_bytes(format!("{KERNEL_SCRIPT}\0{KERNEL_CONFIG}\0{}\0{}", source.display(), source_meta.len()).as_bytes());
+    let dir = ensure_dir(&dirs.build().join(format!("kernel-{}", &key[..16])))?;
+    let vmlinux = dir.join(KERNEL_FILE);
+    let _lock = lock_file(&dir.join(".lock"))?;
+    if vmlinux.is_file() {
+        return Ok(vmlinux);
+    }
+    let config = dir.join("microvm.config");
+    std::fs::write(&config, KERNEL_CONFIG).ctx("write", &config)?;
+    progress(&format!("[pull] building guest kernel from {} (a few minutes, once)", source.display()));
+    let args = [config.display().to_string(), vmlinux.display().to_string(), dirs.build().join("linux-src").display().to_string()];
+    run_script("build-kernel", KERNEL_SCRIPT, &args, progress).await?;
+    if !vmlinux.is_file() {
+        return Err(Error::Build(format!("kernel build finished without producing {}", vmlinux.display())));
+    }
+    Ok(vmlinux)
+}
+
+/// The Debian kernel source tarball (`apt-get install linux-source`).
+fn kernel_source() -> Result<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/src")
+        .map(|entries| entries.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    found.retain(|p| p.file_name().map(|n| n.to_string_lossy().starts_with("linux-source-") && n.to_string_lossy().ends_with(".tar.xz")).unwrap_or(false));
+    found.sort();
+    found.pop().ok_or_else(|| Error::Build("kernel source not found in /usr/src; install it with `apt-get install linux-source` (scripts/setup.sh does)".into()))
+}
+
+/// Runs an embedded bash script, forwarding its stderr lines as progress; on failure the
+/// error carries the last lines it printed.
+async fn run_script(name: &str, script: &str, args: &[String], progress: Progress<'_>) -> Result<()> {
+    let mut child = tokio::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .arg(name)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| Error::Build(format!("cannot run bash for {name}: {e}")))?;
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
+    let mut tail: Vec<String> = Vec::new();
+    while let Some(line) = lines.next_line().await.map_err(|e| Error::Build(format!("{name}: {e}")))? {
+        progress(&line);
+        tail.push(line);
+        if tail.len() > 20 {
+            tail.remove(0);
+        }
+    }
+    let status = child.wait().await.map_err(|e| Error::Build(format!("{name}: {e}")))?;
+    if status.success() {
+        Ok(())
+    } else {
+        let last = tail.iter().rev().find(|l| !l.trim().is_empty()).cloned().unwrap_or_default();
+        Err(Error::Build(format!("{name} failed ({status}): {last}")))
+    }
+}
+
+fn ensure_dir(dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).ctx("create", dir)?;
+    Ok(dir.to_path_buf())
+}
+
+/// sha256 of the agent baked into the rootfs in `install_dir`.
+pub fn agent_digest_in(install_dir: &Path) -> Result<String> {
+    let image = DiskImage::open(&install_dir.join(ROOTFS_FILE))?;
+    Ok(sha256_bytes(&image.read(GUEST_AGENT_PATH)?))
+}

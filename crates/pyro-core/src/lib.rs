@@ -1,0 +1,14 @@
+//! The pyro core: everything the CLI, the MCP server and the Python SDK share.
+//!
+//! The faces are thin layers over [`Pyro`], whose methods mirror the SDK method names of
+//! the public contract.
+
+pub mod catalog;
+pub mod disk_image;
+pub mod environments;
+pub mod error;
+pub mod facade;
+pub mod paths;
+
+pub use error::{Error, Result};
+pub use facade::Pyro;

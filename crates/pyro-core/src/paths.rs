@@ -1,0 +1,131 @@
+//! Where pyro keeps things on the host: cache (environment images, kernel build), state
+//! (VMs and workspaces) and the guest agent binary it bakes into images.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// Environment variable overriding the cache root.
+pub const CACHE_DIR_ENV: &str = "PYRO_CACHE_DIR";
+/// Environment variable overriding the state root.
+pub const STATE_DIR_ENV: &str = "PYRO_STATE_DIR";
+/// Environment variable naming the static `pyro-agent` binary to bake into images.
+pub const AGENT_BIN_ENV: &str = "PYRO_AGENT_BIN";
+
+/// The host directories pyro uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dirs {
+    /// Root of cached, re-creatable artifacts (`$PYRO_CACHE_DIR`, else `$XDG_CACHE_HOME/pyro`).
+    pub cache: PathBuf,
+    /// Root of VM and workspace state (`$PYRO_STATE_DIR`, else `$XDG_STATE_HOME/pyro`).
+    pub state: PathBuf,
+}
+
+impl Dirs {
+    /// Resolves the directories from the environment (not creating them).
+    pub fn from_env() -> Result<Self> {
+        let cache = env_dir(CACHE_DIR_ENV)
+            .or_else(|| dirs::cache_dir().map(|d| d.join("pyro")))
+            .ok_or_else(|| Error::InvalidArgument(format!("cannot determine a cache directory; set {CACHE_DIR_ENV}")))?;
+        let state = env_dir(STATE_DIR_ENV)
+            .or_else(|| dirs::state_dir().map(|d| d.join("pyro")))
+            .or_else(|| dirs::home_dir().map(|d| d.join(".local/state/pyro")))
+            .ok_or_else(|| Error::InvalidArgument(format!("cannot determine a state directory; set {STATE_DIR_ENV}")))?;
+        Ok(Self { cache, state })
+    }
+
+    /// Directory of installed environments for this platform.
+    pub fn environments(&self) -> PathBuf {
+        self.cache.join("environments").join(crate::catalog::PLATFORM)
+    }
+
+    /// Directory of locally built kernels and build work trees.
+    pub fn build(&self) -> PathBuf {
+        self.cache.join("build")
+    }
+}
+
+fn env_dir(var: &str) -> Option<PathBuf> {
+    std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
+/// Finds the static `pyro-agent` binary: `$PYRO_AGENT_BIN`, next to the running
+/// executable, or the musl build output of this workspace.
+pub fn agent_binary() -> Result<PathBuf> {
+    if let Some(path) = env_dir(AGENT_BIN_ENV) {
+        return check_static(&path);
+    }
+    let exe = std::env::current_exe().map_err(|e| Error::io("locate", "the running executable", e))?;
+    let exe_dir = exe.parent().unwrap_or(Path::new("/"));
+    let mut candidates = vec![exe_dir.join("pyro-agent")];
+    // target/{debug,release}/pyro → target/x86_64-unknown-linux-musl/release/pyro-agent
+    if let Some(target_dir) = exe_dir.parent() {
+        for profile in ["release", "debug"] {
+            candidates.push(target_dir.join("x86_64-unknown-linux-musl").join(profile).join("pyro-agent"));
+        }
+    }
+    for candidate in &candidates {
+        if candidate.is_file() && is_static_elf(candidate) {
+            return Ok(candidate.clone());
+        }
+    }
+    Err(Error::NotInstalled(format!(
+        "static pyro-agent binary not found (looked in {}); build it with `cargo build --release -p pyro-agent --target x86_64-unknown-linux-musl` or set {AGENT_BIN_ENV}",
+        candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
+    )))
+}
+
+fn check_static(path: &Path) -> Result<PathBuf> {
+    if !path.is_file() {
+        return Err(Error::NotInstalled(format!("{AGENT_BIN_ENV} points to {}, which is not a file", path.display())));
+    }
+    if !is_static_elf(path) {
+        return Err(Error::NotInstalled(format!(
+            "{} is not a statically linked x86_64 ELF; build pyro-agent with --target x86_64-unknown-linux-musl",
+            path.display()
+        )));
+    }
+    Ok(path.to_path_buf())
+}
+
+/// True when `path` is a 64-bit x86_64 ELF without a `PT_INTERP` program header.
+pub fn is_static_elf(path: &Path) -> bool {
+    let Ok(bytes) = std::fs::read(path) else { return false };
+    elf_is_static_x86_64(&bytes)
+}
+
+fn elf_is_static_x86_64(bytes: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    if bytes.len() < 64 || &bytes[0..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
+        return false;
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]);
+    if u16_at(18) != 62 {
+        return false; // EM_X86_64
+    }
+    let phoff = u64::from_le_bytes(bytes[32..40].try_into().unwrap()) as usize;
+    let phentsize = u16_at(54) as usize;
+    let phnum = u16_at(56) as usize;
+    (0..phnum).all(|i| {
+        let at = phoff + i * phentsize;
+        bytes.get(at..at + 4).map(|t| u32::from_le_bytes(t.try_into().unwrap()) != PT_INTERP).unwrap_or(false)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_override_wins() {
+        // Only the pure helper is exercised, so parallel tests do not race on env vars.
+        assert_eq!(env_dir("PYRO_TEST_SURELY_UNSET_VARIABLE"), None);
+    }
+
+    #[test]
+    fn dynamic_executables_are_not_static() {
+        // /bin/sh on any Debian host is dynamically linked.
+        assert!(!is_static_elf(Path::new("/bin/sh")));
+        assert!(!elf_is_static_x86_64(b"not an elf at all, clearly not"));
+    }
+}

@@ -1,0 +1,18 @@
+//! Host ↔ guest wire protocol for pyro.
+//!
+//! One byte stream (virtio-serial, Firecracker hybrid vsock, or a unix socket for
+//! `host_compat`) carries length-prefixed [`Frame`]s. Every frame names a *stream*: the
+//! host opens a stream with a [`FrameKind::Request`], both sides may exchange
+//! [`FrameKind::Data`] frames on it (command output, uploaded or downloaded bytes), and
+//! the agent closes it with exactly one [`FrameKind::Response`]. Streams are independent,
+//! so a slow request never blocks another one.
+
+mod frame;
+mod message;
+
+pub use frame::{read_frame, write_frame, Frame, FrameError, FrameKind, MAX_FRAME_PAYLOAD};
+pub use message::{
+    DataChannel, DirEntry, EntryKind, ExecRequest, ExecResult, Hello, ListResult, ReadResult,
+    Request, Response, TarExportResult, TarImportResult, WriteResult, AGENT_PORT,
+    PROTOCOL_VERSION,
+};

@@ -31,6 +31,12 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Prove create/start/exec/delete end to end.
     Demo(DemoArgs),
+    /// Internal: the per-VM supervisor process.
+    #[command(name = "__supervise", hide = true)]
+    Supervise {
+        /// The VM's directory.
+        vm_dir: PathBuf,
+    },
 }
 
 /// `--json` for commands that print structured results.
@@ -132,6 +138,12 @@ pub struct VmSizing {
     /// Opt into running on the host without isolation when no guest can boot.
     #[arg(long)]
     pub allow_host_compat: bool,
+    /// Force a backend: firecracker, qemu-kvm, qemu-tcg, host_compat (also PYRO_BACKEND).
+    #[arg(long)]
+    pub backend: Option<String>,
+    /// Keep the full guest console in the VM's serial log (slower boot).
+    #[arg(long)]
+    pub debug_console: bool,
 }
 
 /// `pyro run`

@@ -39,9 +39,10 @@ async fn dispatch(command: Command) -> pyro_core::Result<i32> {
     match command {
         Command::Env(env) => commands::env::run(&pyro, env).await,
         Command::Mcp(_) => Err(not_yet("mcp serve", "the MCP server issue")),
-        Command::Run(_) => Err(not_yet("run", "the real guest execution issue")),
-        Command::Doctor(_) => Err(not_yet("doctor", "the real guest execution issue")),
-        Command::Demo(_) => Err(not_yet("demo", "the real guest execution issue")),
+        Command::Run(args) => commands::run::run(&pyro, args).await,
+        Command::Doctor(args) => commands::doctor::run(&pyro, args).await,
+        Command::Demo(args) => commands::demo::run(&pyro, args).await,
+        Command::Supervise { vm_dir } => pyro_core::vm::supervisor::run(vm_dir).await.map(|()| 0),
         Command::Workspace(workspace) => Err(not_yet(&format!("workspace {}", workspace_verb(&workspace)), "the persistent workspaces issue")),
     }
 }
@@ -56,7 +57,7 @@ fn wants_json(command: &Command) -> bool {
         Command::Env(E::Publish(a)) => a.json.json,
         Command::Run(a) => a.json.json,
         Command::Doctor(a) => a.json.json,
-        Command::Mcp(_) | Command::Demo(_) | Command::Workspace(_) => false,
+        Command::Mcp(_) | Command::Demo(_) | Command::Workspace(_) | Command::Supervise { .. } => false,
     }
 }
 

@@ -41,6 +41,9 @@ pub enum Error {
     /// Talking to an OCI registry failed.
     #[error("{0}")]
     Registry(String),
+    /// Launching or talking to a VMM failed.
+    #[error("{0}")]
+    Vmm(String),
     /// A capability that a later release delivers.
     #[error("{0}")]
     NotYetAvailable(String),

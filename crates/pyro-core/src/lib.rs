@@ -5,10 +5,15 @@
 
 pub mod catalog;
 pub mod disk_image;
+pub mod doctor;
 pub mod environments;
 pub mod error;
 pub mod facade;
+pub mod fsutil;
+pub mod guest;
 pub mod paths;
+pub mod vm;
+pub mod vmm;
 
 pub use error::{Error, Result};
 pub use facade::Pyro;

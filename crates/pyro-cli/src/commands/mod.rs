@@ -1,4 +1,7 @@
 //! One module per command group; each handler returns the process exit code.
 
+pub mod demo;
+pub mod doctor;
 pub mod env;
 pub mod pending;
+pub mod run;

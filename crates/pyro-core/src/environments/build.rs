@@ -10,7 +10,8 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::digest::sha256_bytes;
-use super::{lock_file, Progress, KERNEL_FILE, ROOTFS_FILE};
+use super::{Progress, KERNEL_FILE, ROOTFS_FILE};
+use crate::fsutil::lock_file;
 use crate::catalog::EnvironmentSpec;
 use crate::disk_image::DiskImage;
 use crate::error::{Error, IoContext, Result};

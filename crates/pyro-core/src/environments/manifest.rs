@@ -49,7 +49,7 @@ impl InstallManifest {
     /// Writes the manifest atomically (temp file + rename).
     pub fn store(&self, path: &Path) -> Result<()> {
         let json = serde_json::to_vec_pretty(self).expect("manifest serialises");
-        crate::environments::write_atomic(path, &json)
+        crate::fsutil::write_atomic(path, &json)
     }
 
     /// Records digests of every artifact present in `dir`.

@@ -10,17 +10,18 @@ mod digest;
 mod manifest;
 pub mod oci;
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
 
+pub use build::GUEST_AGENT_PATH;
 pub use digest::{sha256_file, ArtifactRecord};
 pub use manifest::{InstallManifest, ARTIFACT_FILES, KERNEL_FILE, MANIFEST_FILE, ROOTFS_FILE};
 
 use crate::catalog::{self, EnvironmentSpec, CATALOG, CATALOG_VERSION, PLATFORM};
 use crate::error::{Error, IoContext, Result};
+use crate::fsutil::{lock_file, try_lock_file, unix_now};
 use crate::paths::Dirs;
 
 /// Environment variable naming the OCI registry environments are pulled from, e.g.
@@ -405,38 +406,6 @@ fn replace_dir(staged: &Path, target: &Path) -> Result<()> {
         std::fs::rename(staged, target).ctx("install", target)?;
     }
     Ok(())
-}
-
-/// Blocks until an exclusive lock on `path` is held; released when the file is dropped.
-pub(crate) fn lock_file(path: &Path) -> Result<File> {
-    let file = File::options().create(true).truncate(false).write(true).open(path).ctx("open lock", path)?;
-    file.lock().ctx("lock", path)?;
-    Ok(file)
-}
-
-/// Takes the lock on `path` if nobody holds it.
-fn try_lock_file(path: &Path) -> Result<Option<File>> {
-    let file = File::options().create(true).truncate(false).write(true).open(path).ctx("open lock", path)?;
-    match file.try_lock() {
-        Ok(()) => Ok(Some(file)),
-        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
-        Err(std::fs::TryLockError::Error(e)) => Err(Error::io("lock", path, e)),
-    }
-}
-
-/// Writes `bytes` to `path` via a temp file in the same directory and a rename.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).ctx("create temp file in", dir)?;
-    tmp.write_all(bytes).ctx("write", tmp.path().to_path_buf())?;
-    tmp.as_file().sync_all().ctx("sync", tmp.path().to_path_buf())?;
-    tmp.persist(path).map_err(|e| Error::io("write", path, e.error))?;
-    Ok(())
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
 
 fn elapsed_ms(started: Instant) -> u64 {

@@ -1,0 +1,53 @@
+//! `pyro doctor`.
+
+use pyro_core::{Pyro, Result};
+
+use crate::cli::DoctorArgs;
+use crate::output::{print_json, yes_no};
+
+/// Prints the host report; exits 0 even when issues are found (they are listed).
+pub async fn run(pyro: &Pyro, args: DoctorArgs) -> Result<i32> {
+    if args.platform != pyro_core::catalog::PLATFORM {
+        return Err(pyro_core::Error::InvalidArgument(format!("unsupported platform '{}'; expected {}", args.platform, pyro_core::catalog::PLATFORM)));
+    }
+    let report = pyro.doctor().await;
+    if args.json.json {
+        print_json(&report);
+        return Ok(0);
+    }
+    println!("Platform: {}", report.platform);
+    println!("Runtime: {}", if report.runtime_ok { "PASS" } else { "FAIL" });
+    let kvm = &report.kvm;
+    println!(
+        "KVM: exists={} readable={} writable={} boots_guest={}",
+        yes_no(kvm.access.exists),
+        yes_no(kvm.access.readable),
+        yes_no(kvm.access.writable),
+        kvm.boots_guest.map(yes_no).unwrap_or("not checked")
+    );
+    if let Some(check) = &kvm.boot_check {
+        println!("KVM boot check: {check}");
+    }
+    for (name, binary) in [("Firecracker", &report.backends.firecracker), ("QEMU", &report.backends.qemu)] {
+        match binary {
+            Some(b) => println!("{name}: {} ({})", b.version, b.path.display()),
+            None => println!("{name}: not found"),
+        }
+    }
+    println!("Backend: {}", report.selected.backend.unwrap_or("none"));
+    println!("Backend reason: {}", report.selected.reason);
+    let caps = &report.capabilities;
+    println!("Capabilities: vm_boot={} guest_exec={} guest_network={}", yes_no(caps.vm_boot), yes_no(caps.guest_exec), yes_no(caps.guest_network));
+    println!("Environment cache: {}", report.cache_dir.display());
+    println!("State dir: {}", report.state_dir.display());
+    println!("Installed environments: {}", if report.installed_environments.is_empty() { "none".into() } else { report.installed_environments.join(", ") });
+    let net = &report.networking;
+    println!("Networking: tun={} ip_forward={}", yes_no(net.tun_available), yes_no(net.ip_forward_enabled));
+    if !report.issues.is_empty() {
+        println!("Issues:");
+        for issue in &report.issues {
+            println!("- {issue}");
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,92 @@
+//! `pyro run ENV [...] -- CMD…`: one command in a fresh microVM.
+
+use std::io::Write;
+
+use pyro_core::guest::OutputChunk;
+use pyro_core::vm::CreateVmOptions;
+use pyro_core::vmm::select::parse_backend;
+use pyro_core::{Error, Pyro, Result};
+
+use crate::cli::RunArgs;
+use crate::output::{print_json, progress};
+
+/// Runs `pyro run`; the exit code is the guest command's.
+pub async fn run(pyro: &Pyro, args: RunArgs) -> Result<i32> {
+    let command = shell_join(&args.command)?;
+    let json = args.json.json;
+    let mut options = CreateVmOptions::new(&args.environment);
+    options.vcpu_count = args.sizing.vcpu_count;
+    options.mem_mib = args.sizing.mem_mib;
+    options.ttl_seconds = args.ttl_seconds;
+    options.network = args.network;
+    options.allow_host_compat = args.sizing.allow_host_compat;
+    options.backend = args.sizing.backend.as_deref().map(parse_backend).transpose()?;
+    options.owner_pid = Some(std::process::id());
+    options.debug_console = args.sizing.debug_console;
+    let sink = progress(json);
+    let stream = |chunk: OutputChunk<'_>| {
+        // Live output in human mode; the JSON result carries it otherwise.
+        let _ = match chunk {
+            OutputChunk::Stdout(bytes) => std::io::stdout().lock().write_all(bytes).and_then(|_| std::io::stdout().flush()),
+            OutputChunk::Stderr(bytes) => std::io::stderr().lock().write_all(bytes),
+        };
+    };
+    let output: pyro_core::facade::OutputSink<'_> = if json { None } else { Some(&stream) };
+    let report = pyro.run_in_vm(&options, &command, args.timeout_seconds, &sink, output).await?;
+    if json {
+        print_json(&report);
+    } else {
+        if report.stdout_truncated || report.stderr_truncated {
+            eprintln!("[run] output truncated at {} bytes per stream", pyro_core::vm::DEFAULT_MAX_OUTPUT_BYTES);
+        }
+        eprintln!(
+            "[run] environment={} execution_mode={} exit_code={} duration_ms={}",
+            report.environment, report.execution_mode, report.exit_code, report.duration_ms
+        );
+    }
+    Ok(report.exit_code)
+}
+
+/// Turns the words after `--` into one shell command line. A single word is taken as a
+/// whole command line (`pyro run debian:12 -- 'echo a && echo b'`); several words are
+/// quoted so each stays one argument.
+pub fn shell_join(words: &[String]) -> Result<String> {
+    match words {
+        [] => Err(Error::InvalidArgument("command is required after `--`".into())),
+        [single] if !single.trim().is_empty() => Ok(single.clone()),
+        [_] => Err(Error::InvalidArgument("command is required after `--`".into())),
+        many => Ok(many.iter().map(|w| shell_quote(w)).collect::<Vec<_>>().join(" ")),
+    }
+}
+
+fn shell_quote(word: &str) -> String {
+    let safe = !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"_@%+=:,./-".contains(&b));
+    if safe {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r#"'"'"'"#))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(w: &[&str]) -> Vec<String> {
+        w.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn joins_and_quotes() {
+        assert_eq!(shell_join(&words(&["git", "--version"])).unwrap(), "git --version");
+        assert_eq!(shell_join(&words(&["echo", "a b", "it's"])).unwrap(), r#"echo 'a b' 'it'"'"'s'"#);
+        assert_eq!(shell_join(&words(&["echo hi && uname -r"])).unwrap(), "echo hi && uname -r");
+        assert_eq!(shell_join(&words(&["printf", ""])).unwrap(), "printf ''");
+    }
+
+    #[test]
+    fn empty_command_is_an_error() {
+        assert_eq!(shell_join(&[]).unwrap_err().to_string(), "command is required after `--`");
+        assert!(shell_join(&words(&["  "])).is_err());
+    }
+}

@@ -1,0 +1,165 @@
+//! `pyro doctor`: what this host offers and which backend pyro will use, and why.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::catalog::PLATFORM;
+use crate::environments::EnvironmentStore;
+use crate::paths::{self, Dirs};
+use crate::vmm::qemu::find_in_path;
+use crate::vmm::select::{backend_from_env, Binary, HostProbe, KvmAccess};
+use crate::vmm::BackendKind;
+
+/// `/dev/kvm` access plus the outcome of the boot check.
+#[derive(Debug, Clone, Serialize)]
+pub struct KvmReport {
+    /// Access bits.
+    #[serde(flatten)]
+    pub access: KvmAccess,
+    /// Whether our kernel boots under KVM (null until checked).
+    pub boots_guest: Option<bool>,
+    /// What the boot check saw.
+    pub boot_check: Option<String>,
+}
+
+/// Backend binaries found.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendsReport {
+    /// Firecracker.
+    pub firecracker: Option<Binary>,
+    /// QEMU.
+    pub qemu: Option<Binary>,
+}
+
+/// The backend pyro will use.
+#[derive(Debug, Clone, Serialize)]
+pub struct SelectedReport {
+    /// Backend name, or null when none works.
+    pub backend: Option<&'static str>,
+    /// Why.
+    pub reason: String,
+}
+
+/// What the chosen backend can do.
+#[derive(Debug, Clone, Serialize)]
+pub struct Capabilities {
+    /// A real guest kernel boots.
+    pub vm_boot: bool,
+    /// Commands run inside the guest.
+    pub guest_exec: bool,
+    /// Guest networking is available.
+    pub guest_network: bool,
+}
+
+/// Host prerequisites for guest networking.
+#[derive(Debug, Clone, Serialize)]
+pub struct NetworkingReport {
+    /// `/dev/net/tun` exists.
+    pub tun_available: bool,
+    /// `ip` binary.
+    pub ip_binary: Option<PathBuf>,
+    /// `nft` binary.
+    pub nft_binary: Option<PathBuf>,
+    /// `iptables` binary.
+    pub iptables_binary: Option<PathBuf>,
+    /// `net.ipv4.ip_forward` is 1.
+    pub ip_forward_enabled: bool,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct DoctorReport {
+    /// Platform checked.
+    pub platform: &'static str,
+    /// True when a real guest can run here.
+    pub runtime_ok: bool,
+    /// Problems found, one line each.
+    pub issues: Vec<String>,
+    /// KVM.
+    pub kvm: KvmReport,
+    /// Backend binaries.
+    pub backends: BackendsReport,
+    /// The backend that will be used.
+    pub selected: SelectedReport,
+    /// Capabilities of that backend.
+    pub capabilities: Capabilities,
+    /// Static guest agent used for image builds.
+    pub agent_binary: Option<PathBuf>,
+    /// Cache root.
+    pub cache_dir: PathBuf,
+    /// State root.
+    pub state_dir: PathBuf,
+    /// Installed environments.
+    pub installed_environments: Vec<String>,
+    /// Networking prerequisites.
+    pub networking: NetworkingReport,
+}
+
+/// Builds the report; runs the one-time KVM boot check when an environment is installed
+/// and the check has not run for this host yet.
+pub async fn report(dirs: &Dirs, store: &EnvironmentStore) -> DoctorReport {
+    let mut issues = Vec::new();
+    let installed: Vec<_> = store.list().into_iter().filter(|e| e.installed).collect();
+    let kernel_sha = installed.first().and_then(|e| e.kernel.as_ref()).map(|k| k.sha256.clone());
+    let cache_file = dirs.cache.join("kvm-boot-check.json");
+    let mut probe = HostProbe::probe(&cache_file, kernel_sha.as_deref());
+    if probe.needs_kvm_check() {
+        if let Some(env) = installed.first().and_then(|e| store.installed(e.spec.name).ok()) {
+            crate::vm::run_kvm_check(dirs, &env, &cache_file).await;
+            probe = HostProbe::probe(&cache_file, kernel_sha.as_deref());
+        }
+    }
+    if installed.is_empty() {
+        issues.push("no environment is installed yet: run `pyro env pull debian:12`".into());
+    }
+    if !probe.kvm.exists {
+        issues.push("/dev/kvm is not available on this host".into());
+    }
+    let requested = match backend_from_env() {
+        Ok(r) => r,
+        Err(e) => {
+            issues.push(e.to_string());
+            None
+        }
+    };
+    let selected = match probe.choose(requested) {
+        Ok(selection) => SelectedReport { backend: Some(selection.backend.name()), reason: selection.reason },
+        Err(e) => {
+            issues.push(e.to_string());
+            SelectedReport { backend: None, reason: e.to_string() }
+        }
+    };
+    let guest = matches!(selected.backend, Some(name) if name != BackendKind::HostCompat.name());
+    let agent_binary = match paths::agent_binary() {
+        Ok(path) => Some(path),
+        Err(e) => {
+            issues.push(e.to_string());
+            None
+        }
+    };
+    DoctorReport {
+        platform: PLATFORM,
+        runtime_ok: guest && !installed.is_empty(),
+        issues,
+        kvm: KvmReport {
+            access: probe.kvm,
+            boots_guest: probe.kvm_boot.as_ref().map(|c| c.boots),
+            boot_check: probe.kvm_boot.as_ref().map(|c| c.detail.clone()),
+        },
+        backends: BackendsReport { firecracker: probe.firecracker.clone(), qemu: probe.qemu.clone() },
+        selected,
+        capabilities: Capabilities { vm_boot: guest, guest_exec: guest, guest_network: false },
+        agent_binary,
+        cache_dir: dirs.cache.clone(),
+        state_dir: dirs.state.clone(),
+        installed_environments: installed.iter().map(|e| e.spec.name.to_string()).collect(),
+        networking: NetworkingReport {
+            tun_available: std::path::Path::new("/dev/net/tun").exists(),
+            ip_binary: find_in_path("ip"),
+            nft_binary: find_in_path("nft"),
+            iptables_binary: find_in_path("iptables"),
+            ip_forward_enabled: std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").map(|v| v.trim() == "1").unwrap_or(false),
+        },
+    }
+}

@@ -1,0 +1,39 @@
+//! Small filesystem helpers shared by the stores: atomic writes and advisory locks.
+
+use std::fs::File;
+use std::path::Path;
+
+use crate::error::{Error, IoContext, Result};
+
+/// Blocks until an exclusive lock on `path` is held; released when the file is dropped.
+pub fn lock_file(path: &Path) -> Result<File> {
+    let file = File::options().create(true).truncate(false).write(true).open(path).ctx("open lock", path)?;
+    file.lock().ctx("lock", path)?;
+    Ok(file)
+}
+
+/// Takes the lock on `path` if nobody holds it.
+pub fn try_lock_file(path: &Path) -> Result<Option<File>> {
+    let file = File::options().create(true).truncate(false).write(true).open(path).ctx("open lock", path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io("lock", path, e)),
+    }
+}
+
+/// Writes `bytes` to `path` via a temp file in the same directory and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).ctx("create temp file in", dir)?;
+    tmp.write_all(bytes).ctx("write", tmp.path().to_path_buf())?;
+    tmp.as_file().sync_all().ctx("sync", tmp.path().to_path_buf())?;
+    tmp.persist(path).map_err(|e| Error::io("write", path, e.error))?;
+    Ok(())
+}
+
+/// Current Unix time in seconds.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}

@@ -1,0 +1,72 @@
+//! The one-time "does KVM really boot a guest here" check, cached per host kernel, guest
+//! kernel and QEMU version (see [`crate::vmm::select`]).
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::record::{VmRecord, VmState};
+use super::supervisor;
+use crate::environments::{InstalledEnvironment, KERNEL_FILE};
+use crate::fsutil::{unix_now, write_atomic};
+use crate::paths::Dirs;
+use crate::vmm::qemu::{locate, Accel, Qemu};
+use crate::vmm::select::{host_kernel_release, KvmBootCheck};
+use crate::vmm::{BackendKind, LaunchSpec};
+
+/// A working KVM boots our kernel to the agent in well under a second; TCG needs ~1 s.
+const KVM_CHECK_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Boots `installed` under QEMU/KVM once and records whether the agent answered.
+pub async fn run(dirs: &Dirs, installed: &InstalledEnvironment, cache_file: &Path) {
+    let Some(binary) = locate() else { return };
+    let qemu = Qemu::new(binary, Accel::Kvm);
+    let Ok(work) = tempfile::Builder::new().prefix("kvm-check-").tempdir_in(dirs.cache.as_path()) else { return };
+    let detail = match qemu.prepare_disk(&installed.rootfs, work.path()) {
+        Err(e) => Err(e.to_string()),
+        Ok(disk) => {
+            let record = VmRecord {
+                vm_id: "kvmcheck0000".into(),
+                environment: installed.spec.name.into(),
+                environment_version: installed.spec.version.into(),
+                vcpu_count: 1,
+                mem_mib: 256,
+                ttl_seconds: 60,
+                created_at: unix_now(),
+                expires_at: unix_now() + 60.0,
+                state: VmState::Created,
+                backend: BackendKind::QemuKvm,
+                backend_reason: "KVM boot check".into(),
+                allow_host_compat: false,
+                launch: LaunchSpec { vm_dir: work.path().to_path_buf(), kernel: installed.kernel.clone(), disk, vcpu_count: 1, mem_mib: 256, debug_console: false },
+                owner_pid: None,
+                supervisor_pid: None,
+                boot_ms: None,
+                guest_kernel: None,
+                last_error: None,
+            };
+            match supervisor::boot(&record, KVM_CHECK_TIMEOUT).await {
+                Ok((mut child, _hello, _channel)) => {
+                    let _ = child.start_kill();
+                    let _ = child.wait().await;
+                    Ok(())
+                }
+                Err(reason) => Err(reason),
+            }
+        }
+    };
+    let check = KvmBootCheck {
+        host_kernel: host_kernel_release(),
+        guest_kernel_sha256: installed.manifest.artifacts.get(KERNEL_FILE).map(|a| a.sha256.clone()).unwrap_or_default(),
+        qemu_version: qemu.version().unwrap_or_default(),
+        boots: detail.is_ok(),
+        detail: match detail {
+            Ok(()) => "our kernel booted to the agent under KVM".into(),
+            Err(reason) => format!("KVM is present but did not boot our kernel: {}", first_clause(&reason)),
+        },
+    };
+    let _ = write_atomic(cache_file, &serde_json::to_vec_pretty(&check).expect("check serialises"));
+}
+
+fn first_clause(reason: &str) -> &str {
+    reason.split("; serial log").next().unwrap_or(reason)
+}

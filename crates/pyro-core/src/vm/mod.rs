@@ -1,0 +1,572 @@
+//! Ephemeral VMs: create, start, exec (auto-cleans), stop, delete, status, reap, run.
+//!
+//! Every VM is a directory under `<state>/vms/<id>/` holding its record, disk, logs and
+//! sockets, so VMs created by one process are visible to every other. A started VM is
+//! owned by its [`supervisor`] process; CLI processes talk to the guest through it.
+
+pub mod record;
+pub mod supervisor;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pyro_protocol::{ExecRequest, Hello};
+use serde::Serialize;
+use tokio::net::UnixStream;
+
+use self::record::{new_id, validate_id, vms_root, VmRecord, VmState};
+use self::supervisor::{Phase, SupervisorStatus, CONTROL_SOCKET};
+use crate::environments::{EnvironmentStore, InstalledEnvironment, Progress, PullOptions};
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::{lock_file, unix_now};
+use crate::guest::{ExecOutput, GuestClient, OutputChunk};
+use crate::paths::Dirs;
+use crate::vmm::select::{backend_from_env, HostProbe, Selection};
+use crate::vmm::{self, BackendKind, LaunchSpec};
+
+/// Default exec output cap per stream (bytes); more is drained and flagged truncated.
+pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 64 << 20;
+
+/// Validated sizing and options of a new VM.
+#[derive(Debug, Clone)]
+pub struct CreateVmOptions {
+    /// Catalog environment name.
+    pub environment: String,
+    /// Virtual CPUs (1–8).
+    pub vcpu_count: u32,
+    /// Memory in MiB (256–32768).
+    pub mem_mib: u32,
+    /// Lifetime in seconds (60–86400).
+    pub ttl_seconds: u64,
+    /// Guest networking.
+    pub network: bool,
+    /// Permit running on the host without isolation when no guest backend works.
+    pub allow_host_compat: bool,
+    /// Explicit backend (else `$PYRO_BACKEND`, else automatic).
+    pub backend: Option<BackendKind>,
+    /// Delete the VM when this process exits.
+    pub owner_pid: Option<u32>,
+    /// Full guest console in the serial log.
+    pub debug_console: bool,
+}
+
+impl CreateVmOptions {
+    /// Defaults of the contract: 1 vCPU, 1024 MiB, 600 s TTL, no network, no host compat.
+    pub fn new(environment: impl Into<String>) -> Self {
+        Self {
+            environment: environment.into(),
+            vcpu_count: 1,
+            mem_mib: 1024,
+            ttl_seconds: 600,
+            network: false,
+            allow_host_compat: false,
+            backend: None,
+            owner_pid: None,
+            debug_console: false,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let invalid = |m: &str| Err(Error::InvalidArgument(m.into()));
+        if !(1..=8).contains(&self.vcpu_count) {
+            return invalid("vcpu_count must be between 1 and 8");
+        }
+        if !(256..=32768).contains(&self.mem_mib) {
+            return invalid("mem_mib must be between 256 and 32768");
+        }
+        if !(60..=86400).contains(&self.ttl_seconds) {
+            return invalid("ttl_seconds must be between 60 and 86400");
+        }
+        if self.network {
+            return Err(Error::NotYetAvailable("guest networking (--network) is not available in this build yet: it arrives with the networking issue".into()));
+        }
+        Ok(())
+    }
+}
+
+/// What `status_vm` and the lifecycle calls return.
+#[derive(Debug, Clone, Serialize)]
+pub struct VmStatus {
+    /// VM id.
+    pub vm_id: String,
+    /// Environment name.
+    pub environment: String,
+    /// Environment version.
+    pub environment_version: String,
+    /// Virtual CPUs.
+    pub vcpu_count: u32,
+    /// Memory in MiB.
+    pub mem_mib: u32,
+    /// Lifetime.
+    pub ttl_seconds: u64,
+    /// Unix seconds.
+    pub created_at: f64,
+    /// Unix seconds.
+    pub expires_at: f64,
+    /// `created`, `started` or `stopped`.
+    pub state: &'static str,
+    /// Always false until guest networking lands.
+    pub network_enabled: bool,
+    /// Host execution was opted into.
+    pub allow_host_compat: bool,
+    /// Guest IP (no networking yet).
+    pub guest_ip: Option<String>,
+    /// TAP device (no networking yet).
+    pub tap_name: Option<String>,
+    /// `guest_vsock` (a real guest through the agent channel) or `host_compat`.
+    pub execution_mode: &'static str,
+    /// Backend running the VM.
+    pub backend: &'static str,
+    /// Why that backend.
+    pub backend_reason: String,
+    /// Milliseconds from launch to the agent's hello on the last start.
+    pub boot_ms: Option<u64>,
+    /// `uname -r` inside the guest.
+    pub guest_kernel: Option<String>,
+    /// Why the VM stopped unexpectedly.
+    pub last_error: Option<String>,
+}
+
+/// The result of one command.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecReport {
+    /// VM id.
+    pub vm_id: String,
+    /// Environment name.
+    pub environment: String,
+    /// Environment version.
+    pub environment_version: String,
+    /// The command as run by `/bin/sh -lc`.
+    pub command: String,
+    /// Standard output (lossy UTF-8 in JSON; raw bytes on the CLI's stdout).
+    #[serde(serialize_with = "lossy")]
+    pub stdout: Vec<u8>,
+    /// Standard error.
+    #[serde(serialize_with = "lossy")]
+    pub stderr: Vec<u8>,
+    /// Exit code (124 on timeout, 128+N for signal N).
+    pub exit_code: i32,
+    /// Wall time measured in the guest.
+    pub duration_ms: u64,
+    /// The command hit its timeout.
+    pub timed_out: bool,
+    /// Stdout exceeded the output cap.
+    pub stdout_truncated: bool,
+    /// Stderr exceeded the output cap.
+    pub stderr_truncated: bool,
+    /// `guest_vsock` or `host_compat`.
+    pub execution_mode: &'static str,
+    /// Backend that ran it.
+    pub backend: &'static str,
+    /// What happened to the VM afterwards.
+    pub cleanup: Cleanup,
+}
+
+fn lossy<S: serde::Serializer>(bytes: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(bytes))
+}
+
+/// The auto-clean after an exec.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cleanup {
+    /// VM id.
+    pub vm_id: String,
+    /// Whether it was deleted.
+    pub deleted: bool,
+    /// Why.
+    pub reason: &'static str,
+}
+
+/// Result of [`VmManager::delete_vm`].
+#[derive(Debug, Clone, Serialize)]
+pub struct DeleteReport {
+    /// VM id.
+    pub vm_id: String,
+    /// Always true.
+    pub deleted: bool,
+    /// Why.
+    pub reason: String,
+}
+
+/// Result of [`VmManager::reap_expired`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ReapReport {
+    /// Deleted VM ids.
+    pub deleted_vm_ids: Vec<String>,
+    /// How many.
+    pub count: usize,
+}
+
+/// Network details of a VM.
+#[derive(Debug, Clone, Serialize)]
+pub struct NetworkInfo {
+    /// VM id.
+    pub vm_id: String,
+    /// Whether the VM has a network.
+    pub network_enabled: bool,
+    /// Whether outbound traffic should work.
+    pub outbound_connectivity_expected: bool,
+    /// Why there is none.
+    pub reason: Option<String>,
+}
+
+/// The VM lifecycle over the state directory.
+#[derive(Debug, Clone)]
+pub struct VmManager {
+    dirs: Dirs,
+    environments: EnvironmentStore,
+}
+
+impl VmManager {
+    /// A manager over `dirs`.
+    pub fn new(dirs: Dirs, environments: EnvironmentStore) -> Self {
+        Self { dirs, environments }
+    }
+
+    fn vm_dir(&self, vm_id: &str) -> Result<PathBuf> {
+        validate_id(vm_id)?;
+        let dir = vms_root(&self.dirs.state).join(vm_id);
+        if !VmRecord::path(&dir).exists() {
+            return Err(Error::InvalidArgument(format!("vm '{vm_id}' does not exist")));
+        }
+        Ok(dir)
+    }
+
+    /// Creates a VM record and its private disk (installing the environment if needed).
+    pub async fn create_vm(&self, options: &CreateVmOptions, progress: Progress<'_>) -> Result<VmStatus> {
+        options.validate()?;
+        let installed = self.ensure_installed(&options.environment, progress).await?;
+        let selection = self.select_backend(options, &installed, progress).await?;
+        let vm_id = new_id();
+        let root = vms_root(&self.dirs.state);
+        std::fs::create_dir_all(&root).ctx("create", &root)?;
+        let vm_dir = root.join(&vm_id);
+        std::fs::create_dir(&vm_dir).ctx("create", &vm_dir)?;
+        let prepared = self.prepare_disk(selection.backend, &installed, &vm_dir);
+        let disk = match prepared {
+            Ok(disk) => disk,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&vm_dir);
+                return Err(e);
+            }
+        };
+        let now = unix_now();
+        let record = VmRecord {
+            vm_id: vm_id.clone(),
+            environment: installed.spec.name.into(),
+            environment_version: installed.spec.version.into(),
+            vcpu_count: options.vcpu_count,
+            mem_mib: options.mem_mib,
+            ttl_seconds: options.ttl_seconds,
+            created_at: now,
+            expires_at: now + options.ttl_seconds as f64,
+            state: VmState::Created,
+            backend: selection.backend,
+            backend_reason: selection.reason,
+            allow_host_compat: options.allow_host_compat,
+            launch: LaunchSpec {
+                vm_dir: vm_dir.clone(),
+                kernel: installed.kernel.clone(),
+                disk,
+                vcpu_count: options.vcpu_count,
+                mem_mib: options.mem_mib,
+                debug_console: options.debug_console,
+            },
+            owner_pid: options.owner_pid,
+            supervisor_pid: None,
+            boot_ms: None,
+            guest_kernel: None,
+            last_error: None,
+        };
+        if let Err(e) = record.save() {
+            let _ = std::fs::remove_dir_all(&vm_dir);
+            return Err(e);
+        }
+        Ok(status_of(&record))
+    }
+
+    async fn ensure_installed(&self, name: &str, progress: Progress<'_>) -> Result<InstalledEnvironment> {
+        crate::catalog::lookup(name)?;
+        match self.environments.installed(name) {
+            Ok(installed) => Ok(installed),
+            Err(Error::NotInstalled(_)) => {
+                progress(&format!("[pull] phase=install environment={name}"));
+                self.environments.pull(name, &PullOptions::default(), progress).await?;
+                self.environments.installed(name)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Picks the backend, running (and caching) the KVM boot check when it is due.
+    async fn select_backend(&self, options: &CreateVmOptions, installed: &InstalledEnvironment, progress: Progress<'_>) -> Result<Selection> {
+        let requested = match options.backend {
+            Some(kind) => Some(kind),
+            None => backend_from_env()?,
+        };
+        if requested == Some(BackendKind::HostCompat) && !options.allow_host_compat {
+            return Err(Error::InvalidArgument("the host_compat backend runs commands on the host without isolation; it needs --allow-host-compat".into()));
+        }
+        let kernel_sha = installed.manifest.artifacts.get(crate::environments::KERNEL_FILE).map(|a| a.sha256.clone());
+        let cache_file = self.dirs.cache.join("kvm-boot-check.json");
+        let mut probe = HostProbe::probe(&cache_file, kernel_sha.as_deref());
+        if requested.is_none() && probe.needs_kvm_check() {
+            progress("[backend] checking once whether KVM boots guests on this host");
+            kvm_check::run(&self.dirs, installed, &cache_file).await;
+            probe = HostProbe::probe(&cache_file, kernel_sha.as_deref());
+        }
+        match probe.choose(requested) {
+            Ok(selection) => Ok(selection),
+            Err(reason) if options.allow_host_compat => Ok(Selection { backend: BackendKind::HostCompat, reason: format!("no guest backend ({reason}); host compatibility mode was opted into") }),
+            Err(reason) => Err(Error::Vmm(format!(
+                "guest boot is unavailable and host compatibility mode is disabled: {reason}. Set allow_host_compat=True (CLI: --allow-host-compat) to opt into host execution."
+            ))),
+        }
+    }
+
+    fn prepare_disk(&self, backend: BackendKind, installed: &InstalledEnvironment, vm_dir: &Path) -> Result<PathBuf> {
+        match backend {
+            BackendKind::QemuKvm | BackendKind::QemuTcg => {
+                let binary = vmm::qemu::locate().ok_or_else(|| Error::Vmm("qemu-system-x86_64 is not installed".into()))?;
+                vmm::qemu::Qemu::new(binary, vmm::qemu::Accel::Tcg).prepare_disk(&installed.rootfs, vm_dir)
+            }
+            BackendKind::Firecracker => vmm::firecracker::prepare_disk(&installed.rootfs, vm_dir),
+            BackendKind::HostCompat => Ok(installed.rootfs.clone()),
+        }
+    }
+
+    /// Boots a created or stopped VM and waits for its agent.
+    pub async fn start_vm(&self, vm_id: &str) -> Result<VmStatus> {
+        let dir = self.vm_dir(vm_id)?;
+        let _lock = lock_file(&dir.join("vm.lock"))?;
+        let mut record = self.refreshed(&dir)?;
+        if record.state == VmState::Started {
+            return Err(Error::InvalidArgument(format!("vm {vm_id} cannot be started from state 'started'")));
+        }
+        let _ = std::fs::remove_file(dir.join(supervisor::STATUS_FILE));
+        let pid = supervisor::spawn(&dir)?;
+        record.supervisor_pid = Some(pid);
+        record.state = VmState::Started;
+        record.save()?;
+        match connect(&dir).await {
+            Ok((_client, hello)) => {
+                let status = SupervisorStatus::load(&dir);
+                record.boot_ms = status.and_then(|s| s.boot_ms);
+                record.guest_kernel = Some(hello.kernel_release);
+                record.last_error = None;
+                record.save()?;
+                Ok(status_of(&record))
+            }
+            Err(e) => {
+                record.state = VmState::Stopped;
+                record.supervisor_pid = None;
+                record.last_error = Some(e.to_string());
+                record.save()?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs one command in a started VM, then deletes the VM whatever the exit code.
+    pub async fn exec_vm(&self, vm_id: &str, command: &str, timeout_seconds: u64, output: Option<&(dyn Fn(OutputChunk<'_>) + Send + Sync)>) -> Result<ExecReport> {
+        if timeout_seconds == 0 {
+            return Err(Error::InvalidArgument("timeout_seconds must be positive".into()));
+        }
+        let dir = self.vm_dir(vm_id)?;
+        let record = self.refreshed(&dir)?;
+        if record.state != VmState::Started {
+            return Err(Error::InvalidArgument(format!("vm {vm_id} must be in 'started' state before execution")));
+        }
+        let (client, _) = connect(&dir).await?;
+        let request = ExecRequest {
+            command: command.to_string(),
+            env: Default::default(),
+            cwd: None,
+            timeout_ms: timeout_seconds.saturating_mul(1000),
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+        };
+        let ExecOutput { result, stdout, stderr } = client.exec_streaming(request, output).await.map_err(|e| Error::Vmm(guest_failure(&dir, e)))?;
+        drop(client);
+        self.delete_vm(vm_id, "post_exec_cleanup").await?;
+        Ok(ExecReport {
+            vm_id: vm_id.into(),
+            environment: record.environment.clone(),
+            environment_version: record.environment_version.clone(),
+            command: command.into(),
+            stdout,
+            stderr,
+            exit_code: result.exit_code,
+            duration_ms: result.duration_ms,
+            timed_out: result.timed_out,
+            stdout_truncated: result.stdout_truncated,
+            stderr_truncated: result.stderr_truncated,
+            execution_mode: record.backend.execution_mode(),
+            backend: record.backend.name(),
+            cleanup: Cleanup { vm_id: vm_id.into(), deleted: true, reason: "post_exec_cleanup" },
+        })
+    }
+
+    /// Stops a VM (agent shutdown, then the supervisor forces the VMM down).
+    pub async fn stop_vm(&self, vm_id: &str) -> Result<VmStatus> {
+        let dir = self.vm_dir(vm_id)?;
+        let _lock = lock_file(&dir.join("vm.lock"))?;
+        let mut record = self.refreshed(&dir)?;
+        stop_supervisor(&record).await;
+        record.state = if record.state == VmState::Created { VmState::Created } else { VmState::Stopped };
+        record.supervisor_pid = None;
+        record.save()?;
+        Ok(status_of(&record))
+    }
+
+    /// Stops (if needed) and removes a VM.
+    pub async fn delete_vm(&self, vm_id: &str, reason: &str) -> Result<DeleteReport> {
+        let dir = self.vm_dir(vm_id)?;
+        let record = VmRecord::load(&dir)?;
+        stop_supervisor(&record).await;
+        std::fs::remove_dir_all(&dir).ctx("remove", &dir)?;
+        Ok(DeleteReport { vm_id: vm_id.into(), deleted: true, reason: reason.into() })
+    }
+
+    /// Current state of a VM.
+    pub fn status_vm(&self, vm_id: &str) -> Result<VmStatus> {
+        let dir = self.vm_dir(vm_id)?;
+        Ok(status_of(&self.refreshed(&dir)?))
+    }
+
+    /// Network configuration of a VM (none until guest networking lands).
+    pub fn network_info_vm(&self, vm_id: &str) -> Result<NetworkInfo> {
+        self.vm_dir(vm_id)?;
+        Ok(NetworkInfo {
+            vm_id: vm_id.into(),
+            network_enabled: false,
+            outbound_connectivity_expected: false,
+            reason: Some("network configuration is unavailable for this VM".into()),
+        })
+    }
+
+    /// Deletes expired VMs and ephemeral VMs whose owner and supervisor are both gone.
+    pub async fn reap_expired(&self) -> Result<ReapReport> {
+        let root = vms_root(&self.dirs.state);
+        let mut deleted = Vec::new();
+        let Ok(entries) = std::fs::read_dir(&root) else { return Ok(ReapReport { deleted_vm_ids: vec![], count: 0 }) };
+        let now = unix_now();
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if validate_id(&id).is_err() {
+                continue;
+            }
+            let dir = entry.path();
+            let reap = match VmRecord::load(&dir) {
+                Ok(record) => {
+                    let supervised = record.supervisor_pid.map(|p| supervisor::is_alive(p, &dir)).unwrap_or(false);
+                    let owner_gone = record.owner_pid.map(|p| !process_exists(p)).unwrap_or(false);
+                    record.expires_at <= now || (owner_gone && !supervised)
+                }
+                // A directory without a readable record is a VM whose creation was cut short.
+                Err(_) => !dir.join(CONTROL_SOCKET).exists(),
+            };
+            if reap && self.delete_vm(&id, "expired").await.is_ok() {
+                deleted.push(id);
+            } else if reap && VmRecord::load(&dir).is_err() && std::fs::remove_dir_all(&dir).is_ok() {
+                deleted.push(id);
+            }
+        }
+        deleted.sort();
+        Ok(ReapReport { count: deleted.len(), deleted_vm_ids: deleted })
+    }
+
+    /// Loads a record and reconciles its state with its supervisor.
+    fn refreshed(&self, dir: &Path) -> Result<VmRecord> {
+        let mut record = VmRecord::load(dir)?;
+        if record.state == VmState::Started && !record.supervisor_pid.map(|p| supervisor::is_alive(p, dir)).unwrap_or(false) {
+            record.state = VmState::Stopped;
+            record.supervisor_pid = None;
+            record.last_error = SupervisorStatus::load(dir).and_then(|s| s.error).or(Some("the VM is no longer running".into()));
+            record.save()?;
+        }
+        Ok(record)
+    }
+}
+
+/// Stops the supervisor of `record`, if any: the agent is asked to power off, then the
+/// supervisor forces the VMM down.
+async fn stop_supervisor(record: &VmRecord) {
+    let Some(pid) = record.supervisor_pid else { return };
+    let dir = record.dir();
+    if !supervisor::is_alive(pid, dir) {
+        return;
+    }
+    // SAFETY: plain signal delivery to a process we verified is our supervisor.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    for _ in 0..200 {
+        if !supervisor::is_alive(pid, dir) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // SAFETY: as above; the supervisor ignored SIGTERM for 10 s.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+fn process_exists(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks for existence.
+    unsafe { libc::kill(pid as i32, 0) == 0 }
+}
+
+/// Connects to the supervisor of a started VM and waits for the agent's hello.
+async fn connect(dir: &Path) -> Result<(GuestClient, Hello)> {
+    let socket = dir.join(CONTROL_SOCKET);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let stream = loop {
+        match UnixStream::connect(&socket).await {
+            Ok(stream) => break stream,
+            Err(e) => {
+                if let Some(status) = SupervisorStatus::load(dir).filter(|s| s.phase == Phase::Failed || s.phase == Phase::Exited) {
+                    return Err(Error::Vmm(status.error.unwrap_or_else(|| "the VM is not running".into())));
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(Error::Vmm(format!("cannot reach the VM supervisor: {e}")));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let timeout = supervisor::boot_timeout() + Duration::from_secs(15);
+    GuestClient::connect(stream, timeout).await.map_err(|e| Error::Vmm(guest_failure(dir, e)))
+}
+
+/// Explains a guest channel failure, preferring what the supervisor recorded.
+fn guest_failure(dir: &Path, error: crate::guest::GuestError) -> String {
+    match SupervisorStatus::load(dir).and_then(|s| s.error) {
+        Some(recorded) => recorded,
+        None => error.to_string(),
+    }
+}
+
+fn status_of(record: &VmRecord) -> VmStatus {
+    VmStatus {
+        vm_id: record.vm_id.clone(),
+        environment: record.environment.clone(),
+        environment_version: record.environment_version.clone(),
+        vcpu_count: record.vcpu_count,
+        mem_mib: record.mem_mib,
+        ttl_seconds: record.ttl_seconds,
+        created_at: record.created_at,
+        expires_at: record.expires_at,
+        state: record.state.name(),
+        network_enabled: false,
+        allow_host_compat: record.allow_host_compat,
+        guest_ip: None,
+        tap_name: None,
+        execution_mode: if record.state == VmState::Created { "pending" } else { record.backend.execution_mode() },
+        backend: record.backend.name(),
+        backend_reason: record.backend_reason.clone(),
+        boot_ms: record.boot_ms,
+        guest_kernel: record.guest_kernel.clone(),
+        last_error: record.last_error.clone(),
+    }
+}
+
+mod kvm_check;
+
+pub use kvm_check::run as run_kvm_check;

@@ -1,0 +1,125 @@
+//! VMM backends: how a guest is launched and how the host reaches its agent.
+//!
+//! Three backends sit behind one enum: Firecracker (KVM only), QEMU `-M microvm` (KVM or
+//! TCG software emulation) and `host_compat` (the same agent as a host process, no
+//! isolation, opt-in only). [`select`] decides which one this host uses.
+
+pub mod firecracker;
+pub mod host_compat;
+pub mod qemu;
+pub mod select;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tokio::net::UnixStream;
+use tokio::process::Child;
+
+
+/// Which backend runs a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// Firecracker with KVM.
+    Firecracker,
+    /// QEMU `-M microvm` with KVM.
+    QemuKvm,
+    /// QEMU `-M microvm` with TCG software emulation.
+    QemuTcg,
+    /// The agent as a plain host process (no isolation).
+    HostCompat,
+}
+
+impl BackendKind {
+    /// Stable name used in flags, environment variables and output.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Firecracker => "firecracker",
+            Self::QemuKvm => "qemu-kvm",
+            Self::QemuTcg => "qemu-tcg",
+            Self::HostCompat => "host_compat",
+        }
+    }
+
+    /// Parses [`BackendKind::name`].
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Firecracker, Self::QemuKvm, Self::QemuTcg, Self::HostCompat].into_iter().find(|k| k.name() == name)
+    }
+
+    /// The `execution_mode` reported in results.
+    pub fn execution_mode(self) -> &'static str {
+        match self {
+            Self::HostCompat => "host_compat",
+            _ => "guest_vsock",
+        }
+    }
+}
+
+/// Everything needed to launch one VM. Paths live in the VM's directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LaunchSpec {
+    /// The VM's directory (sockets, logs, disk).
+    pub vm_dir: PathBuf,
+    /// Guest kernel (ELF vmlinux with PVH note).
+    pub kernel: PathBuf,
+    /// Per-VM writable root disk (qcow2 overlay for QEMU, raw for Firecracker).
+    pub disk: PathBuf,
+    /// Virtual CPUs.
+    pub vcpu_count: u32,
+    /// Guest memory in MiB.
+    pub mem_mib: u32,
+    /// Full guest console on the serial log (slower boot) instead of errors only.
+    pub debug_console: bool,
+}
+
+impl LaunchSpec {
+    /// Guest console output (and VMM stderr).
+    pub fn serial_log(&self) -> PathBuf {
+        self.vm_dir.join("serial.log")
+    }
+
+    /// Host end of the agent channel.
+    pub fn channel_socket(&self) -> PathBuf {
+        self.vm_dir.join("agent.sock")
+    }
+}
+
+/// The kernel command line shared by the guest backends. It follows Firecracker's
+/// boot-time gate: no legacy keyboard controller probing, no extra UARTs.
+pub fn kernel_cmdline(console: &str, debug_console: bool) -> String {
+    let verbosity = if debug_console { "loglevel=7" } else { "quiet loglevel=1" };
+    let mut args = vec![
+        format!("console={console}"),
+        verbosity.to_string(),
+        "reboot=k panic=1 pci=off".into(),
+        "root=/dev/vda rootfstype=ext4 rw".into(),
+        format!("init={}", crate::environments::GUEST_AGENT_PATH),
+        "i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd".into(),
+        "random.trust_cpu=on".into(),
+    ];
+    if let Some(khz) = host_tsc_khz() {
+        // Without it about one TCG boot in six stalls calibrating the TSC.
+        args.push(format!("tsc_early_khz={khz}"));
+    }
+    args.join(" ")
+}
+
+/// The host TSC frequency in kHz, from the kernel's boot log or `/proc/cpuinfo`.
+pub fn host_tsc_khz() -> Option<u64> {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let mhz: f64 = cpuinfo.lines().find(|l| l.starts_with("cpu MHz"))?.split(':').nth(1)?.trim().parse().ok()?;
+    Some((mhz * 1000.0) as u64)
+}
+
+/// A launched VMM process and the connected agent channel.
+pub struct Launched {
+    /// The VMM (or host agent) process.
+    pub child: Child,
+    /// Connected byte stream to the guest agent.
+    pub channel: UnixStream,
+}
+
+/// Removes a stale socket path before a VMM binds it.
+pub(crate) fn remove_stale(path: &Path) {
+    let _ = std::fs::remove_file(path);
+}

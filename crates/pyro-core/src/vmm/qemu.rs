@@ -1,0 +1,213 @@
+//! QEMU `-M microvm` backend: KVM when it boots guests, TCG software emulation otherwise.
+//!
+//! The per-VM disk is a qcow2 overlay on the read-only base rootfs (≈10 ms to create).
+//! The agent channel is a virtio-serial port named `pyro.0` whose host end is a unix
+//! socket QEMU serves; QEMU waits for us to connect before it starts the guest, so the
+//! agent's hello is never lost.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::net::UnixStream;
+
+use super::{kernel_cmdline, remove_stale, Launched, LaunchSpec};
+use crate::error::{Error, IoContext, Result};
+
+/// QEMU acceleration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Hardware virtualisation.
+    Kvm,
+    /// Software emulation.
+    Tcg,
+}
+
+/// A QEMU binary and the acceleration to use.
+#[derive(Debug, Clone)]
+pub struct Qemu {
+    binary: PathBuf,
+    accel: Accel,
+}
+
+/// Finds `qemu-system-x86_64` (`$PYRO_QEMU`, else PATH).
+pub fn locate() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("PYRO_QEMU").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    find_in_path("qemu-system-x86_64")
+}
+
+/// Looks `name` up on `$PATH`.
+pub(crate) fn find_in_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|p| p.is_file()))
+        .unwrap_or(None)
+}
+
+impl Qemu {
+    /// A QEMU backend using `binary` with `accel`.
+    pub fn new(binary: PathBuf, accel: Accel) -> Self {
+        Self { binary, accel }
+    }
+
+    /// `QEMU emulator version X` first line of `--version`.
+    pub fn version(&self) -> Result<String> {
+        let out = std::process::Command::new(&self.binary).arg("--version").output().ctx("run", &self.binary)?;
+        Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").trim().to_string())
+    }
+
+    /// Creates the VM's copy-on-write disk over `base` (never modified).
+    pub fn prepare_disk(&self, base: &Path, vm_dir: &Path) -> Result<PathBuf> {
+        let disk = vm_dir.join("disk.qcow2");
+        let qemu_img = self.binary.with_file_name("qemu-img");
+        let qemu_img = if qemu_img.is_file() { qemu_img } else { PathBuf::from("qemu-img") };
+        let out = std::process::Command::new(&qemu_img)
+            .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+            .arg(base)
+            .arg(&disk)
+            .output()
+            .ctx("run", &qemu_img)?;
+        if !out.status.success() {
+            return Err(Error::Vmm(format!("qemu-img could not create the VM disk: {}", String::from_utf8_lossy(&out.stderr).trim())));
+        }
+        Ok(disk)
+    }
+
+    /// The full QEMU argument list for `spec`.
+    pub fn args(&self, spec: &LaunchSpec) -> Vec<String> {
+        let accel = match self.accel {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg,thread=multi",
+        };
+        let cpu = match self.accel {
+            Accel::Kvm => "host",
+            Accel::Tcg => "max",
+        };
+        let (console, serial) = if spec.debug_console { ("ttyS0", "on") } else { ("hvc0", "off") };
+        let mut cmdline = kernel_cmdline(console, spec.debug_console);
+        if !spec.debug_console {
+            cmdline.push_str(" 8250.nr_uarts=0");
+        }
+        let serial_log = spec.serial_log().display().to_string();
+        let mut args: Vec<String> = vec![
+            "-M".into(),
+            format!("microvm,acpi=off,rtc=off,pic=off,pit=off,x-option-roms=off,isa-serial={serial}"),
+            "-accel".into(),
+            accel.into(),
+            "-cpu".into(),
+            cpu.into(),
+            "-smp".into(),
+            spec.vcpu_count.to_string(),
+            "-m".into(),
+            format!("{}M", spec.mem_mib),
+            "-nodefaults".into(),
+            "-no-user-config".into(),
+            "-nographic".into(),
+            "-no-reboot".into(),
+            "-kernel".into(),
+            spec.kernel.display().to_string(),
+            "-append".into(),
+            cmdline,
+            "-drive".into(),
+            format!("id=root,file={},format=qcow2,if=none,cache=unsafe,discard=unmap", spec.disk.display()),
+            "-device".into(),
+            "virtio-blk-device,drive=root".into(),
+            "-device".into(),
+            "virtio-rng-device".into(),
+            "-device".into(),
+            "virtio-serial-device,max_ports=2".into(),
+            "-chardev".into(),
+            format!("file,id=console,path={serial_log}"),
+            "-chardev".into(),
+            format!("socket,id=agent,path={},server=on,wait=on", spec.channel_socket().display()),
+            "-device".into(),
+            "virtserialport,chardev=agent,name=pyro.0,nr=1".into(),
+        ];
+        if spec.debug_console {
+            args.extend(["-serial".into(), "chardev:console".into()]);
+        } else {
+            args.extend(["-device".into(), "virtconsole,chardev=console,nr=0".into()]);
+        }
+        args
+    }
+
+    /// Starts QEMU and connects to the agent channel (QEMU starts the guest only once we
+    /// are connected).
+    pub async fn launch(&self, spec: &LaunchSpec, connect_timeout: Duration) -> Result<Launched> {
+        remove_stale(&spec.channel_socket());
+        let stderr = std::fs::File::create(spec.vm_dir.join("vmm.log")).ctx("create", spec.vm_dir.join("vmm.log"))?;
+        let mut child = tokio::process::Command::new(&self.binary)
+            .args(self.args(spec))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn()
+            .ctx("start", &self.binary)?;
+        let socket = spec.channel_socket();
+        let deadline = tokio::time::Instant::now() + connect_timeout;
+        loop {
+            if let Ok(stream) = UnixStream::connect(&socket).await {
+                return Ok(Launched { child, channel: stream });
+            }
+            if let Some(status) = child.try_wait().ctx("wait for", &self.binary)? {
+                let log = std::fs::read_to_string(spec.vm_dir.join("vmm.log")).unwrap_or_default();
+                return Err(Error::Vmm(format!("qemu exited during startup ({status}): {}", last_line(&log))));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let _ = child.start_kill();
+                return Err(Error::Vmm(format!("qemu did not open its agent socket within {}s", connect_timeout.as_secs())));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// The last non-empty line of a log, for one-line error messages.
+pub(crate) fn last_line(log: &str) -> &str {
+    log.lines().rev().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no output")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> LaunchSpec {
+        LaunchSpec {
+            vm_dir: "/vm".into(),
+            kernel: "/k/vmlinux".into(),
+            disk: "/vm/disk.qcow2".into(),
+            vcpu_count: 2,
+            mem_mib: 512,
+            debug_console: false,
+        }
+    }
+
+    #[test]
+    fn tcg_command_line() {
+        let args = Qemu::new("/usr/bin/qemu-system-x86_64".into(), Accel::Tcg).args(&spec());
+        let joined = args.join(" ");
+        assert!(joined.contains("-accel tcg"));
+        assert!(joined.contains("-smp 2 -m 512M"));
+        assert!(joined.contains("name=pyro.0"));
+        assert!(joined.contains("path=/vm/agent.sock,server=on,wait=on"));
+        let cmdline = &args[args.iter().position(|a| a == "-append").unwrap() + 1];
+        assert!(cmdline.contains("console=hvc0"));
+        assert!(cmdline.contains("init=/opt/pyro/bin/pyro-agent"));
+        assert!(cmdline.contains("8250.nr_uarts=0"));
+        assert!(cmdline.contains("i8042.noaux"));
+    }
+
+    #[test]
+    fn debug_console_uses_the_uart() {
+        let mut s = spec();
+        s.debug_console = true;
+        let args = Qemu::new("q".into(), Accel::Kvm).args(&s);
+        let cmdline = &args[args.iter().position(|a| a == "-append").unwrap() + 1];
+        assert!(cmdline.contains("console=ttyS0"));
+        assert!(!cmdline.contains("nr_uarts=0"));
+        assert!(args.join(" ").contains("-accel kvm"));
+    }
+}

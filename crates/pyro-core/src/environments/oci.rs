@@ -59,8 +59,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const READ_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest config or metadata document accepted.
 const MAX_SMALL_DOCUMENT: u64 = 1 << 20;
-/// Size of the pieces layers are compressed, hashed and uploaded in.
+/// Size of the pieces layers are read, hashed and extracted in.
 const CHUNK: usize = 1 << 20;
+/// Size of the pieces layers are uploaded in (one PATCH each; oci-client's maximum).
+const UPLOAD_CHUNK: usize = 4 << 20;
 /// Granularity at which all-zero data is written as holes.
 const SPARSE_BLOCK: usize = 4096;
 /// The files an image carries, in layer order.
@@ -235,7 +237,7 @@ impl Registry {
         match answer {
             Err(_) => Err(unreachable(format!("no answer within {} s", PROBE_TIMEOUT.as_secs()))),
             Ok(Err(e)) if e.is_timeout() => Err(unreachable(format!("no answer within {} s", PROBE_TIMEOUT.as_secs()))),
-            Ok(Err(e)) => Err(unreachable(innermost(&e))),
+            Ok(Err(e)) => Err(unreachable(self.connection_problem(&e))),
             Ok(Ok(response)) => {
                 let status = response.status();
                 if status.is_success() || status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
@@ -244,6 +246,35 @@ impl Registry {
                     Err(unreachable(format!("GET {url} answered HTTP {} (not an OCI registry?)", status.as_u16())))
                 }
             }
+        }
+    }
+
+    /// What went wrong connecting, with a hint when a TLS handshake failed (typically a
+    /// plain-HTTP registry addressed without `http://`).
+    fn connection_problem(&self, e: &reqwest::Error) -> String {
+        let mut cause: &(dyn std::error::Error + 'static) = e;
+        while let Some(source) = cause.source() {
+            cause = source;
+        }
+        let reason = one_line(cause);
+        // TLS failures surface as `InvalidData` I/O errors (or as the TLS library's own).
+        let tls = match cause.downcast_ref::<std::io::Error>() {
+            Some(mut io) => loop {
+                if io.kind() == std::io::ErrorKind::InvalidData {
+                    break true;
+                }
+                match io.get_ref().and_then(|inner| inner.downcast_ref::<std::io::Error>()) {
+                    Some(inner) => io = inner,
+                    None => break false,
+                }
+            },
+            None => cause.downcast_ref::<reqwest::Error>().is_none(),
+        };
+        if !self.insecure && tls {
+            let plain = self.location.strip_prefix("https://").unwrap_or(&self.location);
+            format!("TLS handshake failed: {reason} (for a plain-HTTP registry use http://{plain})")
+        } else {
+            reason
         }
     }
 
@@ -294,7 +325,7 @@ impl Registry {
                 Error::Registry(format!("registry {location} answered HTTP {code} while {action}{detail}"))
             }
             E::RequestError(e) if e.is_timeout() => Error::Registry(format!("registry {location} timed out while {action}")),
-            E::RequestError(e) if e.is_connect() => Error::Registry(format!("registry {location} is unreachable: {}", innermost(&e))),
+            E::RequestError(e) if e.is_connect() => Error::Registry(format!("registry {location} is unreachable: {}", self.connection_problem(&e))),
             E::RequestError(e) => Error::Registry(format!("registry {location}: {action} failed: {}", innermost(&e))),
             other => Error::Registry(format!("registry {location}: {action} failed: {}", one_line(&other))),
         }
@@ -557,11 +588,11 @@ impl Registry {
 
     /// Compresses `source` into a one-file tar+gzip layer while uploading it.
     async fn push_layer(&self, client: &Client, reference: &Reference, shown: &str, name: &'static str, source: LayerSource) -> Result<PushedLayer> {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<std::result::Result<Bytes, OciDistributionError>>(4);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<std::result::Result<Bytes, OciDistributionError>>(2);
         let producer = {
             let tx = tx.clone();
             tokio::task::spawn_blocking(move || {
-                let result = write_layer(name, source, ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(CHUNK) });
+                let result = write_layer(name, source, ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(UPLOAD_CHUNK) });
                 if let Err(e) = &result {
                     // Make the upload fail rather than complete a truncated blob.
                     let _ = tx.blocking_send(Err(OciDistributionError::IoError(std::io::Error::new(e.kind(), e.to_string()))));
@@ -924,7 +955,7 @@ impl<W: Write> Write for HashingSyncWriter<W> {
     }
 }
 
-/// A blocking writer feeding an async upload stream in [`CHUNK`]-sized pieces.
+/// A blocking writer feeding an async upload stream in [`UPLOAD_CHUNK`]-sized pieces.
 struct ChannelWriter {
     tx: tokio::sync::mpsc::Sender<std::result::Result<Bytes, OciDistributionError>>,
     buf: Vec<u8>,
@@ -935,16 +966,16 @@ impl ChannelWriter {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(UPLOAD_CHUNK)));
         self.tx.blocking_send(Ok(chunk)).map_err(|_| std::io::Error::other("upload aborted"))
     }
 }
 
 impl Write for ChannelWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let n = data.len().min(CHUNK - self.buf.len());
+        let n = data.len().min(UPLOAD_CHUNK - self.buf.len());
         self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() >= CHUNK {
+        if self.buf.len() >= UPLOAD_CHUNK {
             self.send()?;
         }
         Ok(n)

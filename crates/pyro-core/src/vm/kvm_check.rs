@@ -21,9 +21,10 @@ pub async fn run(dirs: &Dirs, installed: &InstalledEnvironment, cache_file: &Pat
     let Some(binary) = locate() else { return };
     let qemu = Qemu::new(binary, Accel::Kvm);
     let Ok(work) = tempfile::Builder::new().prefix("kvm-check-").tempdir_in(dirs.cache.as_path()) else { return };
-    let detail = match qemu.prepare_disk(&installed.rootfs, work.path()) {
-        Err(e) => Err(e.to_string()),
-        Ok(disk) => {
+    // Only a boot that actually ran says anything about KVM; other failures are not cached.
+    let Ok(disk) = qemu.prepare_disk(&installed.rootfs, work.path()) else { return };
+    let detail = {
+        {
             let record = VmRecord {
                 vm_id: "kvmcheck0000".into(),
                 environment: installed.spec.name.into(),
@@ -67,6 +68,11 @@ pub async fn run(dirs: &Dirs, installed: &InstalledEnvironment, cache_file: &Pat
     let _ = write_atomic(cache_file, &serde_json::to_vec_pretty(&check).expect("check serialises"));
 }
 
-fn first_clause(reason: &str) -> &str {
-    reason.split("; serial log").next().unwrap_or(reason)
+/// The boot failure plus the last thing the VMM or guest printed, kept short.
+fn first_clause(reason: &str) -> String {
+    let (head, log) = reason.split_once("; serial log: ").unwrap_or((reason, ""));
+    let last = log.rsplit(" | ").next().unwrap_or("").trim();
+    let mut text = if last.is_empty() || last == "(empty)" { head.to_string() } else { format!("{head} (last output: {last})") };
+    text.truncate(400);
+    text
 }

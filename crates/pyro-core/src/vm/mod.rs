@@ -423,7 +423,10 @@ impl VmManager {
         let dir = self.vm_dir(vm_id)?;
         let record = VmRecord::load(&dir)?;
         stop_supervisor(&record).await;
-        std::fs::remove_dir_all(&dir).ctx("remove", &dir)?;
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io("remove", &dir, e)),
+            _ => {}
+        }
         Ok(DeleteReport { vm_id: vm_id.into(), deleted: true, reason: reason.into() })
     }
 

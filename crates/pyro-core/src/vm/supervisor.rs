@@ -166,6 +166,9 @@ pub async fn run(vm_dir: PathBuf) -> Result<()> {
         _ = owner_gone(record.owner_pid) => { status.error = Some("owning process exited".into()); None },
         _ = termination_signal() => None,
     };
+    // Ephemeral VMs whose TTL passed or whose owner died leave nothing behind; a VM
+    // stopped on request (SIGTERM from `stop`/`delete`) is left to its caller.
+    let remove_vm = status.error.is_some() && reason.is_none();
     let (exited_already, error) = match reason {
         Some(error) => (true, error),
         None => (false, status.error.clone()),
@@ -185,8 +188,7 @@ pub async fn run(vm_dir: PathBuf) -> Result<()> {
     status.store(&vm_dir);
     let _ = std::fs::remove_file(&control_path);
     let _ = std::fs::remove_file(record.launch.channel_socket());
-    if record.owner_pid.is_some() || status.error.as_deref() == Some("ttl expired") {
-        // Ephemeral VMs leave nothing behind once their owner or their TTL is gone.
+    if remove_vm {
         let _ = std::fs::remove_dir_all(&vm_dir);
     }
     Ok(())

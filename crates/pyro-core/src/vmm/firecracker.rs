@@ -22,7 +22,7 @@ use tokio::net::UnixStream;
 use tokio::process::Child;
 use tokio::time::Instant;
 
-use super::{kernel_cmdline, remove_stale, LaunchSpec, Launched};
+use super::{kernel_cmdline, remove_stale, LaunchSpec, Launched, RebootMethod};
 use crate::error::{Error, IoContext, Result};
 use crate::guest::connect_firecracker_vsock;
 
@@ -132,7 +132,7 @@ impl Firecracker {
     /// The launch config for `spec` (Firecracker 1.12 schema; it rejects unknown fields).
     /// No network interfaces yet.
     pub fn config(&self, spec: &LaunchSpec) -> Value {
-        let mut boot_args = kernel_cmdline("ttyS0", spec.debug_console);
+        let mut boot_args = kernel_cmdline("ttyS0", spec.debug_console, RebootMethod::Keyboard);
         if !spec.debug_console {
             // Firecracker's boot-time gate: no UART probing unless we want the console.
             boot_args.push_str(" 8250.nr_uarts=0");

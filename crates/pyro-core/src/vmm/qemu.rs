@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::net::UnixStream;
 
-use super::{kernel_cmdline, remove_stale, Launched, LaunchSpec};
+use super::{kernel_cmdline, remove_stale, Launched, LaunchSpec, RebootMethod};
 use crate::error::{Error, IoContext, Result};
 
 /// QEMU acceleration.
@@ -85,7 +85,7 @@ impl Qemu {
             Accel::Tcg => "max",
         };
         let (console, serial) = if spec.debug_console { ("ttyS0", "on") } else { ("hvc0", "off") };
-        let mut cmdline = kernel_cmdline(console, spec.debug_console);
+        let mut cmdline = kernel_cmdline(console, spec.debug_console, RebootMethod::TripleFault);
         if !spec.debug_console {
             cmdline.push_str(" 8250.nr_uarts=0");
         }

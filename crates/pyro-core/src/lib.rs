@@ -6,6 +6,7 @@
 pub mod catalog;
 pub mod disk_image;
 pub mod doctor;
+pub mod elf;
 pub mod environments;
 pub mod error;
 pub mod facade;

@@ -88,28 +88,9 @@ fn check_static(path: &Path) -> Result<PathBuf> {
     Ok(path.to_path_buf())
 }
 
-/// True when `path` is a 64-bit x86_64 ELF without a `PT_INTERP` program header.
+/// True when `path` is a statically linked x86_64 ELF.
 pub fn is_static_elf(path: &Path) -> bool {
-    let Ok(bytes) = std::fs::read(path) else { return false };
-    elf_is_static_x86_64(&bytes)
-}
-
-fn elf_is_static_x86_64(bytes: &[u8]) -> bool {
-    const PT_INTERP: u32 = 3;
-    if bytes.len() < 64 || &bytes[0..4] != b"\x7fELF" || bytes[4] != 2 || bytes[5] != 1 {
-        return false;
-    }
-    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]);
-    if u16_at(18) != 62 {
-        return false; // EM_X86_64
-    }
-    let phoff = u64::from_le_bytes(bytes[32..40].try_into().unwrap()) as usize;
-    let phentsize = u16_at(54) as usize;
-    let phnum = u16_at(56) as usize;
-    (0..phnum).all(|i| {
-        let at = phoff + i * phentsize;
-        bytes.get(at..at + 4).map(|t| u32::from_le_bytes(t.try_into().unwrap()) != PT_INTERP).unwrap_or(false)
-    })
+    std::fs::read(path).map(|bytes| crate::elf::is_static_x86_64(&bytes)).unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -126,6 +107,6 @@ mod tests {
     fn dynamic_executables_are_not_static() {
         // /bin/sh on any Debian host is dynamically linked.
         assert!(!is_static_elf(Path::new("/bin/sh")));
-        assert!(!elf_is_static_x86_64(b"not an elf at all, clearly not"));
+        assert!(!is_static_elf(Path::new("/nonexistent/pyro-agent")));
     }
 }

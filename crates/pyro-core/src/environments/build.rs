@@ -58,8 +58,10 @@ async fn ensure_kernel(dirs: &Dirs, progress: Progress<'_>) -> Result<PathBuf> {
     progress(&format!("[pull] building guest kernel from {} (a few minutes, once)", source.display()));
     let args = [config.display().to_string(), vmlinux.display().to_string(), dirs.build().join("linux-src").display().to_string()];
     run_script("build-kernel", KERNEL_SCRIPT, &args, progress).await?;
-    if !vmlinux.is_file() {
-        return Err(Error::Build(format!("kernel build finished without producing {}", vmlinux.display())));
+    let built = std::fs::read(&vmlinux).map_err(|e| Error::Build(format!("kernel build finished without producing {}: {e}", vmlinux.display())))?;
+    if !crate::elf::has_pvh_entry_note(&built) {
+        let _ = std::fs::remove_file(&vmlinux);
+        return Err(Error::Build("the built kernel has no PVH entry note (CONFIG_PVH); QEMU microvm and Firecracker could not boot it".into()));
     }
     Ok(vmlinux)
 }
@@ -77,7 +79,8 @@ fn kernel_source() -> Result<PathBuf> {
 /// Runs an embedded bash script, forwarding its stderr lines as progress; on failure the
 /// error carries the last lines it printed.
 async fn run_script(name: &str, script: &str, args: &[String], progress: Progress<'_>) -> Result<()> {
-    let mut child = tokio::process::Command::new("bash")
+    let mut command = tokio::process::Command::new("bash");
+    command
         .arg("-c")
         .arg(script)
         .arg(name)
@@ -85,9 +88,16 @@ async fn run_script(name: &str, script: &str, args: &[String], progress: Progres
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| Error::Build(format!("cannot run bash for {name}: {e}")))?;
+        .kill_on_drop(true);
+    // SAFETY: prctl only sets a flag of the child; if pyro is killed mid-build the
+    // script gets SIGTERM and its trap removes its half-built work.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().map_err(|e| Error::Build(format!("cannot run bash for {name}: {e}")))?;
     let mut lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
     let mut tail: Vec<String> = Vec::new();
     while let Some(line) = lines.next_line().await.map_err(|e| Error::Build(format!("{name}: {e}")))? {

@@ -1,0 +1,77 @@
+//! Errors of the guest channel.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pyro_protocol::FrameError;
+
+/// Why a call to the guest agent failed. `Display` is a user-facing one-liner.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestError {
+    /// The connection to the agent is gone (VM stopped, agent died, channel closed);
+    /// every pending and later call fails with this.
+    #[error("guest channel closed")]
+    ChannelClosed,
+    /// The agent did not say Hello in time.
+    #[error("guest agent did not become ready within {}", seconds(.0))]
+    BootTimeout(Duration),
+    /// The agent speaks another protocol version.
+    #[error("guest agent speaks protocol version {agent}, this pyro speaks version {expected}")]
+    ProtocolMismatch {
+        /// The agent's version.
+        agent: u32,
+        /// Ours ([`pyro_protocol::PROTOCOL_VERSION`]).
+        expected: u32,
+    },
+    /// The agent refused or failed the request; the message is the agent's own.
+    #[error("{0}")]
+    Agent(String),
+    /// The agent answered something that makes no sense for the request.
+    #[error("guest agent protocol error: {0}")]
+    Protocol(String),
+    /// The byte stream to the agent failed or carried undecodable frames.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// Connecting to the guest channel's socket failed.
+    #[error("cannot connect to the guest channel {}: {source}", path.display())]
+    Connect {
+        /// Socket path.
+        path: PathBuf,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Firecracker's vsock bridge did not accept the port.
+    #[error("vsock unix bridge rejected port {port}: {line}")]
+    VsockRejected {
+        /// Guest port asked for.
+        port: u32,
+        /// What the bridge answered instead of `OK …`.
+        line: String,
+    },
+    /// A local reader or writer (archive source or destination) failed.
+    #[error("{context}: {source}")]
+    Local {
+        /// What was being done.
+        context: &'static str,
+        /// Underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn seconds(d: &Duration) -> String {
+    let (secs, millis) = (d.as_secs(), d.subsec_millis());
+    if millis == 0 {
+        format!("{secs}s")
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+impl GuestError {
+    /// True when the channel itself is unusable (as opposed to a refused request).
+    pub fn is_channel_error(&self) -> bool {
+        matches!(self, Self::ChannelClosed | Self::Frame(_) | Self::Connect { .. } | Self::VsockRejected { .. })
+    }
+}

@@ -76,6 +76,11 @@ impl Pyro {
         self.vms.exec_vm(vm_id, command, timeout_seconds, output).await
     }
 
+    /// A low-level client of a started VM's agent (benchmarks, later faces).
+    pub async fn guest(&self, vm_id: &str) -> Result<crate::guest::GuestClient> {
+        self.vms.guest(vm_id).await
+    }
+
     /// Stops a VM.
     pub async fn stop_vm(&self, vm_id: &str) -> Result<VmStatus> {
         self.vms.stop_vm(vm_id).await
@@ -106,6 +111,7 @@ impl Pyro {
         if timeout_seconds == 0 {
             return Err(crate::Error::InvalidArgument("timeout_seconds must be positive".into()));
         }
+        options.validate()?;
         progress(&format!("[run] phase=create environment={}", options.environment));
         let vm = self.create_vm(options, progress).await?;
         let outcome = async {

@@ -12,6 +12,9 @@ const HEADER_LEN: usize = 9;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameKind {
     /// Agent → host on stream 0 once the guest is ready; JSON [`crate::Hello`].
+    /// Host → agent on stream 0 with an empty payload: a *knock*, answered with another
+    /// Hello (virtio-serial may drop what the agent wrote before the host connected, so
+    /// the host knocks until a Hello arrives; extra Hellos are ignored).
     Hello = 0,
     /// Host → agent: opens a stream; JSON [`crate::Request`].
     Request = 1,

@@ -66,7 +66,9 @@ impl CreateVmOptions {
         }
     }
 
-    fn validate(&self) -> Result<()> {
+    /// Checks limits and the environment name.
+    pub fn validate(&self) -> Result<()> {
+        crate::catalog::lookup(&self.environment)?;
         let invalid = |m: &str| Err(Error::InvalidArgument(m.into()));
         if !(1..=8).contains(&self.vcpu_count) {
             return invalid("vcpu_count must be between 1 and 8");
@@ -404,6 +406,15 @@ impl VmManager {
             backend: record.backend.name(),
             cleanup: Cleanup { vm_id: vm_id.into(), deleted: true, reason: "post_exec_cleanup" },
         })
+    }
+
+    /// A client of the agent of a started VM (through its supervisor).
+    pub async fn guest(&self, vm_id: &str) -> Result<GuestClient> {
+        let dir = self.vm_dir(vm_id)?;
+        if self.refreshed(&dir)?.state != VmState::Started {
+            return Err(Error::InvalidArgument(format!("vm {vm_id} must be in 'started' state before execution")));
+        }
+        Ok(connect(&dir).await?.0)
     }
 
     /// Stops a VM (agent shutdown, then the supervisor forces the VMM down).

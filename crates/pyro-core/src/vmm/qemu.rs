@@ -92,7 +92,7 @@ impl Qemu {
         let serial_log = spec.serial_log().display().to_string();
         let mut args: Vec<String> = vec![
             "-M".into(),
-            format!("microvm,acpi=off,rtc=off,pic=off,pit=off,x-option-roms=off,isa-serial={serial}"),
+            format!("microvm,acpi=off,rtc=off,x-option-roms=off,isa-serial={serial}"),
             "-accel".into(),
             accel.into(),
             "-cpu".into(),

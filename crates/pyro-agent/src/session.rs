@@ -1,0 +1,299 @@
+//! One framed session over a byte stream: Hello handshake, request dispatch (each request
+//! in its own task), a single writer task, cancellation.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use pyro_protocol::{read_frame, write_frame, DataChannel, Frame, FrameKind, Hello, Request, Response, PROTOCOL_VERSION};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{exec, fsops, tar_export, tar_import};
+
+/// What every session of this agent shares.
+pub struct Ctx {
+    /// Working directory for commands and base for relative paths.
+    pub default_cwd: PathBuf,
+}
+
+/// Why a session ended.
+#[derive(Debug)]
+pub enum SessionEnd {
+    /// The host closed the stream.
+    Eof,
+    /// The host asked for a shutdown (already answered).
+    Shutdown,
+    /// The byte stream could not be decoded any more.
+    Broken(String),
+}
+
+/// Something for the writer task.
+pub enum WriterMsg {
+    Frame(Frame),
+    /// Acknowledged once every earlier frame has been written and flushed.
+    Flush(oneshot::Sender<()>),
+}
+
+/// Sender side of the single writer task.
+pub type Out = mpsc::Sender<WriterMsg>;
+
+/// Upload data delivered to a request task.
+pub enum Upload {
+    Data(Vec<u8>),
+    End,
+}
+
+/// Capacity of a request's upload queue (frames). When it is full the session reader
+/// waits, which pushes back on the host instead of buffering a whole archive in memory.
+const UPLOAD_QUEUE: usize = 16;
+
+struct Active {
+    upload: mpsc::Sender<Upload>,
+    /// Dropping (or firing) it cancels the request task.
+    _cancel: oneshot::Sender<()>,
+}
+
+type ActiveMap = Arc<Mutex<HashMap<u32, Active>>>;
+
+/// Set when a request is cancelled or its task is dropped; blocking workers poll it.
+#[derive(Clone, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+    /// A guard that sets the flag when dropped (i.e. when the owning future goes away).
+    pub fn guard(&self) -> CancelOnDrop {
+        CancelOnDrop(self.clone())
+    }
+}
+
+pub struct CancelOnDrop(CancelFlag);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0 .0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Everything a request handler gets.
+pub struct ReqCtx {
+    pub stream: u32,
+    pub out: Out,
+    pub upload: mpsc::Receiver<Upload>,
+    pub ctx: Arc<Ctx>,
+}
+
+impl ReqCtx {
+    /// Sends a data frame on this request's stream.
+    pub async fn send_data(&self, channel: DataChannel, bytes: &[u8]) -> Result<(), String> {
+        self.out
+            .send(WriterMsg::Frame(Frame::data(self.stream, channel, bytes)))
+            .await
+            .map_err(|_| "session closed".to_string())
+    }
+}
+
+/// The agent's Hello.
+pub fn hello() -> Hello {
+    Hello {
+        protocol_version: PROTOCOL_VERSION,
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+        kernel_release: kernel_release(),
+        uptime_ms: uptime_ms(),
+    }
+}
+
+fn kernel_release() -> String {
+    // SAFETY: uname fills a zeroed, properly sized struct.
+    unsafe {
+        let mut uts: libc::utsname = std::mem::zeroed();
+        if libc::uname(&mut uts) != 0 {
+            return String::new();
+        }
+        std::ffi::CStr::from_ptr(uts.release.as_ptr()).to_string_lossy().into_owned()
+    }
+}
+
+fn uptime_ms() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/uptime").ok()?;
+    let secs: f64 = text.split_whitespace().next()?.parse().ok()?;
+    Some((secs * 1000.0) as u64)
+}
+
+async fn writer_loop<W: AsyncWrite + Unpin>(writer: &mut W, mut rx: mpsc::Receiver<WriterMsg>) {
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            WriterMsg::Frame(frame) => {
+                if let Err(e) = write_frame(writer, &frame).await {
+                    eprintln!("pyro-agent: writing to the host failed: {e}");
+                    return;
+                }
+            }
+            WriterMsg::Flush(ack) => {
+                let _ = writer.flush().await;
+                let _ = ack.send(());
+            }
+        }
+    }
+}
+
+async fn send(out: &Out, frame: Frame) {
+    // A failure means the writer is gone, i.e. the session is ending anyway.
+    let _ = out.send(WriterMsg::Frame(frame)).await;
+}
+
+async fn respond(out: &Out, stream: u32, response: &Response) {
+    send(out, Frame::json(stream, FrameKind::Response, response)).await;
+}
+
+fn error(message: impl Into<String>) -> Response {
+    Response::Error { message: message.into() }
+}
+
+/// Serves one session until the host disconnects, the stream breaks or a shutdown is
+/// requested. All requests still running when it ends are cancelled.
+pub async fn serve<R, W>(reader: &mut R, writer: &mut W, ctx: Arc<Ctx>) -> SessionEnd
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let (out, rx) = mpsc::channel::<WriterMsg>(64);
+    let active: ActiveMap = Arc::default();
+    let writing = writer_loop(writer, rx);
+    let reading = read_loop(reader, out, &active, &ctx);
+    let end = tokio::select! {
+        end = reading => end,
+        () = writing => SessionEnd::Broken("writing to the host failed".into()),
+    };
+    if let SessionEnd::Broken(reason) = &end {
+        eprintln!("pyro-agent: session ended: {reason}");
+    }
+    // Cancel everything still running (their guards kill processes, remove temp files).
+    active.lock().unwrap().clear();
+    end
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(reader: &mut R, out: Out, active: &ActiveMap, ctx: &Arc<Ctx>) -> SessionEnd {
+    send(&out, Frame::json(0, FrameKind::Hello, &hello())).await;
+    loop {
+        let frame = match read_frame(reader).await {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return SessionEnd::Eof,
+            Err(e) => return SessionEnd::Broken(e.to_string()),
+        };
+        let stream = frame.stream;
+        match frame.kind {
+            // A knock: the host wants (another) Hello.
+            FrameKind::Hello => send(&out, Frame::json(0, FrameKind::Hello, &hello())).await,
+            FrameKind::Request => {
+                if stream == 0 {
+                    respond(&out, 0, &error("stream 0 is reserved for Hello frames")).await;
+                    continue;
+                }
+                if active.lock().unwrap().contains_key(&stream) {
+                    respond(&out, stream, &error(format!("stream {stream} is already in use"))).await;
+                    continue;
+                }
+                let request: Request = match frame.parse_json() {
+                    Ok(r) => r,
+                    Err(e) => {
+                        respond(&out, stream, &error(format!("malformed request: {e}"))).await;
+                        continue;
+                    }
+                };
+                if request == Request::Shutdown {
+                    let _ = tokio::task::spawn_blocking(|| unsafe { libc::sync() }).await;
+                    respond(&out, stream, &Response::Ok).await;
+                    let (ack, done) = oneshot::channel();
+                    if out.send(WriterMsg::Flush(ack)).await.is_ok() {
+                        let _ = done.await;
+                    }
+                    return SessionEnd::Shutdown;
+                }
+                spawn_request(stream, request, active, &out, ctx);
+            }
+            FrameKind::Data => {
+                let Some(upload) = active.lock().unwrap().get(&stream).map(|a| a.upload.clone()) else {
+                    continue; // finished or cancelled stream: late data is dropped
+                };
+                match frame.split_data() {
+                    Ok((DataChannel::Upload, bytes)) => {
+                        let _ = upload.send(Upload::Data(bytes.to_vec())).await;
+                    }
+                    Ok((channel, _)) => eprintln!("pyro-agent: ignoring {channel:?} data from the host on stream {stream}"),
+                    Err(e) => eprintln!("pyro-agent: ignoring bad data frame on stream {stream}: {e}"),
+                }
+            }
+            FrameKind::DataEnd => {
+                let upload = active.lock().unwrap().get(&stream).map(|a| a.upload.clone());
+                if let Some(upload) = upload {
+                    let _ = upload.send(Upload::End).await;
+                }
+            }
+            FrameKind::Cancel => {
+                // Removing the entry drops its cancel sender, which stops the task.
+                let removed = active.lock().unwrap().remove(&stream);
+                if removed.is_some() {
+                    respond(&out, stream, &error("request cancelled")).await;
+                }
+            }
+            FrameKind::Response => eprintln!("pyro-agent: ignoring a Response frame from the host on stream {stream}"),
+        }
+    }
+}
+
+fn spawn_request(stream: u32, request: Request, active: &ActiveMap, out: &Out, ctx: &Arc<Ctx>) {
+    let (upload_tx, upload_rx) = mpsc::channel(UPLOAD_QUEUE);
+    let (cancel_tx, cancel_rx) = oneshot::channel::<()>();
+    active.lock().unwrap().insert(stream, Active { upload: upload_tx, _cancel: cancel_tx });
+    let req = ReqCtx { stream, out: out.clone(), upload: upload_rx, ctx: ctx.clone() };
+    let active = active.clone();
+    let out = out.clone();
+    tokio::spawn(async move {
+        // The handler runs in its own task so that a panic becomes an error response.
+        let mut work = tokio::spawn(handle(request, req));
+        let response = tokio::select! {
+            joined = &mut work => match joined {
+                Ok(response) => response,
+                Err(e) if e.is_panic() => error("internal agent error: request handler panicked"),
+                Err(_) => error("request cancelled"),
+            },
+            _ = cancel_rx => {
+                // Cancelled (Cancel frame or session end): stop the work; the cancel path
+                // has already answered.
+                work.abort();
+                return;
+            }
+        };
+        // Exactly one response: only the side that removes the entry answers.
+        let still_active = active.lock().unwrap().remove(&stream).is_some();
+        if still_active {
+            respond(&out, stream, &response).await;
+        }
+    });
+}
+
+async fn handle(request: Request, mut req: ReqCtx) -> Response {
+    if !matches!(request, Request::WriteFile { .. } | Request::TarImport { .. }) {
+        // Nothing will read uploads for this stream: refuse them instead of letting them
+        // pile up and stall the session reader.
+        req.upload.close();
+    }
+    let result = match request {
+        Request::Ping => Ok(Response::Ok),
+        Request::Exec(exec) => exec::run(exec, &req).await.map(Response::Exec),
+        Request::ReadFile { path, max_bytes } => fsops::read_file(&path, max_bytes, &req).await.map(Response::Read),
+        Request::WriteFile { path, mode, create_parents } => {
+            fsops::write_file(&path, mode, create_parents, &mut req).await.map(Response::Write)
+        }
+        Request::List { path, recursive } => fsops::list(&path, recursive, &req).await.map(Response::List),
+        Request::TarImport { destination } => tar_import::run(&destination, &mut req).await.map(Response::TarImport),
+        Request::TarExport { path } => tar_export::run(&path, &req).await.map(Response::TarExport),
+        Request::Shutdown => Ok(Response::Ok), // handled by the session loop
+    };
+    result.unwrap_or_else(|message| Response::Error { message })
+}

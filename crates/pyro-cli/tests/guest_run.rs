@@ -1,0 +1,212 @@
+//! End-to-end tests of `pyro run`, `doctor` and the VM lifecycle in real guests.
+//!
+//! They boot real microVMs (QEMU/TCG on machines whose KVM cannot boot guests), so they
+//! are `#[ignore]`d in a plain `cargo test` and run by `scripts/test.sh`, after
+//! `scripts/setup.sh --no-run` installed `debian:12` and `debian:12-base`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A private state dir per test; the image cache is the user's (built by setup).
+struct Sandbox {
+    state: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        Self { state: tempfile::tempdir().expect("temp state dir") }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pyro"));
+        cmd.args(args).env("PYRO_STATE_DIR", self.state.path()).stdin(Stdio::null());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("pyro runs")
+    }
+
+    fn vms_dir(&self) -> PathBuf {
+        self.state.path().join("vms")
+    }
+
+    /// Fails with the serial log tails of every VM still present, to explain boot trouble.
+    fn diagnostics(&self) -> String {
+        let mut out = String::new();
+        for entry in std::fs::read_dir(self.vms_dir()).into_iter().flatten().flatten() {
+            for file in ["serial.log", "vmm.log", "supervisor.log", "supervisor.json"] {
+                let text = std::fs::read_to_string(entry.path().join(file)).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                out.push_str(&format!("--- {} {file}\n{}\n", entry.path().display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
+            }
+        }
+        out
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn expect_success(sandbox: &Sandbox, out: &Output) {
+    assert!(out.status.success(), "pyro failed: {:?}\nstdout: {}\nstderr: {}\n{}", out.status, text(&out.stdout), text(&out.stderr), sandbox.diagnostics());
+}
+
+#[test]
+#[ignore = "boots a real guest; run by scripts/test.sh"]
+fn git_version_runs_inside_our_guest_kernel() {
+    let sb = Sandbox::new();
+    let out = sb.run(&["run", "debian:12", "--", "git --version && uname -r && cat /proc/1/comm"]);
+    expect_success(&sb, &out);
+    let stdout = text(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("git version 2."), "{stdout}");
+    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_ne!(lines[1], host.trim(), "uname -r must be the guest kernel, not the host's");
+    assert!(lines[1].starts_with("6.1."), "guest kernel is our Debian 6.1 build: {stdout}");
+    assert_eq!(lines[2], "pyro-agent", "our agent is PID 1");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("[run] phase=create environment=debian:12"), "{stderr}");
+    assert!(stderr.contains("execution_mode=guest_vsock exit_code=0"), "{stderr}");
+    assert_eq!(std::fs::read_dir(sb.vms_dir()).map(|d| d.count()).unwrap_or(0), 0, "the VM is cleaned up");
+}
+
+#[test]
+#[ignore = "boots a real guest; run by scripts/test.sh"]
+fn exit_codes_timeouts_and_json() {
+    let sb = Sandbox::new();
+    let out = sb.run(&["run", "debian:12-base", "--json", "--", "echo out; echo err >&2; exit 7"]);
+    assert_eq!(out.status.code(), Some(7), "{}\n{}", text(&out.stderr), sb.diagnostics());
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON result");
+    assert_eq!(v["exit_code"], 7);
+    assert_eq!(v["stdout"], "out\n");
+    assert_eq!(v["stderr"], "err\n");
+    assert_eq!(v["execution_mode"], "guest_vsock");
+    assert_eq!(v["cleanup"]["deleted"], true);
+
+    let out = sb.run(&["run", "debian:12-base", "--timeout-seconds", "2", "--", "sleep 60"]);
+    assert_eq!(out.status.code(), Some(124), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("command timed out after 2s"), "{}", text(&out.stderr));
+}
+
+#[test]
+#[ignore = "boots a real guest; run by scripts/test.sh"]
+fn large_and_binary_output_survive() {
+    let sb = Sandbox::new();
+    let out = sb.run(&["run", "debian:12-base", "--", "head -c 10485760 /dev/urandom | tee /tmp/x | sha256sum >&2; cat /tmp/x"]);
+    expect_success(&sb, &out);
+    assert_eq!(out.stdout.len(), 10 * 1024 * 1024);
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(&out.stdout));
+    assert!(text(&out.stderr).contains(&digest), "stdout arrived intact");
+
+    let out = sb.run(&["run", "debian:12-base", "--json", "--", "printf '\\377\\376ok'"]);
+    expect_success(&sb, &out);
+    let v: Value = serde_json::from_slice(&out.stdout).expect("non-UTF-8 output still gives valid JSON");
+    assert_eq!(v["stdout"], "\u{fffd}\u{fffd}ok");
+}
+
+#[test]
+#[ignore = "boots real guests; run by scripts/test.sh"]
+fn ten_runs_at_once_all_succeed() {
+    let sb = Sandbox::new();
+    let children: Vec<_> = (0..10)
+        .map(|i| sb.cmd(&["run", "debian:12-base", "--mem-mib", "256", "--", &format!("echo run-{i}")]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        expect_success(&sb, &out);
+        assert_eq!(text(&out.stdout), format!("run-{i}\n"));
+    }
+}
+
+#[test]
+#[ignore = "boots a real guest; run by scripts/test.sh"]
+fn killing_the_cli_leaves_nothing_behind() {
+    let sb = Sandbox::new();
+    let mut child = sb.cmd(&["run", "debian:12-base", "--", "sleep 120"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let vm_dir = wait_for(Duration::from_secs(300), || {
+        std::fs::read_dir(sb.vms_dir()).ok()?.flatten().map(|e| e.path()).find(|p| p.join("supervisor.json").exists() && ready(p))
+    })
+    .unwrap_or_else(|| panic!("VM never became ready\n{}", sb.diagnostics()));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let gone = wait_for(Duration::from_secs(60), || (!vm_dir.exists()).then_some(()));
+    assert!(gone.is_some(), "supervisor removed the VM after its owner died\n{}", sb.diagnostics());
+    assert!(processes_mentioning(&vm_dir).is_empty(), "no stray VMM or supervisor");
+}
+
+#[test]
+fn bad_input_gets_one_clear_line() {
+    let sb = Sandbox::new();
+    let cases: &[(&[&str], &str)] = &[
+        (&["run", "debian:13", "--", "true"], "unknown environment 'debian:13'; expected one of: debian:12, debian:12-base, debian:12-build"),
+        (&["run", "debian:12"], "command is required after `--`"),
+        (&["run", "debian:12", "--vcpu-count", "9", "--", "true"], "vcpu_count must be between 1 and 8"),
+        (&["run", "debian:12", "--mem-mib", "64", "--", "true"], "mem_mib must be between 256 and 32768"),
+        (&["run", "debian:12", "--timeout-seconds", "0", "--", "true"], "timeout_seconds must be positive"),
+        (&["run", "debian:12", "--backend", "vmware", "--", "true"], "unknown backend 'vmware'"),
+    ];
+    for (args, message) in cases {
+        let out = sb.run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "one line for {args:?}: {stderr}");
+        assert!(stderr.starts_with("[error] ") && stderr.contains(message), "{args:?}: {stderr}");
+        let mut json_args = args.to_vec();
+        json_args.insert(2, "--json");
+        let out = sb.run(&json_args);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("JSON error for {json_args:?}: {}", text(&out.stdout)));
+        assert_eq!(v["ok"], false);
+        assert!(v["error"].as_str().unwrap().contains(message));
+    }
+    assert!(!sb.vms_dir().exists() || std::fs::read_dir(sb.vms_dir()).unwrap().count() == 0, "no half-created VM");
+}
+
+#[test]
+#[ignore = "boots a real guest for the KVM check; run by scripts/test.sh"]
+fn doctor_explains_the_backend_choice() {
+    let sb = Sandbox::new();
+    let out = sb.run(&["doctor", "--json"]);
+    expect_success(&sb, &out);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let backend = v["selected"]["backend"].as_str().expect("a backend is selected");
+    assert!(["qemu-tcg", "qemu-kvm", "firecracker"].contains(&backend), "{v}");
+    if v["kvm"]["boots_guest"] == false {
+        assert_eq!(backend, "qemu-tcg", "KVM that does not boot must not be chosen");
+        assert!(v["selected"]["reason"].as_str().unwrap().contains("KVM"), "{v}");
+    }
+    assert_eq!(v["capabilities"]["guest_exec"], true);
+    let human = text(&sb.run(&["doctor"]).stdout);
+    assert!(human.contains(&format!("Backend: {backend}")), "{human}");
+}
+
+fn ready(vm_dir: &Path) -> bool {
+    std::fs::read_to_string(vm_dir.join("supervisor.json")).map(|s| s.contains("\"ready\"")).unwrap_or(false)
+}
+
+fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(v) = probe() {
+            return Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    None
+}
+
+/// PIDs whose command line mentions `path`.
+fn processes_mentioning(path: &Path) -> Vec<u32> {
+    let needle = path.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).map(|c| text(&c).contains(&needle)).unwrap_or(false))
+        .collect()
+}

@@ -1,0 +1,621 @@
+//! The real `pyro-agent` binary in `host_compat` mode (`--listen-unix`), driven through
+//! the real [`GuestClient`]. The agent is found via `PYRO_AGENT_BIN`, else built with
+//! `cargo build -p pyro-agent` into the workspace's target directory.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
+
+use pyro_core::guest::{EntryKind, ExecRequest, GuestClient, GuestError, PROTOCOL_VERSION};
+use pyro_protocol::{read_frame, write_frame, Frame, FrameKind, Hello, Response};
+use tokio::net::UnixStream;
+
+fn agent_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("PYRO_AGENT_BIN") {
+            return PathBuf::from(bin);
+        }
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().parent().unwrap().to_path_buf();
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace.join("target"));
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        // Always (re)build: a no-op when fresh, and never a stale agent.
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "pyro-agent"])
+            .current_dir(&workspace)
+            .status()
+            .expect("running cargo to build pyro-agent");
+        assert!(status.success(), "building pyro-agent failed");
+        let bin = target.join("debug").join("pyro-agent");
+        assert!(bin.exists(), "{} missing after build", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// A running agent with a connected client; the agent is killed on drop.
+struct Agent {
+    child: Child,
+    socket: PathBuf,
+    root: PathBuf,
+    client: GuestClient,
+    hello: Hello,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Agent {
+    async fn start() -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir(&root).unwrap();
+        let socket = dir.path().join("agent.sock");
+        let child = Command::new(agent_bin())
+            .arg("--listen-unix")
+            .arg(&socket)
+            .arg("--cwd-root")
+            .arg(&root)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawning pyro-agent");
+        let stream = connect_socket(&socket).await;
+        let (client, hello) = GuestClient::connect(stream, Duration::from_secs(10)).await.expect("hello");
+        Agent { child, socket, root, client, hello, _dir: dir }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+
+    fn p(&self, rel: &str) -> String {
+        self.path(rel).to_str().unwrap().to_string()
+    }
+}
+
+async fn connect_socket(socket: &Path) -> UnixStream {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match UnixStream::connect(socket).await {
+            Ok(stream) => return stream,
+            Err(e) if Instant::now() > deadline => panic!("agent socket never came up: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+fn cmd(command: &str) -> ExecRequest {
+    ExecRequest {
+        command: command.to_string(),
+        env: BTreeMap::new(),
+        cwd: None,
+        timeout_ms: 30_000,
+        max_output_bytes: 64 << 20,
+    }
+}
+
+fn mode_of(path: &Path) -> u32 {
+    std::fs::symlink_metadata(path).unwrap().mode() & 0o7777
+}
+
+/// Deterministic pseudo-random bytes (xorshift), not valid UTF-8 in general.
+fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// True when `pid` no longer runs (gone, or a zombie nobody reaped yet).
+fn process_gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+async fn wait_for_file(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if text.ends_with('\n') {
+                return text;
+            }
+        }
+        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn hello_reports_versions_and_ping_works() {
+    let agent = Agent::start().await;
+    assert_eq!(agent.hello.protocol_version, PROTOCOL_VERSION);
+    assert_eq!(agent.hello.agent_version, env!("CARGO_PKG_VERSION"));
+    assert!(!agent.hello.kernel_release.is_empty());
+    assert_eq!(agent.client.hello(), &agent.hello);
+    agent.client.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn exec_propagates_exit_codes_and_signals() {
+    let agent = Agent::start().await;
+    let out = agent.client.exec(cmd("exit 7")).await.unwrap();
+    assert_eq!(out.result.exit_code, 7);
+    assert!(!out.result.timed_out);
+    let out = agent.client.exec(cmd("kill -TERM $$")).await.unwrap();
+    assert_eq!(out.result.exit_code, 128 + 15);
+    let out = agent.client.exec(cmd("true")).await.unwrap();
+    assert_eq!(out.result.exit_code, 0);
+}
+
+#[tokio::test]
+async fn exec_separates_streams_and_applies_env_and_cwd() {
+    let agent = Agent::start().await;
+    let mut request = cmd("echo out; echo err >&2; pwd; echo \"$FOO\"; read x; echo \"read=$?\"");
+    request.env.insert("FOO".into(), "bar baz".into());
+    let out = agent.client.exec(request).await.unwrap();
+    let root = agent.root.display();
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), format!("out\n{root}\nbar baz\nread=1\n"));
+    assert_eq!(out.stderr, b"err\n");
+    assert_eq!(out.result.stdout_bytes, format!("out\n{root}\nbar baz\nread=1\n").len() as u64);
+    assert_eq!(out.result.stderr_bytes, 4);
+
+    let mut request = cmd("pwd");
+    request.cwd = Some("made/on/demand".into());
+    let out = agent.client.exec(request).await.unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim_end(), agent.p("made/on/demand"));
+}
+
+#[tokio::test]
+async fn exec_streams_large_output_intact_and_caps_it() {
+    let agent = Agent::start().await;
+    let data = noise(10 << 20);
+    std::fs::write(agent.path("big"), &data).unwrap();
+
+    let out = agent.client.exec(cmd("cat big")).await.unwrap();
+    assert_eq!(out.result.exit_code, 0);
+    assert_eq!(out.stdout.len(), data.len());
+    assert!(out.stdout == data, "10 MiB of stdout came back altered");
+    assert_eq!(out.result.stdout_bytes, data.len() as u64);
+    assert!(!out.result.stdout_truncated);
+
+    let mut capped = cmd("cat big; echo done >&2");
+    capped.max_output_bytes = 1 << 20;
+    let mut chunks = 0usize;
+    let live = |_chunk: pyro_core::guest::OutputChunk<'_>| {};
+    let out = agent.client.exec_streaming(capped.clone(), Some(&live)).await.unwrap();
+    assert_eq!(out.stdout.len(), 1 << 20);
+    assert!(out.stdout[..] == data[..1 << 20]);
+    assert_eq!(out.result.stdout_bytes, data.len() as u64);
+    assert!(out.result.stdout_truncated);
+    assert_eq!(out.stderr, b"done\n");
+    assert!(!out.result.stderr_truncated);
+
+    // Live chunks arrive in pieces of at most 64 KiB.
+    let result = agent
+        .client
+        .exec_with(capped, |chunk| {
+            if let pyro_core::guest::OutputChunk::Stdout(bytes) = chunk {
+                assert!(bytes.len() <= 64 * 1024);
+                chunks += 1;
+            }
+        })
+        .await
+        .unwrap();
+    assert!(chunks >= 16, "expected many chunks, got {chunks}");
+    assert_eq!(result.stdout_bytes, data.len() as u64);
+}
+
+#[tokio::test]
+async fn exec_output_is_binary_safe() {
+    let agent = Agent::start().await;
+    let out = agent.client.exec(cmd(r"printf '\377\376\000abc\200'; printf '\351\000' >&2")).await.unwrap();
+    assert_eq!(out.stdout, vec![0xff, 0xfe, 0x00, b'a', b'b', b'c', 0x80]);
+    assert_eq!(out.stderr, vec![0xe9, 0x00]);
+}
+
+#[tokio::test]
+async fn exec_timeout_kills_the_whole_process_group() {
+    let agent = Agent::start().await;
+    let mut request = cmd("(sleep 1; touch late) & echo started; sleep 30");
+    request.timeout_ms = 300;
+    let started = Instant::now();
+    let out = agent.client.exec(request).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "timeout took {:?}", started.elapsed());
+    assert_eq!(out.result.exit_code, 124);
+    assert!(out.result.timed_out);
+    assert_eq!(out.stdout, b"started\n");
+    assert!(out.stderr.ends_with(b"command timed out after 0.3s\n"), "{:?}", String::from_utf8_lossy(&out.stderr));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!agent.path("late").exists(), "a background child of the timed-out command survived");
+
+    let mut request = cmd("sleep 5");
+    request.timeout_ms = 1000;
+    let out = agent.client.exec(request).await.unwrap();
+    assert_eq!(out.stderr, b"command timed out after 1s\n");
+}
+
+#[tokio::test]
+async fn a_slow_exec_does_not_block_fast_ones() {
+    let agent = Agent::start().await;
+    let client = agent.client.clone();
+    let slow = tokio::spawn(async move { client.exec(cmd("while [ ! -e go ]; do sleep 0.02; done; echo slow")).await });
+    let mut fast = Vec::new();
+    for i in 0..7 {
+        let client = agent.client.clone();
+        fast.push(tokio::spawn(async move { client.exec(cmd(&format!("echo fast{i}"))).await }));
+    }
+    for (i, task) in fast.into_iter().enumerate() {
+        let out = tokio::time::timeout(Duration::from_secs(10), task).await.expect("a fast exec was blocked").unwrap().unwrap();
+        assert_eq!(out.stdout, format!("fast{i}\n").as_bytes());
+    }
+    // Every fast command finished while the slow one is still waiting for its cue.
+    assert!(!slow.is_finished());
+    std::fs::write(agent.path("go"), b"").unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(10), slow).await.unwrap().unwrap().unwrap();
+    assert_eq!(out.stdout, b"slow\n");
+}
+
+#[tokio::test]
+async fn write_file_is_atomic_and_keeps_modes() {
+    let agent = Agent::start().await;
+    let existing = agent.path("tool.sh");
+    std::fs::write(&existing, b"old").unwrap();
+    std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let result = agent.client.write_file(&agent.p("tool.sh"), b"#!/bin/sh\necho new\n", Some(0o600), false).await.unwrap();
+    assert_eq!(result.mode, 0o755);
+    assert_eq!(result.bytes_written, 19);
+    assert_eq!(mode_of(&existing), 0o755);
+    assert_eq!(std::fs::read(&existing).unwrap(), b"#!/bin/sh\necho new\n");
+
+    agent.client.write_file(&agent.p("plain.txt"), b"x", None, false).await.unwrap();
+    assert_eq!(mode_of(&agent.path("plain.txt")), 0o644);
+    agent.client.write_file(&agent.p("private"), b"y", Some(0o600), false).await.unwrap();
+    assert_eq!(mode_of(&agent.path("private")), 0o600);
+
+    // Large content goes up in many frames.
+    let big = noise(3 << 20);
+    let result = agent.client.write_file(&agent.p("deep/er/big.bin"), &big, None, true).await.unwrap();
+    assert_eq!(result.bytes_written, big.len() as u64);
+    assert!(std::fs::read(agent.path("deep/er/big.bin")).unwrap() == big);
+
+    let err = agent.client.write_file(&agent.p("missing/parent/f"), b"z", None, false).await.unwrap_err();
+    assert!(err.to_string().starts_with("parent directory does not exist: "), "{err}");
+    assert!(matches!(err, GuestError::Agent(_)));
+    let err = agent.client.write_file(&agent.p("deep"), b"z", None, false).await.unwrap_err();
+    assert_eq!(err.to_string(), format!("not a regular file: {}", agent.p("deep")));
+
+    let leftovers: Vec<_> = std::fs::read_dir(&agent.root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".pyro-write-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left behind: {leftovers:?}");
+}
+
+#[tokio::test]
+async fn write_file_refuses_symlinked_parents() {
+    let agent = Agent::start().await;
+    std::fs::create_dir(agent.path("real")).unwrap();
+    std::os::unix::fs::symlink(agent.path("real"), agent.path("link")).unwrap();
+    let target = agent.p("link/f.txt");
+    let err = agent.client.write_file(&target, b"nope", None, true).await.unwrap_err();
+    assert_eq!(err.to_string(), format!("path would traverse through a symlinked parent: {target}"));
+    assert!(!agent.path("real/f.txt").exists());
+
+    // A symlink as the target itself is not a regular file either.
+    std::fs::write(agent.path("real/file"), b"keep").unwrap();
+    std::os::unix::fs::symlink(agent.path("real/file"), agent.path("filelink")).unwrap();
+    let err = agent.client.write_file(&agent.p("filelink"), b"nope", None, false).await.unwrap_err();
+    assert!(err.to_string().starts_with("not a regular file: "), "{err}");
+    assert_eq!(std::fs::read(agent.path("real/file")).unwrap(), b"keep");
+}
+
+#[tokio::test]
+async fn list_never_follows_symlinks() {
+    let agent = Agent::start().await;
+    std::fs::create_dir_all(agent.path("t/a")).unwrap();
+    std::fs::create_dir_all(agent.path("t/b")).unwrap();
+    std::fs::write(agent.path("t/a/f"), b"hello").unwrap();
+    std::fs::write(agent.path("t/b/inner"), b"i").unwrap();
+    std::os::unix::fs::symlink("../b", agent.path("t/a/ln")).unwrap();
+    let fifo = std::ffi::CString::new(agent.p("t/fifo")).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+
+    let listing = agent.client.list(&agent.p("t"), true).await.unwrap();
+    assert_eq!(listing.root.kind, EntryKind::Directory);
+    let names: Vec<_> = listing.entries.iter().map(|e| e.path.strip_prefix(&agent.p("t/")).unwrap().to_string()).collect();
+    assert_eq!(names, ["a", "a/f", "a/ln", "b", "b/inner", "fifo"]);
+    let by_name = |n: &str| listing.entries.iter().find(|e| e.path == agent.p(&format!("t/{n}"))).unwrap().clone();
+    assert_eq!(by_name("a/f").kind, EntryKind::File);
+    assert_eq!(by_name("a/f").size_bytes, 5);
+    let ln = by_name("a/ln");
+    assert_eq!(ln.kind, EntryKind::Symlink);
+    assert_eq!(ln.link_target.as_deref(), Some("../b"));
+    assert_eq!(ln.size_bytes, 4);
+    assert_eq!(by_name("fifo").kind, EntryKind::Other);
+    assert_eq!(by_name("a").size_bytes, 0);
+
+    let shallow = agent.client.list(&agent.p("t"), false).await.unwrap();
+    assert_eq!(shallow.entries.len(), 3);
+    let link = agent.client.list(&agent.p("t/a/ln"), true).await.unwrap();
+    assert_eq!(link.root.kind, EntryKind::Symlink);
+    assert!(link.entries.is_empty());
+
+    let err = agent.client.list(&agent.p("nope"), false).await.unwrap_err();
+    assert_eq!(err.to_string(), format!("path does not exist: {}", agent.p("nope")));
+}
+
+#[tokio::test]
+async fn read_file_caps_and_refuses_non_files() {
+    let agent = Agent::start().await;
+    std::fs::write(agent.path("f"), b"0123456789").unwrap();
+    let read = agent.client.read_file(&agent.p("f"), 4).await.unwrap();
+    assert_eq!(read.content, b"0123");
+    assert_eq!(read.size_bytes, 10);
+    assert!(read.truncated);
+    let read = agent.client.read_file(&agent.p("f"), 1 << 20).await.unwrap();
+    assert_eq!(read.content, b"0123456789");
+    assert!(!read.truncated);
+    let err = agent.client.read_file(&agent.root.to_string_lossy(), 10).await.unwrap_err();
+    assert_eq!(err.to_string(), format!("not a regular file: {}", agent.root.display()));
+    let err = agent.client.read_file(&agent.p("missing"), 10).await.unwrap_err();
+    assert_eq!(err.to_string(), format!("path does not exist: {}", agent.p("missing")));
+}
+
+/// Tar builder helpers that can also write names the `tar` crate refuses to.
+fn header(kind: tar::EntryType, name: &[u8], mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_size(size);
+    h.set_mtime(1_000_000);
+    let field = &mut h.as_old_mut().name;
+    field.fill(0);
+    field[..name.len()].copy_from_slice(name);
+    h
+}
+
+/// kind, name, mode, content, link target.
+type Member<'a> = (tar::EntryType, &'a str, u32, &'a [u8], Option<&'a str>);
+
+fn archive(members: &[Member<'_>]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (kind, name, mode, data, link) in members {
+        let mut h = header(*kind, name.as_bytes(), *mode, data.len() as u64);
+        if let Some(link) = link {
+            h.set_link_name(link).unwrap();
+        }
+        h.set_cksum();
+        b.append(&h, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+#[tokio::test]
+async fn tar_import_applies_the_safety_rules() {
+    use tar::EntryType as T;
+    let agent = Agent::start().await;
+    let good = archive(&[
+        (T::Directory, "./", 0o755, b"", None),
+        (T::Directory, "./lib/", 0o755, b"", None),
+        (T::Regular, "./lib/x", 0o640, b"X", None),
+        (T::Directory, "./sub/", 0o750, b"", None),
+        (T::Symlink, "./sub/ln", 0o777, b"", Some("../lib/x")),
+        (T::Link, "./sub/hard", 0o640, b"", Some("./lib/x")),
+        (T::Regular, "bin/run", 0o755, b"#!/bin/sh\n", None),
+    ]);
+    let result = agent.client.tar_import("dest", &good[..]).await.unwrap();
+    assert_eq!(result.entry_count, 7);
+    assert_eq!(result.bytes_written, 11);
+    let dest = agent.path("dest");
+    assert_eq!(std::fs::read(dest.join("sub/ln")).unwrap(), b"X");
+    assert_eq!(std::fs::read_link(dest.join("sub/ln")).unwrap(), Path::new("../lib/x"));
+    assert_eq!(mode_of(&dest.join("lib/x")), 0o640);
+    assert_eq!(mode_of(&dest.join("sub")), 0o750);
+    assert_eq!(mode_of(&dest.join("bin/run")), 0o755);
+    let x = std::fs::metadata(dest.join("lib/x")).unwrap();
+    assert_eq!(x.mtime(), 1_000_000);
+    assert_eq!(std::fs::metadata(dest.join("sub")).unwrap().mtime(), 1_000_000);
+    assert_eq!(std::fs::metadata(dest.join("sub/hard")).unwrap().ino(), x.ino());
+
+    // Importing again merges directories and replaces files.
+    agent.client.tar_import(&dest.to_string_lossy(), &good[..]).await.unwrap();
+
+    let cases: Vec<(Vec<u8>, String)> = vec![
+        (archive(&[(T::Symlink, "esc", 0o777, b"", Some("../../etc"))]), "symlink esc escapes the destination".into()),
+        (archive(&[(T::Regular, "../x", 0o644, b"evil", None)]), "unsafe archive member path: ../x".into()),
+        (archive(&[(T::Regular, "a/../../x", 0o644, b"evil", None)]), "unsafe archive member path: a/../../x".into()),
+        (archive(&[(T::Symlink, "abs", 0o777, b"", Some("/etc/passwd"))]), "symlink abs has an absolute target: /etc/passwd".into()),
+        (archive(&[(T::Fifo, "pipe", 0o644, b"", None)]), "unsupported archive member type: pipe".into()),
+        (archive(&[(T::Link, "h", 0o644, b"", Some("../outside"))]), "hard link h points outside the destination: ../outside".into()),
+        (archive(&[(T::Regular, "escape/owned", 0o644, b"evil", None)]), "archive member would traverse through a symlink: escape/owned".into()),
+    ];
+    let outside = agent.root.parent().unwrap().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::create_dir(agent.path("bad")).unwrap();
+    std::os::unix::fs::symlink(&outside, agent.path("bad/escape")).unwrap();
+    for (bytes, expected) in cases {
+        let err = agent.client.tar_import(&agent.p("bad"), &bytes[..]).await.unwrap_err();
+        assert_eq!(err.to_string(), expected);
+    }
+    assert!(!agent.root.join("x").exists() && !agent.root.parent().unwrap().join("x").exists());
+    assert!(!outside.join("owned").exists());
+    let names: Vec<_> = std::fs::read_dir(agent.path("bad")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, ["escape"], "a refused archive left members behind");
+}
+
+fn set_mtime(path: &Path, secs: u64) {
+    let file = std::fs::File::open(path).unwrap();
+    file.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(secs)).unwrap();
+}
+
+#[tokio::test]
+async fn tar_export_then_import_round_trips() {
+    let agent = Agent::start().await;
+    let src = agent.path("src");
+    std::fs::create_dir_all(src.join("dir/nested")).unwrap();
+    std::fs::create_dir_all(src.join("bin")).unwrap();
+    std::fs::write(src.join("bin/tool"), b"#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(src.join("bin/tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(src.join("secret"), b"s3cr3t").unwrap();
+    std::fs::set_permissions(src.join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let big = noise(3 << 20);
+    std::fs::write(src.join("dir/nested/big.bin"), &big).unwrap();
+    std::fs::hard_link(src.join("bin/tool"), src.join("dir/hard")).unwrap();
+    std::os::unix::fs::symlink("dir/nested/big.bin", src.join("link")).unwrap();
+    let long_name = format!("{}/{}", "d".repeat(90), "f".repeat(150));
+    std::fs::create_dir(src.join("d".repeat(90))).unwrap();
+    std::fs::write(src.join(&long_name), b"long").unwrap();
+    for (i, f) in ["bin/tool", "secret", "dir/nested/big.bin"].iter().enumerate() {
+        set_mtime(&src.join(f), 1_500_000_000 + i as u64);
+    }
+    std::fs::set_permissions(src.join("dir"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    set_mtime(&src.join("dir/nested"), 1_400_000_000);
+
+    let mut tarball = Vec::new();
+    let exported = agent.client.tar_export(&src.to_string_lossy(), &mut tarball).await.unwrap();
+    assert_eq!(exported.kind, EntryKind::Directory);
+    // bin, bin/tool, dir, dir/hard, dir/nested, dir/nested/big.bin, d…, d…/f…, link, secret
+    assert_eq!(exported.entry_count, 10);
+    assert_eq!(exported.bytes_written, (10 + 6 + big.len() + 4) as u64);
+
+    // Members are relative, sorted, the second link to bin/tool is a hard-link member.
+    let mut reader = tar::Archive::new(&tarball[..]);
+    let members: Vec<(String, tar::EntryType)> = reader
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.path().unwrap().to_string_lossy().into_owned(), e.header().entry_type())
+        })
+        .collect();
+    assert_eq!(members[0], ("bin/".to_string(), tar::EntryType::Directory));
+    assert!(members.contains(&("dir/hard".to_string(), tar::EntryType::Link)));
+    assert!(members.contains(&(long_name.clone(), tar::EntryType::Regular)));
+
+    let imported = agent.client.tar_import(&agent.p("dst"), &tarball[..]).await.unwrap();
+    assert_eq!(imported.entry_count, exported.entry_count);
+    assert_eq!(imported.bytes_written, exported.bytes_written);
+    let dst = agent.path("dst");
+    for f in ["bin/tool", "secret", "dir/nested/big.bin", long_name.as_str()] {
+        assert!(std::fs::read(src.join(f)).unwrap() == std::fs::read(dst.join(f)).unwrap(), "{f} differs");
+    }
+    for f in ["bin/tool", "secret", "dir", "dir/nested", "dir/nested/big.bin"] {
+        assert_eq!(mode_of(&dst.join(f)), mode_of(&src.join(f)), "mode of {f}");
+        let (a, b) = (std::fs::metadata(src.join(f)).unwrap(), std::fs::metadata(dst.join(f)).unwrap());
+        assert_eq!(a.mtime(), b.mtime(), "mtime of {f}");
+    }
+    assert_eq!(std::fs::read_link(dst.join("link")).unwrap(), Path::new("dir/nested/big.bin"));
+    assert_eq!(
+        std::fs::metadata(dst.join("dir/hard")).unwrap().ino(),
+        std::fs::metadata(dst.join("bin/tool")).unwrap().ino(),
+        "hard link not preserved"
+    );
+
+    // A single file exports as one member named by its basename.
+    let mut single = Vec::new();
+    let one = agent.client.tar_export(&src.join("secret").to_string_lossy(), &mut single).await.unwrap();
+    assert_eq!((one.kind, one.entry_count, one.bytes_written), (EntryKind::File, 1, 6));
+    let mut reader = tar::Archive::new(&single[..]);
+    let names: Vec<_> = reader.entries().unwrap().map(|e| e.unwrap().path().unwrap().into_owned()).collect();
+    assert_eq!(names, [PathBuf::from("secret")]);
+
+    let err = agent.client.tar_export(&agent.p("nope"), &mut Vec::new()).await.unwrap_err();
+    assert_eq!(err.to_string(), format!("path does not exist: {}", agent.p("nope")));
+}
+
+#[tokio::test]
+async fn dropping_an_exec_cancels_it_in_the_guest() {
+    let agent = Agent::start().await;
+    let client = agent.client.clone();
+    let task = tokio::spawn(async move { client.exec(cmd("sleep 30 & echo $! > pid; (sleep 1; touch late) & wait")).await });
+    let pid: i32 = wait_for_file(&agent.path("pid")).await.trim().parse().unwrap();
+    assert!(!process_gone(pid));
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !process_gone(pid) {
+        assert!(Instant::now() < deadline, "the cancelled command's process {pid} is still running");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(!agent.path("late").exists(), "a child of the cancelled command survived");
+    // The connection is still fine.
+    agent.client.ping().await.unwrap();
+    let out = agent.client.exec(cmd("echo still here")).await.unwrap();
+    assert_eq!(out.stdout, b"still here\n");
+}
+
+#[tokio::test]
+async fn pending_calls_fail_when_the_channel_dies() {
+    let mut agent = Agent::start().await;
+    let client = agent.client.clone();
+    let pending = tokio::spawn(async move { client.exec(cmd("sleep 30")).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    agent.child.kill().unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(5), pending).await.unwrap().unwrap().unwrap_err();
+    assert!(matches!(err, GuestError::ChannelClosed));
+    assert_eq!(err.to_string(), "guest channel closed");
+    tokio::time::timeout(Duration::from_secs(5), agent.client.closed()).await.unwrap();
+    assert!(agent.client.is_closed());
+    assert!(matches!(agent.client.ping().await, Err(GuestError::ChannelClosed)));
+}
+
+#[tokio::test]
+async fn shutdown_ends_only_the_session_in_host_mode() {
+    let mut agent = Agent::start().await;
+    agent.client.shutdown().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), agent.client.closed()).await.unwrap();
+    assert!(agent.child.try_wait().unwrap().is_none(), "host-mode agent exited on shutdown");
+    let (again, _) = GuestClient::connect(connect_socket(&agent.socket).await, Duration::from_secs(5)).await.unwrap();
+    again.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn malformed_requests_get_clear_errors() {
+    let agent = Agent::start().await;
+    let mut stream = connect_socket(&agent.socket).await;
+    let hello = read_frame(&mut stream).await.unwrap().unwrap();
+    assert_eq!(hello.kind, FrameKind::Hello);
+
+    // A knock gets another Hello.
+    write_frame(&mut stream, &Frame::empty(0, FrameKind::Hello)).await.unwrap();
+    assert_eq!(read_frame(&mut stream).await.unwrap().unwrap().kind, FrameKind::Hello);
+
+    let requests: [(u32, &[u8], &str); 4] = [
+        (1, br#"{"op":"format_disk"}"#, "format_disk"),
+        (2, b"not json", "malformed request"),
+        (3, br#"{"op":"read_file","path":"/x"}"#, "max_bytes"),
+        (0, br#"{"op":"ping"}"#, "reserved"),
+    ];
+    for (stream_id, payload, needle) in requests {
+        let frame = Frame { stream: stream_id, kind: FrameKind::Request, payload: payload.to_vec() };
+        write_frame(&mut stream, &frame).await.unwrap();
+        let reply = read_frame(&mut stream).await.unwrap().unwrap();
+        assert_eq!((reply.stream, reply.kind), (stream_id, FrameKind::Response));
+        match reply.parse_json::<Response>().unwrap() {
+            Response::Error { message } => assert!(message.contains(needle), "{message:?} lacks {needle:?}"),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+    // The session survives all of that.
+    let ping = Frame::json(9, FrameKind::Request, &pyro_protocol::Request::Ping);
+    write_frame(&mut stream, &ping).await.unwrap();
+    let reply = read_frame(&mut stream).await.unwrap().unwrap();
+    assert_eq!(reply.parse_json::<Response>().unwrap(), Response::Ok);
+}

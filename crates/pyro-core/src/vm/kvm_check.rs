@@ -44,6 +44,7 @@ pub async fn run(dirs: &Dirs, installed: &InstalledEnvironment, cache_file: &Pat
                 boot_ms: None,
                 guest_kernel: None,
                 last_error: None,
+                idle_stop_seconds: None,
             };
             match supervisor::boot(&record, KVM_CHECK_TIMEOUT).await {
                 Ok((mut child, _hello, _channel)) => {

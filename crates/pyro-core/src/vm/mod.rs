@@ -279,6 +279,7 @@ impl VmManager {
             boot_ms: None,
             guest_kernel: None,
             last_error: None,
+            idle_stop_seconds: None,
         };
         if let Err(e) = record.save() {
             let _ = std::fs::remove_dir_all(&vm_dir);
@@ -287,7 +288,7 @@ impl VmManager {
         Ok(status_of(&record))
     }
 
-    async fn ensure_installed(&self, name: &str, progress: Progress<'_>) -> Result<InstalledEnvironment> {
+    pub(crate) async fn ensure_installed(&self, name: &str, progress: Progress<'_>) -> Result<InstalledEnvironment> {
         crate::catalog::lookup(name)?;
         match self.environments.installed(name) {
             Ok(installed) => Ok(installed),
@@ -301,7 +302,7 @@ impl VmManager {
     }
 
     /// Picks the backend, running (and caching) the KVM boot check when it is due.
-    async fn select_backend(&self, options: &CreateVmOptions, installed: &InstalledEnvironment, progress: Progress<'_>) -> Result<Selection> {
+    pub(crate) async fn select_backend(&self, options: &CreateVmOptions, installed: &InstalledEnvironment, progress: Progress<'_>) -> Result<Selection> {
         let requested = match options.backend {
             Some(kind) => Some(kind),
             None => backend_from_env()?,
@@ -341,32 +342,11 @@ impl VmManager {
     pub async fn start_vm(&self, vm_id: &str) -> Result<VmStatus> {
         let dir = self.vm_dir(vm_id)?;
         let _lock = lock_file(&dir.join("vm.lock"))?;
-        let mut record = self.refreshed(&dir)?;
+        let record = refreshed(&dir)?;
         if record.state == VmState::Started {
             return Err(Error::InvalidArgument(format!("vm {vm_id} cannot be started from state 'started'")));
         }
-        let _ = std::fs::remove_file(dir.join(supervisor::STATUS_FILE));
-        let pid = supervisor::spawn(&dir)?;
-        record.supervisor_pid = Some(pid);
-        record.state = VmState::Started;
-        record.save()?;
-        match connect(&dir).await {
-            Ok((_client, hello)) => {
-                let status = SupervisorStatus::load(&dir);
-                record.boot_ms = status.and_then(|s| s.boot_ms);
-                record.guest_kernel = Some(hello.kernel_release);
-                record.last_error = None;
-                record.save()?;
-                Ok(status_of(&record))
-            }
-            Err(e) => {
-                record.state = VmState::Stopped;
-                record.supervisor_pid = None;
-                record.last_error = Some(e.to_string());
-                record.save()?;
-                Err(e)
-            }
-        }
+        Ok(status_of(&boot_dir(record).await?))
     }
 
     /// Runs one command in a started VM, then deletes the VM whatever the exit code.
@@ -375,7 +355,7 @@ impl VmManager {
             return Err(Error::InvalidArgument("timeout_seconds must be positive".into()));
         }
         let dir = self.vm_dir(vm_id)?;
-        let record = self.refreshed(&dir)?;
+        let record = refreshed(&dir)?;
         if record.state != VmState::Started {
             return Err(Error::InvalidArgument(format!("vm {vm_id} must be in 'started' state before execution")));
         }
@@ -411,7 +391,7 @@ impl VmManager {
     /// A client of the agent of a started VM (through its supervisor).
     pub async fn guest(&self, vm_id: &str) -> Result<GuestClient> {
         let dir = self.vm_dir(vm_id)?;
-        if self.refreshed(&dir)?.state != VmState::Started {
+        if refreshed(&dir)?.state != VmState::Started {
             return Err(Error::InvalidArgument(format!("vm {vm_id} must be in 'started' state before execution")));
         }
         Ok(connect(&dir).await?.0)
@@ -421,7 +401,7 @@ impl VmManager {
     pub async fn stop_vm(&self, vm_id: &str) -> Result<VmStatus> {
         let dir = self.vm_dir(vm_id)?;
         let _lock = lock_file(&dir.join("vm.lock"))?;
-        let mut record = self.refreshed(&dir)?;
+        let mut record = refreshed(&dir)?;
         stop_supervisor(&record).await;
         record.state = if record.state == VmState::Created { VmState::Created } else { VmState::Stopped };
         record.supervisor_pid = None;
@@ -444,7 +424,7 @@ impl VmManager {
     /// Current state of a VM.
     pub fn status_vm(&self, vm_id: &str) -> Result<VmStatus> {
         let dir = self.vm_dir(vm_id)?;
-        Ok(status_of(&self.refreshed(&dir)?))
+        Ok(status_of(&refreshed(&dir)?))
     }
 
     /// Network configuration of a VM (none until guest networking lands).
@@ -488,23 +468,11 @@ impl VmManager {
         deleted.sort();
         Ok(ReapReport { count: deleted.len(), deleted_vm_ids: deleted })
     }
-
-    /// Loads a record and reconciles its state with its supervisor.
-    fn refreshed(&self, dir: &Path) -> Result<VmRecord> {
-        let mut record = VmRecord::load(dir)?;
-        if record.state == VmState::Started && !record.supervisor_pid.map(|p| supervisor::is_alive(p, dir)).unwrap_or(false) {
-            record.state = VmState::Stopped;
-            record.supervisor_pid = None;
-            record.last_error = SupervisorStatus::load(dir).and_then(|s| s.error).or(Some("the VM is no longer running".into()));
-            record.save()?;
-        }
-        Ok(record)
-    }
 }
 
 /// Stops the supervisor of `record`, if any: the agent is asked to power off, then the
 /// supervisor forces the VMM down.
-async fn stop_supervisor(record: &VmRecord) {
+pub(crate) async fn stop_supervisor(record: &VmRecord) {
     let Some(pid) = record.supervisor_pid else { return };
     let dir = record.dir();
     if !supervisor::is_alive(pid, dir) {
@@ -528,7 +496,7 @@ fn process_exists(pid: u32) -> bool {
 }
 
 /// Connects to the supervisor of a started VM and waits for the agent's hello.
-async fn connect(dir: &Path) -> Result<(GuestClient, Hello)> {
+pub(crate) async fn connect(dir: &Path) -> Result<(GuestClient, Hello)> {
     let socket = dir.join(CONTROL_SOCKET);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     let stream = loop {
@@ -584,3 +552,43 @@ fn status_of(record: &VmRecord) -> VmStatus {
 mod kvm_check;
 
 pub use kvm_check::run as run_kvm_check;
+
+/// Loads a record and reconciles its state with its supervisor: a started VM whose
+/// supervisor is gone is stopped, with the reason the supervisor recorded.
+pub(crate) fn refreshed(dir: &Path) -> Result<VmRecord> {
+    let mut record = VmRecord::load(dir)?;
+    if record.state == VmState::Started && !record.supervisor_pid.map(|p| supervisor::is_alive(p, dir)).unwrap_or(false) {
+        record.state = VmState::Stopped;
+        record.supervisor_pid = None;
+        record.last_error = SupervisorStatus::load(dir).and_then(|s| s.error).or(Some("the VM is no longer running".into()));
+        record.save()?;
+    }
+    Ok(record)
+}
+
+/// Starts the supervisor of a VM directory and waits for the agent's hello; the record
+/// says started (with boot time and guest kernel) or stopped (with the failure).
+pub(crate) async fn boot_dir(mut record: VmRecord) -> Result<VmRecord> {
+    let dir = record.dir().to_path_buf();
+    let _ = std::fs::remove_file(dir.join(supervisor::STATUS_FILE));
+    record.supervisor_pid = Some(supervisor::spawn(&dir)?);
+    record.state = VmState::Started;
+    record.save()?;
+    match connect(&dir).await {
+        Ok((_client, hello)) => {
+            record.boot_ms = SupervisorStatus::load(&dir).and_then(|s| s.boot_ms);
+            record.guest_kernel = Some(hello.kernel_release);
+            record.last_error = None;
+            record.save()?;
+            Ok(record)
+        }
+        Err(e) => {
+            stop_supervisor(&record).await;
+            record.state = VmState::Stopped;
+            record.supervisor_pid = None;
+            record.last_error = Some(e.to_string());
+            record.save()?;
+            Err(e)
+        }
+    }
+}

@@ -70,6 +70,9 @@ pub struct VmRecord {
     pub guest_kernel: Option<String>,
     /// Why the VM last stopped unexpectedly.
     pub last_error: Option<String>,
+    /// Stop the VM after this long without any request (workspaces).
+    #[serde(default)]
+    pub idle_stop_seconds: Option<u64>,
 }
 
 /// Validates a VM id before it touches a path.

@@ -164,11 +164,12 @@ pub async fn run(vm_dir: PathBuf) -> Result<()> {
         _ = &mut guest_reader => Some(Some(format!("the guest channel closed; serial log: {}", serial_tail(&record)))),
         _ = ttl_expired(&record) => { status.error = Some("ttl expired".into()); None },
         _ = owner_gone(record.owner_pid) => { status.error = Some("owning process exited".into()); None },
+        idle = idle_for(&relay, record.idle_stop_seconds) => { status.error = Some(format!("stopped after {idle}s without activity")); None },
         _ = termination_signal() => None,
     };
     // Ephemeral VMs whose TTL passed or whose owner died leave nothing behind; a VM
-    // stopped on request (SIGTERM from `stop`/`delete`) is left to its caller.
-    let remove_vm = status.error.is_some() && reason.is_none();
+    // stopped on request (SIGTERM from `stop`/`delete`) or for idleness is left as is.
+    let remove_vm = matches!(status.error.as_deref(), Some("ttl expired" | "owning process exited")) && reason.is_none();
     let (exited_already, error) = match reason {
         Some(error) => (true, error),
         None => (false, status.error.clone()),
@@ -293,6 +294,19 @@ async fn owner_gone(pid: Option<u32>) {
     }
 }
 
+/// Resolves once no request has been open or started for `seconds` (never without a limit).
+async fn idle_for(relay: &Relay, seconds: Option<u64>) -> u64 {
+    let Some(seconds) = seconds else { return std::future::pending().await };
+    let limit = Duration::from_secs(seconds);
+    loop {
+        let idle = relay.idle_time();
+        if idle >= limit {
+            return seconds;
+        }
+        tokio::time::sleep((limit - idle).max(Duration::from_secs(1))).await;
+    }
+}
+
 async fn termination_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) else {
@@ -324,8 +338,9 @@ struct Relay {
     next_stream: Arc<AtomicU32>,
 }
 
-#[derive(Default)]
 struct RelayState {
+    /// Last time a client sent a frame or a request was open.
+    last_activity: Instant,
     guest: Option<mpsc::Sender<Frame>>,
     clients: HashMap<u64, mpsc::UnboundedSender<Frame>>,
     /// guest stream → (client, client stream)
@@ -335,6 +350,12 @@ struct RelayState {
     next_client: u64,
 }
 
+impl Default for RelayState {
+    fn default() -> Self {
+        Self { last_activity: Instant::now(), guest: None, clients: HashMap::new(), routes: HashMap::new(), reverse: HashMap::new(), next_client: 0 }
+    }
+}
+
 impl Relay {
     fn new() -> Self {
         Self { inner: Arc::new(Mutex::new(RelayState::default())), next_stream: Arc::new(AtomicU32::new(1)) }
@@ -342,6 +363,15 @@ impl Relay {
 
     fn next_stream(&self) -> u32 {
         self.next_stream.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// How long nothing has happened: zero while any request is open.
+    fn idle_time(&self) -> Duration {
+        let mut state = self.inner.lock().expect("relay lock");
+        if !state.routes.is_empty() {
+            state.last_activity = Instant::now();
+        }
+        state.last_activity.elapsed()
     }
 
     fn attach_guest(&self, tx: mpsc::Sender<Frame>) {
@@ -373,6 +403,7 @@ impl Relay {
     /// Rewrites a client frame for the guest.
     fn to_guest(&self, client: u64, mut frame: Frame) -> Option<(mpsc::Sender<Frame>, Frame)> {
         let mut state = self.inner.lock().expect("relay lock");
+        state.last_activity = Instant::now();
         let guest = state.guest.clone()?;
         let guest_stream = if frame.kind == FrameKind::Request {
             let id = self.next_stream();

@@ -92,6 +92,8 @@ impl Qemu {
             cmdline.push_str(" 8250.nr_uarts=0");
         }
         let serial_log = spec.serial_log().display().to_string();
+        // Ephemeral VMs run on qcow2 overlays; workspaces on their own raw ext4.
+        let disk_format = if spec.disk.extension().is_some_and(|e| e == "qcow2") { "qcow2" } else { "raw" };
         let mut args: Vec<String> = vec![
             "-M".into(),
             format!("microvm,acpi=off,rtc=on,x-option-roms=off,isa-serial={serial}"),
@@ -112,7 +114,7 @@ impl Qemu {
             "-append".into(),
             cmdline,
             "-drive".into(),
-            format!("id=root,file={},format=qcow2,if=none,cache=unsafe,discard=unmap", spec.disk.display()),
+            format!("id=root,file={},format={disk_format},if=none,cache=unsafe,discard=unmap", spec.disk.display()),
             "-device".into(),
             "virtio-blk-device,drive=root".into(),
             "-device".into(),

@@ -7,6 +7,12 @@ use crate::error::Result;
 use crate::guest::OutputChunk;
 use crate::paths::Dirs;
 use crate::vm::{CreateVmOptions, DeleteReport, ExecReport, NetworkInfo, ReapReport, VmManager, VmStatus};
+use crate::workspace::changes::{ResetResult, SnapshotList, SnapshotResult, WorkspaceDiff};
+use crate::workspace::disk::{DiskExported, DiskList, DiskRead};
+use crate::workspace::files::{Exported, FileList, FileRead, FileWrite, PatchApplied, Synced};
+use crate::workspace::history::WorkspaceLogs;
+use crate::workspace::{CreateWorkspaceOptions, UpdateWorkspace, WorkspaceDeleted, WorkspaceExec, WorkspaceList, WorkspaceManager, WorkspaceStatus};
+use std::path::Path;
 
 /// Receives live command output (stdout/stderr chunks) while a command runs.
 pub type OutputSink<'a> = Option<&'a (dyn Fn(OutputChunk<'_>) + Send + Sync)>;
@@ -17,6 +23,7 @@ pub struct Pyro {
     dirs: Dirs,
     environments: EnvironmentStore,
     vms: VmManager,
+    workspaces: WorkspaceManager,
 }
 
 impl Pyro {
@@ -28,7 +35,8 @@ impl Pyro {
     /// A facade over explicit directories.
     pub fn with_dirs(dirs: Dirs) -> Self {
         let environments = EnvironmentStore::new(dirs.clone());
-        Self { vms: VmManager::new(dirs.clone(), environments.clone()), environments, dirs }
+        let vms = VmManager::new(dirs.clone(), environments.clone());
+        Self { workspaces: WorkspaceManager::new(dirs.clone(), vms.clone()), vms, environments, dirs }
     }
 
     /// The directories in use.
@@ -130,5 +138,120 @@ impl Pyro {
     /// Host diagnosis and backend choice.
     pub async fn doctor(&self) -> DoctorReport {
         crate::doctor::report(&self.dirs, &self.environments).await
+    }
+
+    /// Creates, boots and seeds a persistent workspace.
+    pub async fn create_workspace(&self, options: &CreateWorkspaceOptions, progress: Progress<'_>) -> Result<WorkspaceStatus> {
+        self.workspaces.create(options, progress).await
+    }
+
+    /// Workspaces, most recently active first.
+    pub fn list_workspaces(&self) -> Result<WorkspaceList> {
+        self.workspaces.list()
+    }
+
+    /// Imports host content into a started workspace.
+    pub async fn push_workspace_sync(&self, workspace_id: &str, source_path: &Path, dest: &str) -> Result<Synced> {
+        self.workspaces.sync_push(workspace_id, source_path, dest).await
+    }
+
+    /// Stops a workspace, keeping its disk.
+    pub async fn stop_workspace(&self, workspace_id: &str) -> Result<WorkspaceStatus> {
+        self.workspaces.stop(workspace_id).await
+    }
+
+    /// Boots a stopped workspace.
+    pub async fn start_workspace(&self, workspace_id: &str) -> Result<WorkspaceStatus> {
+        self.workspaces.start(workspace_id).await
+    }
+
+    /// Lists a live path under `/workspace`.
+    pub async fn list_workspace_files(&self, workspace_id: &str, path: &str, recursive: bool) -> Result<FileList> {
+        self.workspaces.list_files(workspace_id, path, recursive).await
+    }
+
+    /// Reads a live text file.
+    pub async fn read_workspace_file(&self, workspace_id: &str, path: &str, max_bytes: u64) -> Result<FileRead> {
+        self.workspaces.read_file(workspace_id, path, max_bytes).await
+    }
+
+    /// Creates or replaces a live text file.
+    pub async fn write_workspace_file(&self, workspace_id: &str, path: &str, text: &str) -> Result<FileWrite> {
+        self.workspaces.write_file(workspace_id, path, text).await
+    }
+
+    /// Exports a path from `/workspace` to the host.
+    pub async fn export_workspace(&self, workspace_id: &str, path: &str, output_path: &Path) -> Result<Exported> {
+        self.workspaces.export(workspace_id, path, output_path).await
+    }
+
+    /// Applies a unified diff, all or nothing.
+    pub async fn apply_workspace_patch(&self, workspace_id: &str, patch: &str) -> Result<PatchApplied> {
+        self.workspaces.apply_patch(workspace_id, patch).await
+    }
+
+    /// Copies a stopped workspace's disk as raw ext4.
+    pub fn export_workspace_disk(&self, workspace_id: &str, output_path: &Path) -> Result<DiskExported> {
+        self.workspaces.export_disk(workspace_id, output_path)
+    }
+
+    /// Lists a path of a stopped workspace's disk offline.
+    pub fn list_workspace_disk(&self, workspace_id: &str, path: &str, recursive: bool) -> Result<DiskList> {
+        self.workspaces.list_disk(workspace_id, path, recursive)
+    }
+
+    /// Reads a file of a stopped workspace's disk offline.
+    pub fn read_workspace_disk(&self, workspace_id: &str, path: &str, max_bytes: u64) -> Result<DiskRead> {
+        self.workspaces.read_disk(workspace_id, path, max_bytes)
+    }
+
+    /// Compares `/workspace` with its baseline.
+    pub async fn diff_workspace(&self, workspace_id: &str) -> Result<WorkspaceDiff> {
+        self.workspaces.diff(workspace_id).await
+    }
+
+    /// Captures a named snapshot.
+    pub async fn create_snapshot(&self, workspace_id: &str, snapshot_name: &str) -> Result<SnapshotResult> {
+        self.workspaces.create_snapshot(workspace_id, snapshot_name).await
+    }
+
+    /// Lists snapshots.
+    pub fn list_snapshots(&self, workspace_id: &str) -> Result<SnapshotList> {
+        self.workspaces.list_snapshots(workspace_id)
+    }
+
+    /// Deletes a named snapshot.
+    pub fn delete_snapshot(&self, workspace_id: &str, snapshot_name: &str) -> Result<SnapshotResult> {
+        self.workspaces.delete_snapshot(workspace_id, snapshot_name)
+    }
+
+    /// Recreates the sandbox and restores `/workspace` from a snapshot.
+    pub async fn reset_workspace(&self, workspace_id: &str, snapshot: &str) -> Result<ResetResult> {
+        self.workspaces.reset(workspace_id, snapshot).await
+    }
+
+    /// Runs one command in `/workspace`.
+    pub async fn exec_workspace(&self, workspace_id: &str, command: &str, timeout_seconds: u64) -> Result<WorkspaceExec> {
+        self.workspaces.exec(workspace_id, command, timeout_seconds).await
+    }
+
+    /// Deletes a workspace.
+    pub async fn delete_workspace(&self, workspace_id: &str) -> Result<WorkspaceDeleted> {
+        self.workspaces.delete(workspace_id).await
+    }
+
+    /// One workspace's status.
+    pub fn status_workspace(&self, workspace_id: &str) -> Result<WorkspaceStatus> {
+        self.workspaces.status(workspace_id)
+    }
+
+    /// Changes name and labels.
+    pub fn update_workspace(&self, workspace_id: &str, change: &UpdateWorkspace) -> Result<WorkspaceStatus> {
+        self.workspaces.update(workspace_id, change)
+    }
+
+    /// Command history.
+    pub fn logs_workspace(&self, workspace_id: &str) -> Result<WorkspaceLogs> {
+        self.workspaces.logs(workspace_id)
     }
 }

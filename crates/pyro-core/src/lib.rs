@@ -15,6 +15,7 @@ pub mod guest;
 pub mod paths;
 pub mod vm;
 pub mod vmm;
+pub mod workspace;
 
 pub use error::{Error, Result};
 pub use facade::Pyro;

@@ -1,0 +1,875 @@
+//! Host side of workspace seeding, sync and export.
+//!
+//! * [`prepare_source`] turns a seed or sync source (nothing, a directory, or a
+//!   `.tar`/`.tar.gz`/`.tgz` file) into a clean, uncompressed tar on disk that the guest
+//!   agent's `TarImport` accepts member for member.
+//! * [`extract_export`] recreates a file, symlink or directory tree from the archive the
+//!   agent's `TarExport` streams back.
+//!
+//! Every archive member goes through the same rules as the agent's importer
+//! (`crates/pyro-agent/src/tar_import.rs`): `.`/`./` entries are dropped, a leading `./` is
+//! ignored, absolute names and names whose `..` climbs out are refused, no member may sit
+//! below an earlier symlink or file, symlinks must resolve (lexically, from their own
+//! directory, `..` only as leading components) inside the root, hard links must name an
+//! earlier non-directory member, and fifos/devices are refused. Everything is streamed:
+//! no archive is ever held in memory.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tar::{EntryType, Header};
+
+use crate::error::{Error, IoContext, Result};
+use crate::guest::EntryKind;
+
+/// Permission bits kept when recreating exported files on the host: everything except
+/// set-user-ID and set-group-ID.
+const HOST_MODE_MASK: u32 = 0o1777;
+
+/// How `/workspace` (or a sync destination) was filled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeedMode {
+    /// No source: an empty archive.
+    Empty,
+    /// A host directory, packed recursively.
+    Directory,
+    /// A host `.tar`, `.tar.gz` or `.tgz` file, validated and normalised.
+    TarArchive,
+}
+
+impl SeedMode {
+    /// The wire name (`empty`, `directory`, `tar_archive`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SeedMode::Empty => "empty",
+            SeedMode::Directory => "directory",
+            SeedMode::TarArchive => "tar_archive",
+        }
+    }
+}
+
+impl std::fmt::Display for SeedMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A seed or sync source packed into a clean, uncompressed tar file, ready to be uploaded
+/// with `TarImport`. The temporary archive is removed when this value is dropped.
+#[derive(Debug)]
+pub struct PreparedArchive {
+    /// What kind of source it was.
+    pub mode: SeedMode,
+    /// The resolved (`~`-expanded, canonical) host path of the source, if any.
+    pub source_path: Option<PathBuf>,
+    /// The uncompressed tar on disk.
+    pub archive: PathBuf,
+    /// Members in the archive (directories, files, symlinks and hard links).
+    pub entry_count: u64,
+    /// Regular-file bytes in the archive.
+    pub bytes: u64,
+    _temp: tempfile::TempPath,
+}
+
+/// What [`extract_export`] recreated on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ExportSummary {
+    /// Archive members recreated.
+    pub entry_count: u64,
+    /// Regular-file bytes written.
+    pub bytes_written: u64,
+}
+
+/// Expands a leading `~` (alone or followed by `/`) to the user's home directory.
+pub fn expand_user(path: &Path) -> PathBuf {
+    let bytes = path.as_os_str().as_bytes();
+    if bytes == b"~" || bytes.starts_with(b"~/") {
+        if let Some(home) = dirs::home_dir() {
+            let mut rest = &bytes[1..];
+            while let Some(r) = rest.strip_prefix(b"/") {
+                rest = r;
+            }
+            return if rest.is_empty() { home } else { home.join(OsStr::from_bytes(rest)) };
+        }
+    }
+    path.to_path_buf()
+}
+
+/// Packs a seed or sync source into a clean, uncompressed tar created in `temp_dir`.
+///
+/// `None` gives an empty archive. A path is `~`-expanded and canonicalised; a directory
+/// has its contents packed recursively (sorted names, symlinks kept as symlinks, hard
+/// links inside the tree as hard-link members, modes and mtimes kept, owner 0:0, fifos,
+/// sockets and devices skipped); a `.tar`/`.tar.gz`/`.tgz` file (gzip detected by its
+/// magic bytes) is validated and every member rewritten. Both go through the archive
+/// member rules, so the guest sees only members it accepts.
+pub fn prepare_source(source: Option<&Path>, temp_dir: &Path) -> Result<PreparedArchive> {
+    let resolved = match source {
+        None => None,
+        Some(raw) => Some(resolve_source(raw)?),
+    };
+    let temp = tempfile::Builder::new()
+        .prefix(".pyro-seed-")
+        .suffix(".tar")
+        .tempfile_in(temp_dir)
+        .ctx("create temporary archive in", temp_dir)?;
+    let (file, temp_path) = temp.into_parts();
+    let archive_path = temp_path.to_path_buf();
+    let own_id = file.metadata().map(|m| (m.dev(), m.ino())).ctx("inspect", &archive_path)?;
+    let mut writer = ArchiveWriter::new(BufWriter::new(file));
+    let mode = match &resolved {
+        None => SeedMode::Empty,
+        Some((path, SeedMode::Directory)) => {
+            let mut packer = DirPacker {
+                writer: &mut writer,
+                rules: MemberRules::new(SymlinkPolicy::Contained),
+                links: HashMap::new(),
+                skip: own_id,
+                archive_path: &archive_path,
+            };
+            packer.walk(path, b"")?;
+            SeedMode::Directory
+        }
+        Some((path, mode)) => {
+            normalise_archive(path, &mut writer, &archive_path)?;
+            *mode
+        }
+    };
+    let (entry_count, bytes) = (writer.entries, writer.bytes);
+    let mut out = writer.builder.into_inner().ctx("write", &archive_path)?;
+    out.flush().ctx("write", &archive_path)?;
+    Ok(PreparedArchive {
+        mode,
+        source_path: resolved.map(|(p, _)| p),
+        archive: archive_path,
+        entry_count,
+        bytes,
+        _temp: temp_path,
+    })
+}
+
+/// Expands, canonicalises and classifies a source path.
+fn resolve_source(raw: &Path) -> Result<(PathBuf, SeedMode)> {
+    let expanded = expand_user(raw);
+    let canonical = match fs::canonicalize(&expanded) {
+        Ok(p) => p,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let shown = std::path::absolute(&expanded).unwrap_or(expanded);
+            return Err(Error::InvalidArgument(format!("seed_path {} does not exist", shown.display())));
+        }
+        Err(e) => return Err(Error::io("resolve", expanded, e)),
+    };
+    let meta = fs::metadata(&canonical).ctx("inspect", &canonical)?;
+    if meta.is_dir() {
+        return Ok((canonical, SeedMode::Directory));
+    }
+    if meta.is_file() && (has_archive_suffix(&canonical) || has_archive_suffix(&expanded)) {
+        return Ok((canonical, SeedMode::TarArchive));
+    }
+    Err(Error::InvalidArgument("seed_path must be a directory or a .tar/.tar.gz/.tgz archive".into()))
+}
+
+fn has_archive_suffix(path: &Path) -> bool {
+    let Some(name) = path.file_name() else { return false };
+    let name = name.as_bytes().to_ascii_lowercase();
+    [&b".tar"[..], b".tar.gz", b".tgz"].iter().any(|s| name.len() > s.len() && name.ends_with(s))
+}
+
+/// Rewrites every member of a (possibly gzipped) tar file through the member rules.
+fn normalise_archive<W: Write>(path: &Path, writer: &mut ArchiveWriter<W>, archive_path: &Path) -> Result<()> {
+    let mut file = File::open(path).ctx("open", path)?;
+    let mut magic = [0u8; 2];
+    let mut got = 0;
+    while got < magic.len() {
+        match file.read(&mut magic[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("read", path, e)),
+        }
+    }
+    file.seek(SeekFrom::Start(0)).ctx("read", path)?;
+    let reader: Box<dyn Read> = if got == 2 && magic == [0x1f, 0x8b] {
+        Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file)))
+    } else {
+        Box::new(BufReader::new(file))
+    };
+    let invalid = |e: io::Error| {
+        Error::InvalidArgument(format!("seed_path {} is not a valid tar archive: {e}", path.display()))
+    };
+    let mut rules = MemberRules::new(SymlinkPolicy::Contained);
+    let mut archive = tar::Archive::new(reader);
+    for entry in archive.entries().map_err(invalid)? {
+        let mut entry = entry.map_err(invalid)?;
+        let Some(member) = rules.check_entry(&entry)? else { continue };
+        let size = member.file_size();
+        let mut data = Exact::new(&mut entry, size);
+        if let Err(e) = writer.append(&member, &mut data) {
+            return Err(if data.failed { invalid(e) } else { Error::io("write", archive_path, e) });
+        }
+    }
+    Ok(())
+}
+
+/// Packs a host directory's contents.
+struct DirPacker<'a, W: Write> {
+    writer: &'a mut ArchiveWriter<W>,
+    rules: MemberRules,
+    /// (device, inode) of multiply-linked files already packed → their member name.
+    links: HashMap<(u64, u64), Vec<u8>>,
+    /// The temporary archive itself, in case it lives inside the packed tree.
+    skip: (u64, u64),
+    archive_path: &'a Path,
+}
+
+impl<W: Write> DirPacker<'_, W> {
+    fn walk(&mut self, dir: &Path, prefix: &[u8]) -> Result<()> {
+        let mut names: Vec<OsString> = fs::read_dir(dir)
+            .and_then(|it| it.map(|e| e.map(|e| e.file_name())).collect())
+            .ctx("read directory", dir)?;
+        names.sort();
+        for name in names {
+            let path = dir.join(&name);
+            let meta = fs::symlink_metadata(&path).ctx("inspect", &path)?;
+            let mut rel = prefix.to_vec();
+            rel.extend_from_slice(name.as_bytes());
+            let mode = meta.mode() & 0o7777;
+            let mtime = meta.mtime().max(0) as u64;
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                let member = self.rules.check(&rel, EntryType::Directory, None, mode, mtime, 0)?;
+                if let Some(member) = member {
+                    self.writer.append(&member, io::empty()).ctx("write", self.archive_path)?;
+                }
+                rel.push(b'/');
+                self.walk(&path, &rel)?;
+            } else if ft.is_symlink() {
+                let target = fs::read_link(&path).ctx("read symlink", &path)?.into_os_string().into_vec();
+                let member = self.rules.check(&rel, EntryType::Symlink, Some(&target), mode, mtime, 0)?;
+                if let Some(member) = member {
+                    self.writer.append(&member, io::empty()).ctx("write", self.archive_path)?;
+                }
+            } else if ft.is_file() {
+                let id = (meta.dev(), meta.ino());
+                if id == self.skip {
+                    continue;
+                }
+                if meta.nlink() > 1 {
+                    if let Some(first) = self.links.get(&id) {
+                        let first = first.clone();
+                        let member = self.rules.check(&rel, EntryType::Link, Some(&first), mode, mtime, 0)?;
+                        if let Some(member) = member {
+                            self.writer.append(&member, io::empty()).ctx("write", self.archive_path)?;
+                        }
+                        continue;
+                    }
+                    self.links.insert(id, rel.clone());
+                }
+                let Some(member) = self.rules.check(&rel, EntryType::Regular, None, mode, mtime, meta.len())? else {
+                    continue;
+                };
+                let file = OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                    .open(&path)
+                    .ctx("open", &path)?;
+                let mut data = Exact::new(file, meta.len());
+                if let Err(e) = self.writer.append(&member, &mut data) {
+                    return Err(if data.failed {
+                        Error::io("read", &path, e)
+                    } else {
+                        Error::io("write", self.archive_path, e)
+                    });
+                }
+            }
+            // Fifos, sockets and devices cannot be imported by the guest: skipped.
+        }
+        Ok(())
+    }
+}
+
+/// Writes normalised members as a tar stream (GNU headers, long names via the GNU
+/// extension, owner 0:0).
+struct ArchiveWriter<W: Write> {
+    builder: tar::Builder<W>,
+    entries: u64,
+    bytes: u64,
+}
+
+impl<W: Write> ArchiveWriter<W> {
+    fn new(out: W) -> Self {
+        Self { builder: tar::Builder::new(out), entries: 0, bytes: 0 }
+    }
+
+    /// Appends one member; `data` must yield exactly the member's size for files.
+    fn append(&mut self, member: &Member, data: impl Read) -> io::Result<()> {
+        let mut header = Header::new_gnu();
+        header.set_mode(member.mode);
+        header.set_mtime(member.mtime);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_size(0);
+        let name = Path::new(OsStr::from_bytes(&member.name));
+        match &member.kind {
+            MemberKind::Dir => {
+                header.set_entry_type(EntryType::Directory);
+                let mut dir_name = member.name.clone();
+                dir_name.push(b'/');
+                self.builder.append_data(&mut header, Path::new(OsStr::from_bytes(&dir_name)), io::empty())?;
+            }
+            MemberKind::File { size } => {
+                header.set_entry_type(EntryType::Regular);
+                header.set_size(*size);
+                self.builder.append_data(&mut header, name, data)?;
+                self.bytes += size;
+            }
+            MemberKind::Symlink { target } => {
+                header.set_entry_type(EntryType::Symlink);
+                self.builder.append_link(&mut header, name, Path::new(OsStr::from_bytes(target)))?;
+            }
+            MemberKind::HardLink { target } => {
+                header.set_entry_type(EntryType::Link);
+                self.builder.append_link(&mut header, name, Path::new(OsStr::from_bytes(target)))?;
+            }
+        }
+        self.entries += 1;
+        Ok(())
+    }
+}
+
+/// Reads exactly `remaining` bytes, failing if the source runs short (the header already
+/// announced the size); remembers whether the failure came from the source.
+struct Exact<R> {
+    inner: R,
+    remaining: u64,
+    failed: bool,
+}
+
+impl<R> Exact<R> {
+    fn new(inner: R, remaining: u64) -> Self {
+        Self { inner, remaining, failed: false }
+    }
+}
+
+impl<R: Read> Read for Exact<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            return Ok(0);
+        }
+        let want = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        match self.inner.read(&mut buf[..want]) {
+            Ok(0) => {
+                self.failed = true;
+                Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while being archived"))
+            }
+            Ok(n) => {
+                self.remaining -= n as u64;
+                Ok(n)
+            }
+            Err(e) => {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    self.failed = true;
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Member rules
+
+/// How symlink targets are checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SymlinkPolicy {
+    /// Targets must be relative, non-empty, resolve inside the root and use `..` only as
+    /// leading components — what the guest importer accepts.
+    Contained,
+    /// Any non-empty target: the archive is only read (diff trees) or recreated where
+    /// nothing is ever written through a link (host export).
+    Any,
+}
+
+/// What kind of member a normalised name currently denotes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    Dir,
+    File,
+    Symlink,
+}
+
+/// A validated, normalised archive member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Member {
+    /// Normal `/`-separated components, no leading `./`, no trailing slash.
+    pub(crate) name: Vec<u8>,
+    /// What it is.
+    pub(crate) kind: MemberKind,
+    /// Permission bits (`& 0o7777`).
+    pub(crate) mode: u32,
+    /// Modification time, Unix seconds.
+    pub(crate) mtime: u64,
+}
+
+impl Member {
+    fn file_size(&self) -> u64 {
+        match self.kind {
+            MemberKind::File { size } => size,
+            _ => 0,
+        }
+    }
+}
+
+/// The type of a [`Member`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MemberKind {
+    /// A directory.
+    Dir,
+    /// A regular file of `size` bytes (the member's data).
+    File { size: u64 },
+    /// A symbolic link with its raw target.
+    Symlink { target: Vec<u8> },
+    /// A hard link to the earlier non-directory member `target` (normalised name).
+    HardLink { target: Vec<u8> },
+}
+
+/// Validates a stream of archive members against the rules shared with the agent.
+#[derive(Debug)]
+pub(crate) struct MemberRules {
+    policy: SymlinkPolicy,
+    /// Every normalised name seen so far (members and their implied parents).
+    seen: HashMap<Vec<u8>, Seen>,
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn invalid(message: String) -> Error {
+    Error::InvalidArgument(message)
+}
+
+impl MemberRules {
+    pub(crate) fn new(policy: SymlinkPolicy) -> Self {
+        Self { policy, seen: HashMap::new() }
+    }
+
+    /// Checks one entry of a `tar::Archive`; `Ok(None)` means "skip it" (`./`, global pax
+    /// headers).
+    pub(crate) fn check_entry<R: Read>(&mut self, entry: &tar::Entry<'_, R>) -> Result<Option<Member>> {
+        let header = entry.header();
+        let kind = header.entry_type();
+        if kind.is_pax_global_extensions() {
+            return Ok(None);
+        }
+        let name = entry.path_bytes();
+        let link = entry.link_name_bytes();
+        let mode = header
+            .mode()
+            .map_err(|e| invalid(format!("invalid mode for archive member {}: {e}", lossy(&name))))?;
+        let mtime = header.mtime().unwrap_or(0);
+        self.check(&name, kind, link.as_deref(), mode & 0o7777, mtime, entry.size())
+    }
+
+    /// Checks one member given its raw parts.
+    pub(crate) fn check(
+        &mut self,
+        raw: &[u8],
+        kind: EntryType,
+        link: Option<&[u8]>,
+        mode: u32,
+        mtime: u64,
+        size: u64,
+    ) -> Result<Option<Member>> {
+        let name = lossy(raw);
+        let unsafe_path = || invalid(format!("unsafe archive member path: {name}"));
+        let components = normalize_relative(raw).map_err(|_| unsafe_path())?;
+        // Pre-POSIX archives mark directories with a trailing slash on a regular member.
+        let is_dir = kind.is_dir() || (matches!(kind, EntryType::Regular) && raw.ends_with(b"/") && size == 0);
+        if components.is_empty() {
+            return if is_dir { Ok(None) } else { Err(unsafe_path()) };
+        }
+        let rel = components.join(&b'/');
+        // Parents: never below a symlink or a file.
+        let mut prefix: Vec<u8> = Vec::new();
+        for component in &components[..components.len() - 1] {
+            if !prefix.is_empty() {
+                prefix.push(b'/');
+            }
+            prefix.extend_from_slice(component);
+            match self.seen.get(&prefix) {
+                Some(Seen::Symlink) => {
+                    return Err(invalid(format!("archive member would traverse through a symlink: {name}")))
+                }
+                Some(Seen::File) => {
+                    return Err(invalid(format!(
+                        "archive member {name} conflicts with the earlier file {}",
+                        lossy(&prefix)
+                    )))
+                }
+                Some(Seen::Dir) => {}
+                None => {
+                    self.seen.insert(prefix.clone(), Seen::Dir);
+                }
+            }
+        }
+        let existing = self.seen.get(&rel).copied();
+        let not_over_dir = || {
+            if existing == Some(Seen::Dir) {
+                Err(invalid(format!("archive member {name} conflicts with an earlier directory")))
+            } else {
+                Ok(())
+            }
+        };
+        let (member_kind, seen) = match kind {
+            _ if is_dir => {
+                if existing.is_some_and(|s| s != Seen::Dir) {
+                    return Err(invalid(format!("directory {name} conflicts with an earlier file or symlink")));
+                }
+                (MemberKind::Dir, Seen::Dir)
+            }
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                not_over_dir()?;
+                (MemberKind::File { size }, Seen::File)
+            }
+            EntryType::Symlink => {
+                let target = link.unwrap_or_default();
+                if target.is_empty() {
+                    return Err(invalid(format!("symlink {name} has an empty target")));
+                }
+                if self.policy == SymlinkPolicy::Contained {
+                    if resolve_link_target(&components[..components.len() - 1], target).is_err() {
+                        return Err(invalid(format!("symlink {name} escapes the workspace")));
+                    }
+                    if !dotdot_only_leading(target) {
+                        return Err(invalid(format!(
+                            "symlink {name} has a target with `..` after a directory name: {}",
+                            lossy(target)
+                        )));
+                    }
+                }
+                not_over_dir()?;
+                (MemberKind::Symlink { target: target.to_vec() }, Seen::Symlink)
+            }
+            EntryType::Link => {
+                let target = link.unwrap_or_default();
+                let bad = || invalid(format!("hard link {name} must point at an earlier file member: {}", lossy(target)));
+                let target_components = normalize_relative(target).map_err(|_| bad())?;
+                let target_rel = target_components.join(&b'/');
+                let target_seen = match self.seen.get(&target_rel) {
+                    Some(s @ (Seen::File | Seen::Symlink)) if !target_rel.is_empty() => *s,
+                    _ => return Err(bad()),
+                };
+                not_over_dir()?;
+                (MemberKind::HardLink { target: target_rel }, target_seen)
+            }
+            _ => return Err(invalid(format!("unsupported archive member type: {name}"))),
+        };
+        self.seen.insert(rel.clone(), seen);
+        Ok(Some(Member { name: rel, kind: member_kind, mode, mtime }))
+    }
+}
+
+/// Normalises a `/`-separated relative name: empty and `.` components dropped, `..`
+/// removes the previous component. Fails (`Err(())`) for absolute names and names whose
+/// `..` would ever climb above the root.
+pub(crate) fn normalize_relative(name: &[u8]) -> Result<Vec<&[u8]>, ()> {
+    if name.first() == Some(&b'/') {
+        return Err(());
+    }
+    resolve_from(Vec::new(), name)
+}
+
+/// Resolves a relative symlink `target` from the directory `parent` (normal components).
+fn resolve_link_target<'a>(parent: &[&'a [u8]], target: &'a [u8]) -> Result<Vec<&'a [u8]>, ()> {
+    if target.first() == Some(&b'/') {
+        return Err(());
+    }
+    resolve_from(parent.to_vec(), target)
+}
+
+fn resolve_from<'a>(mut stack: Vec<&'a [u8]>, name: &'a [u8]) -> Result<Vec<&'a [u8]>, ()> {
+    for component in name.split(|&b| b == b'/') {
+        match component {
+            b"" | b"." => {}
+            b".." => {
+                stack.pop().ok_or(())?;
+            }
+            normal => stack.push(normal),
+        }
+    }
+    Ok(stack)
+}
+
+/// True when `..` appears only as leading components of a symlink target.
+fn dotdot_only_leading(target: &[u8]) -> bool {
+    let mut seen_normal = false;
+    for component in target.split(|&b| b == b'/') {
+        match component {
+            b"" | b"." => {}
+            b".." if seen_normal => return false,
+            b".." => {}
+            _ => seen_normal = true,
+        }
+    }
+    true
+}
+
+// ---------------------------------------------------------------------------------------
+// Export
+
+/// Recreates what the guest's `TarExport` streamed for `workspace export` at `output`.
+///
+/// `output` must not exist; its parent directories are created. Everything is extracted
+/// into a temporary sibling and renamed into place at the end (without replacing anything
+/// that appeared meanwhile), so a failure leaves nothing behind. A directory export
+/// recreates the tree (modes without set-id bits, mtimes, symlinks, hard links); a file
+/// export needs exactly one regular-file member, a symlink export exactly one symlink.
+/// Member names follow the archive rules; symlink targets are recreated verbatim (nothing
+/// is ever written through a link, and no member may sit below one).
+pub fn extract_export(archive: impl Read, output: &Path, kind: EntryKind) -> Result<ExportSummary> {
+    if matches!(kind, EntryKind::Other) {
+        return Err(invalid("only files, symlinks and directories can be exported".into()));
+    }
+    ensure_absent(output)?;
+    let parent = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    fs::create_dir_all(&parent).ctx("create directory", &parent)?;
+    let staging = tempfile::Builder::new().prefix(".pyro-export-").tempdir_in(&parent).ctx("create a directory in", &parent)?;
+    let root = staging.path().join("out");
+    fs::create_dir(&root).ctx("create directory", &root)?;
+    let result = extract_into(archive, &root, kind).and_then(|(summary, source)| {
+        rename_noreplace(&source, output)?;
+        Ok(summary)
+    });
+    if result.is_err() {
+        unlock_tree(staging.path());
+    }
+    result
+}
+
+fn ensure_absent(output: &Path) -> Result<()> {
+    match fs::symlink_metadata(output) {
+        Ok(_) => Err(invalid(format!("output_path already exists: {}", output.display()))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("inspect", output, e)),
+    }
+}
+
+/// Extracts into the fresh directory `root`; returns the summary and what to rename.
+fn extract_into(archive: impl Read, root: &Path, kind: EntryKind) -> Result<(ExportSummary, PathBuf)> {
+    let mut extractor = Extractor {
+        root: root.to_path_buf(),
+        rules: MemberRules::new(SymlinkPolicy::Any),
+        made_dirs: HashSet::new(),
+        dir_meta: BTreeMap::new(),
+        members: Vec::new(),
+        summary: ExportSummary { entry_count: 0, bytes_written: 0 },
+    };
+    let bad = |e: io::Error| invalid(format!("exported archive is not a valid tar archive: {e}"));
+    let mut tar = tar::Archive::new(archive);
+    for entry in tar.entries().map_err(bad)? {
+        let mut entry = entry.map_err(bad)?;
+        let Some(member) = extractor.rules.check_entry(&entry)? else { continue };
+        extractor.member(&member, &mut entry)?;
+    }
+    extractor.finish()?;
+    let source = match kind {
+        EntryKind::Directory => root.to_path_buf(),
+        EntryKind::File | EntryKind::Symlink => {
+            let what = if kind == EntryKind::File { "file" } else { "symlink" };
+            if extractor.members.len() != 1 {
+                return Err(invalid(format!(
+                    "expected exactly one archive member for {what} export, got {}",
+                    extractor.members.len()
+                )));
+            }
+            let (name, member_kind) = &extractor.members[0];
+            match (kind, member_kind) {
+                (EntryKind::File, Seen::File) | (EntryKind::Symlink, Seen::Symlink) => {}
+                (EntryKind::File, _) => return Err(invalid("exported archive did not contain a regular file".into())),
+                _ => return Err(invalid("exported archive did not contain a symlink".into())),
+            }
+            root.join(OsStr::from_bytes(name))
+        }
+        EntryKind::Other => unreachable!("rejected above"),
+    };
+    Ok((extractor.summary, source))
+}
+
+struct Extractor {
+    root: PathBuf,
+    rules: MemberRules,
+    /// Directories known to exist (relative names).
+    made_dirs: HashSet<Vec<u8>>,
+    /// Directory modes and mtimes, applied deepest-first at the end.
+    dir_meta: BTreeMap<Vec<u8>, (u32, u64)>,
+    /// Extracted members in order (name, what it became).
+    members: Vec<(Vec<u8>, Seen)>,
+    summary: ExportSummary,
+}
+
+impl Extractor {
+    fn full(&self, rel: &[u8]) -> PathBuf {
+        self.root.join(OsStr::from_bytes(rel))
+    }
+
+    /// Creates the member's missing parents (the rules guarantee they are not links).
+    fn parents(&mut self, rel: &[u8]) -> Result<()> {
+        let Some(pos) = rel.iter().rposition(|&b| b == b'/') else { return Ok(()) };
+        let parent = &rel[..pos];
+        if !self.made_dirs.contains(parent) {
+            let path = self.full(parent);
+            fs::create_dir_all(&path).ctx("create directory", &path)?;
+            self.made_dirs.insert(parent.to_vec());
+        }
+        Ok(())
+    }
+
+    /// Removes an earlier non-directory member of the same name.
+    fn clear(&self, path: &Path) -> Result<()> {
+        match fs::symlink_metadata(path) {
+            Ok(_) => fs::remove_file(path).ctx("replace", path),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("inspect", path, e)),
+        }
+    }
+
+    fn member(&mut self, member: &Member, data: &mut impl Read) -> Result<()> {
+        let rel = member.name.as_slice();
+        self.parents(rel)?;
+        let path = self.full(rel);
+        let seen = match &member.kind {
+            MemberKind::Dir => {
+                if !self.made_dirs.contains(rel) {
+                    match fs::create_dir(&path) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(Error::io("create directory", &path, e)),
+                    }
+                    self.made_dirs.insert(rel.to_vec());
+                }
+                self.dir_meta.insert(rel.to_vec(), (member.mode & HOST_MODE_MASK, member.mtime));
+                Seen::Dir
+            }
+            MemberKind::File { size } => {
+                self.clear(&path)?;
+                let mut file = OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+                    .open(&path)
+                    .ctx("create", &path)?;
+                let mut exact = Exact::new(data, *size);
+                if let Err(e) = io::copy(&mut exact, &mut file) {
+                    return Err(if exact.failed {
+                        invalid(format!("exported archive is not a valid tar archive: {e}"))
+                    } else {
+                        Error::io("write", &path, e)
+                    });
+                }
+                file.set_permissions(fs::Permissions::from_mode(member.mode & HOST_MODE_MASK)).ctx("set the mode of", &path)?;
+                drop(file);
+                set_mtime(&path, member.mtime).ctx("set the mtime of", &path)?;
+                self.summary.bytes_written += size;
+                Seen::File
+            }
+            MemberKind::Symlink { target } => {
+                self.clear(&path)?;
+                std::os::unix::fs::symlink(OsStr::from_bytes(target), &path).ctx("create symlink", &path)?;
+                set_mtime(&path, member.mtime).ctx("set the mtime of", &path)?;
+                Seen::Symlink
+            }
+            MemberKind::HardLink { target } => {
+                let target_path = self.full(target);
+                if target_path != path {
+                    self.clear(&path)?;
+                    fs::hard_link(&target_path, &path).ctx("create hard link", &path)?;
+                }
+                let meta = fs::symlink_metadata(&path).ctx("inspect", &path)?;
+                if meta.file_type().is_symlink() {
+                    Seen::Symlink
+                } else {
+                    Seen::File
+                }
+            }
+        };
+        self.members.push((rel.to_vec(), seen));
+        self.summary.entry_count += 1;
+        Ok(())
+    }
+
+    /// Applies directory modes and mtimes, deepest first.
+    fn finish(&mut self) -> Result<()> {
+        let mut dirs: Vec<_> = std::mem::take(&mut self.dir_meta).into_iter().collect();
+        dirs.sort_by_key(|(rel, _)| std::cmp::Reverse(rel.split(|&b| b == b'/').count()));
+        for (rel, (mode, mtime)) in dirs {
+            let path = self.full(&rel);
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).ctx("set the mode of", &path)?;
+            set_mtime(&path, mtime).ctx("set the mtime of", &path)?;
+        }
+        Ok(())
+    }
+}
+
+/// Renames `from` to `to` unless `to` exists (atomically where the filesystem supports
+/// `RENAME_NOREPLACE`).
+fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
+    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|e| Error::io("rename to", to, io::Error::other(e)));
+    let (cf, ct) = (c(from)?, c(to)?);
+    // SAFETY: two valid NUL-terminated paths.
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, cf.as_ptr(), libc::AT_FDCWD, ct.as_ptr(), libc::RENAME_NOREPLACE) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EEXIST) => Err(invalid(format!("output_path already exists: {}", to.display()))),
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+            ensure_absent(to)?;
+            fs::rename(from, to).ctx("rename to", to)
+        }
+        _ => Err(Error::io("rename to", to, err)),
+    }
+}
+
+/// Best effort: makes every directory below `path` writable again so a failed export's
+/// staging directory can be removed.
+fn unlock_tree(path: &Path) {
+    let Ok(meta) = fs::symlink_metadata(path) else { return };
+    if !meta.is_dir() {
+        return;
+    }
+    let _ = fs::set_permissions(path, fs::Permissions::from_mode((meta.mode() & 0o7777) | 0o700));
+    if let Ok(entries) = fs::read_dir(path) {
+        for entry in entries.flatten() {
+            unlock_tree(&entry.path());
+        }
+    }
+}
+
+/// Sets the modification time without following symlinks (access time untouched).
+fn set_mtime(path: &Path, mtime: u64) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    let times = [
+        libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
+        libc::timespec { tv_sec: mtime.min(i64::MAX as u64) as _, tv_nsec: 0 },
+    ];
+    // SAFETY: valid C string and a two-element timespec array.
+    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

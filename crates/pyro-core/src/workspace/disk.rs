@@ -1,0 +1,108 @@
+//! Offline tools for a stopped workspace's disk: export, list and read the raw ext4
+//! without booting anything (pure-Rust ext4 reader).
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::archive::expand_user;
+use super::paths::normalize_disk_path;
+use super::record::WorkspaceState;
+use super::{Workspace, WorkspaceManager};
+use crate::disk_image::{DiskEntry, DiskImage};
+use crate::error::{Error, IoContext, Result};
+
+/// Result of `disk export`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiskExported {
+    /// Id.
+    pub workspace_id: String,
+    /// Host path written.
+    pub output_path: PathBuf,
+    /// Always `ext4`.
+    pub disk_format: &'static str,
+    /// Apparent size.
+    pub size_bytes: u64,
+}
+
+/// Result of `disk list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiskList {
+    /// Id.
+    pub workspace_id: String,
+    /// Listed path.
+    pub path: String,
+    /// Recursive.
+    pub recursive: bool,
+    /// Entries.
+    pub entries: Vec<DiskEntry>,
+}
+
+/// Result of `disk read`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiskRead {
+    /// Id.
+    pub workspace_id: String,
+    /// Path.
+    pub path: String,
+    /// Full size.
+    pub size_bytes: u64,
+    /// Limit.
+    pub max_bytes: u64,
+    /// Content (lossy UTF-8).
+    pub content: String,
+    /// More bytes exist.
+    pub truncated: bool,
+}
+
+impl WorkspaceManager {
+    fn stopped(&self, id: &str) -> Result<Workspace> {
+        let ws = self.open(id)?;
+        if ws.record.state != WorkspaceState::Stopped {
+            return Err(Error::InvalidArgument(format!("workspace disk operations require state=stopped; stop it first with `pyro workspace stop {id}`")));
+        }
+        if ws.record.allow_host_compat && self.backend_of(&ws.dir) == "host_compat" {
+            return Err(Error::InvalidArgument("workspace disk operations are unavailable for host_compat workspaces".into()));
+        }
+        Ok(ws)
+    }
+
+    /// Copies the stopped disk as raw ext4 to a new host path.
+    pub fn export_disk(&self, id: &str, output: &Path) -> Result<DiskExported> {
+        let ws = self.stopped(id)?;
+        let output = expand_user(output);
+        if output.symlink_metadata().is_ok() {
+            return Err(Error::InvalidArgument(format!("output_path already exists: {}", output.display())));
+        }
+        if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).ctx("create", parent)?;
+        }
+        let tmp = output.with_file_name(format!(".{}.partial", output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()));
+        let status = std::process::Command::new("cp").arg("--sparse=always").arg(ws.disk()).arg(&tmp).status().ctx("run", "cp")?;
+        if !status.success() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::Vmm(format!("copying the disk to {} failed", output.display())));
+        }
+        std::fs::rename(&tmp, &output).ctx("create", &output)?;
+        Ok(DiskExported { workspace_id: id.into(), size_bytes: std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0), output_path: output, disk_format: "ext4" })
+    }
+
+    /// Lists a path of the stopped rootfs.
+    pub fn list_disk(&self, id: &str, path: &str, recursive: bool) -> Result<DiskList> {
+        let path = normalize_disk_path(path)?;
+        let ws = self.stopped(id)?;
+        let entries = DiskImage::open(&ws.disk())?.entries(&path, recursive)?;
+        Ok(DiskList { workspace_id: id.into(), path, recursive, entries })
+    }
+
+    /// Reads a regular file of the stopped rootfs.
+    pub fn read_disk(&self, id: &str, path: &str, max_bytes: u64) -> Result<DiskRead> {
+        if max_bytes == 0 {
+            return Err(Error::InvalidArgument("max_bytes must be positive".into()));
+        }
+        let path = normalize_disk_path(path)?;
+        let ws = self.stopped(id)?;
+        let (bytes, size_bytes) = DiskImage::open(&ws.disk())?.read_prefix(&path, max_bytes)?;
+        Ok(DiskRead { workspace_id: id.into(), path, size_bytes, max_bytes, truncated: size_bytes > bytes.len() as u64, content: String::from_utf8_lossy(&bytes).into_owned() })
+    }
+}

@@ -1,0 +1,688 @@
+//! Persistent workspaces: a guest with its own disk whose `/workspace` outlives any one
+//! command, with history, file tools, patches, diffs against the create-time baseline,
+//! snapshots, reset and offline disk tools.
+//!
+//! Each workspace is a directory `<state>/workspaces/<id>/` holding `workspace.json`, its
+//! raw ext4 disk, the baseline archive, snapshots, command history and `vm/` — the VM
+//! directory its supervisor runs (the same machinery as ephemeral VMs). Record updates
+//! happen under a per-workspace file lock, so concurrent CLI, SDK and MCP processes never
+//! lose each other's changes.
+
+pub mod archive;
+pub mod changes;
+pub mod disk;
+pub mod files;
+pub mod history;
+pub mod paths;
+pub mod patch;
+pub mod record;
+pub mod tree;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use self::record::{validate_labels, validate_name, CommandSummary, WorkspaceRecord, WorkspaceSeed, WorkspaceState};
+use crate::environments::{InstalledEnvironment, Progress};
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::{lock_file, unix_now};
+use crate::guest::{ExecRequest, GuestClient};
+use crate::paths::Dirs;
+use crate::vm::record::{new_id, validate_id, VmRecord, VmState};
+use crate::vm::{self, CreateVmOptions, VmManager, DEFAULT_MAX_OUTPUT_BYTES};
+use crate::vmm::{BackendKind, LaunchSpec};
+
+pub use self::history::HistoryEntry;
+pub use self::paths::WORKSPACE_ROOT;
+
+/// Default idle period after which a started workspace is stopped (not deleted).
+pub const DEFAULT_IDLE_STOP_SECONDS: u64 = 30 * 60;
+/// Environment variable overriding [`DEFAULT_IDLE_STOP_SECONDS`] (0 disables).
+pub const IDLE_STOP_ENV: &str = "PYRO_WORKSPACE_IDLE_STOP_SECONDS";
+/// Virtual size a workspace disk is grown to (sparse; only used blocks take space).
+const DISK_SIZE_BYTES: u64 = 8 << 30;
+
+/// Options of [`WorkspaceManager::create`].
+#[derive(Debug, Clone)]
+pub struct CreateWorkspaceOptions {
+    /// Sizing and backend, as for VMs (TTL unused).
+    pub vm: CreateVmOptions,
+    /// Optional lifetime; none = until deleted.
+    pub ttl_seconds: Option<u64>,
+    /// `off` (the only policy in this build).
+    pub network_policy: String,
+    /// Host directory or archive to seed `/workspace` from.
+    pub seed_path: Option<PathBuf>,
+    /// Human name.
+    pub name: Option<String>,
+    /// Discovery labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The status payload returned by create/status/update/stop/start/reset.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkspaceStatus {
+    /// Id.
+    pub workspace_id: String,
+    /// Name.
+    pub name: Option<String>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Environment.
+    pub environment: String,
+    /// Environment version.
+    pub environment_version: String,
+    /// vCPUs.
+    pub vcpu_count: u32,
+    /// Memory.
+    pub mem_mib: u32,
+    /// Lifetime, if any.
+    pub ttl_seconds: Option<u64>,
+    /// Unix seconds.
+    pub created_at: f64,
+    /// Unix seconds.
+    pub last_activity_at: f64,
+    /// Unix seconds, if a TTL was set.
+    pub expires_at: Option<f64>,
+    /// `started` or `stopped`.
+    pub state: &'static str,
+    /// Network policy.
+    pub network_policy: String,
+    /// Always false in this build.
+    pub network_enabled: bool,
+    /// Host execution opted into.
+    pub allow_host_compat: bool,
+    /// Guest IP (no networking yet).
+    pub guest_ip: Option<String>,
+    /// TAP device (no networking yet).
+    pub tap_name: Option<String>,
+    /// `guest_vsock` while started.
+    pub execution_mode: &'static str,
+    /// Backend.
+    pub backend: &'static str,
+    /// Always `/workspace`.
+    pub workspace_path: &'static str,
+    /// How `/workspace` was seeded.
+    pub workspace_seed: WorkspaceSeed,
+    /// Secrets metadata (none in this build).
+    pub secrets: Vec<serde_json::Value>,
+    /// Commands since the last reset.
+    pub command_count: u64,
+    /// Latest command.
+    pub last_command: Option<CommandSummary>,
+    /// Resets so far.
+    pub reset_count: u64,
+    /// Last reset.
+    pub last_reset_at: Option<f64>,
+    /// Services (arrive with the services issue).
+    pub service_count: u64,
+    /// Running services.
+    pub running_service_count: u64,
+    /// Why it last stopped unexpectedly.
+    pub last_error: Option<String>,
+}
+
+/// One row of `workspace list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkspaceSummary {
+    /// Id.
+    pub workspace_id: String,
+    /// Name.
+    pub name: Option<String>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Environment.
+    pub environment: String,
+    /// `started`, `stopped`, or `error` for an unreadable record.
+    pub state: &'static str,
+    /// Unix seconds.
+    pub created_at: f64,
+    /// Unix seconds.
+    pub last_activity_at: f64,
+    /// Unix seconds.
+    pub expires_at: Option<f64>,
+    /// Commands.
+    pub command_count: u64,
+    /// Services.
+    pub service_count: u64,
+    /// Running services.
+    pub running_service_count: u64,
+    /// Why the record could not be read (only for `state: error`).
+    pub error: Option<String>,
+}
+
+/// Result of `workspace list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkspaceList {
+    /// Rows.
+    pub count: usize,
+    /// Most recently active first.
+    pub workspaces: Vec<WorkspaceSummary>,
+}
+
+/// Result of `workspace exec`.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkspaceExec {
+    /// Id.
+    pub workspace_id: String,
+    /// Environment.
+    pub environment: String,
+    /// Environment version.
+    pub environment_version: String,
+    /// Command line.
+    pub command: String,
+    /// Always `/workspace`.
+    pub cwd: &'static str,
+    /// History sequence number.
+    pub sequence: u64,
+    /// Stdout (lossy UTF-8 in JSON).
+    #[serde(serialize_with = "lossy")]
+    pub stdout: Vec<u8>,
+    /// Stderr.
+    #[serde(serialize_with = "lossy")]
+    pub stderr: Vec<u8>,
+    /// Exit code (124 on timeout).
+    pub exit_code: i32,
+    /// Guest wall time.
+    pub duration_ms: u64,
+    /// Hit the timeout.
+    pub timed_out: bool,
+    /// Stdout was capped.
+    pub stdout_truncated: bool,
+    /// Stderr was capped.
+    pub stderr_truncated: bool,
+    /// `guest_vsock`.
+    pub execution_mode: &'static str,
+}
+
+pub(crate) fn lossy<S: serde::Serializer>(bytes: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(bytes))
+}
+
+/// Result of `workspace delete`.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkspaceDeleted {
+    /// Id.
+    pub workspace_id: String,
+    /// Always true.
+    pub deleted: bool,
+    /// Why.
+    pub reason: &'static str,
+}
+
+/// Metadata changes of `workspace update`.
+#[derive(Debug, Clone, Default)]
+pub struct UpdateWorkspace {
+    /// New name.
+    pub name: Option<String>,
+    /// Remove the name.
+    pub clear_name: bool,
+    /// Labels to set.
+    pub labels: BTreeMap<String, String>,
+    /// Label keys to remove.
+    pub clear_labels: Vec<String>,
+}
+
+/// An open workspace: its directory and (locked, when mutating) record.
+pub(crate) struct Workspace {
+    pub dir: PathBuf,
+    pub record: WorkspaceRecord,
+}
+
+impl Workspace {
+    fn vm_dir(&self) -> PathBuf {
+        self.dir.join("vm")
+    }
+
+    fn disk(&self) -> PathBuf {
+        self.dir.join("rootfs.ext4")
+    }
+
+    fn baseline(&self) -> PathBuf {
+        self.dir.join("baseline.tar")
+    }
+}
+
+/// The workspace lifecycle over the state directory.
+#[derive(Debug, Clone)]
+pub struct WorkspaceManager {
+    dirs: Dirs,
+    vms: VmManager,
+}
+
+impl WorkspaceManager {
+    /// A manager over `dirs`.
+    pub fn new(dirs: Dirs, vms: VmManager) -> Self {
+        Self { dirs, vms }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dirs.state.join("workspaces")
+    }
+
+    /// Validates `id` and finds its directory.
+    fn dir_of(&self, id: &str) -> Result<PathBuf> {
+        validate_id(id).map_err(|_| unknown(id))?;
+        let dir = self.root().join(id);
+        if !dir.join(record::RECORD_FILE).exists() {
+            return Err(unknown(id));
+        }
+        Ok(dir)
+    }
+
+    /// Loads a workspace, reconciling a started record whose guest is gone.
+    pub(crate) fn open(&self, id: &str) -> Result<Workspace> {
+        let dir = self.dir_of(id)?;
+        let mut record = WorkspaceRecord::load(&dir)?;
+        if let Some(expires) = record.expires_at {
+            if expires <= unix_now() {
+                return Err(Error::InvalidArgument(format!("workspace '{id}' expired; delete it with `pyro workspace delete {id}`")));
+            }
+        }
+        if record.state == WorkspaceState::Started {
+            let vm = vm::refreshed(&dir.join("vm"))?;
+            if vm.state != VmState::Started {
+                record.state = WorkspaceState::Stopped;
+                record.last_error = vm.last_error.or(Some("the guest is no longer running".into()));
+                record.save(&dir)?;
+            }
+        }
+        Ok(Workspace { dir, record })
+    }
+
+    /// Runs `change` on the record under the workspace lock and saves it.
+    pub(crate) fn update_record<T>(&self, id: &str, change: impl FnOnce(&mut WorkspaceRecord) -> Result<T>) -> Result<(T, WorkspaceRecord)> {
+        let dir = self.dir_of(id)?;
+        let _lock = lock_file(&dir.join("workspace.lock"))?;
+        let mut record = WorkspaceRecord::load(&dir)?;
+        let out = change(&mut record)?;
+        record.save(&dir)?;
+        Ok((out, record))
+    }
+
+    /// A client of the started workspace's agent; `op` names the operation for the error.
+    pub(crate) async fn guest(&self, ws: &Workspace, op: &str) -> Result<GuestClient> {
+        if ws.record.state != WorkspaceState::Started {
+            return Err(Error::InvalidArgument(format!("workspace {} must be in 'started' state before {op}", ws.record.workspace_id)));
+        }
+        Ok(vm::connect(&ws.vm_dir()).await?.0)
+    }
+
+    /// Marks activity now.
+    pub(crate) fn touch(&self, id: &str) -> Result<WorkspaceRecord> {
+        Ok(self.update_record(id, |r| {
+            r.last_activity_at = unix_now();
+            Ok(())
+        })?
+        .1)
+    }
+
+    /// Creates, boots and seeds a workspace. Nothing is left behind on failure.
+    pub async fn create(&self, options: &CreateWorkspaceOptions, progress: Progress<'_>) -> Result<WorkspaceStatus> {
+        options.vm.validate()?;
+        if let Some(ttl) = options.ttl_seconds {
+            if ttl < 60 {
+                return Err(Error::InvalidArgument("ttl_seconds must be at least 60".into()));
+            }
+        }
+        if options.network_policy.trim().to_lowercase() != "off" {
+            let policy = options.network_policy.trim().to_lowercase();
+            if !["egress", "egress+published-ports"].contains(&policy.as_str()) {
+                return Err(Error::InvalidArgument("network_policy must be one of: off, egress, egress+published-ports".into()));
+            }
+            return Err(Error::NotYetAvailable(format!("network_policy '{policy}' is not available in this build yet: it arrives with the networking issue")));
+        }
+        let name = options.name.as_deref().map(validate_name).transpose()?;
+        let labels = validate_labels(&options.labels)?;
+        let root = self.root();
+        std::fs::create_dir_all(&root).ctx("create", &root)?;
+        let seed = archive::prepare_source(options.seed_path.as_deref(), &root)?;
+        let installed = self.vms.ensure_installed(&options.vm.environment, progress).await?;
+        let selection = self.vms.select_backend(&options.vm, &installed, progress).await?;
+        if selection.backend == BackendKind::HostCompat {
+            return Err(Error::NotYetAvailable("workspaces need a guest backend; host_compat workspaces are not available in this build".into()));
+        }
+
+        let id = new_id();
+        let dir = root.join(&id);
+        std::fs::create_dir(&dir).ctx("create", &dir)?;
+        let created = async {
+            std::fs::copy(&seed.archive, dir.join("baseline.tar")).ctx("store baseline in", &dir)?;
+            let now = unix_now();
+            let mut record = WorkspaceRecord {
+                workspace_id: id.clone(),
+                name,
+                labels,
+                environment: installed.spec.name.into(),
+                environment_version: installed.spec.version.into(),
+                vcpu_count: options.vm.vcpu_count,
+                mem_mib: options.vm.mem_mib,
+                ttl_seconds: options.ttl_seconds,
+                created_at: now,
+                expires_at: options.ttl_seconds.map(|t| now + t as f64),
+                last_activity_at: now,
+                state: WorkspaceState::Stopped,
+                network_policy: "off".into(),
+                allow_host_compat: options.vm.allow_host_compat,
+                workspace_seed: WorkspaceSeed {
+                    mode: seed.mode.name().into(),
+                    seed_path: seed.source_path.clone(),
+                    destination: WORKSPACE_ROOT.into(),
+                    entry_count: 0,
+                    bytes_written: 0,
+                },
+                command_count: 0,
+                last_command: None,
+                reset_count: 0,
+                last_reset_at: None,
+                last_error: None,
+            };
+            let ws = Workspace { dir: dir.clone(), record: record.clone() };
+            self.fresh_disk(&ws, &installed)?;
+            self.write_vm_record(&ws, &installed, selection.backend, &selection.reason, options.vm.debug_console)?;
+            progress(&format!("[workspace] phase=boot workspace_id={id} backend={}", selection.backend.name()));
+            let client = self.boot(&ws).await?;
+            let imported = client.tar_import(WORKSPACE_ROOT, tokio::fs::File::open(ws.baseline()).await.ctx("open", ws.baseline())?).await.map_err(|e| Error::Vmm(e.to_string()))?;
+            record.workspace_seed.entry_count = imported.entry_count;
+            record.workspace_seed.bytes_written = imported.bytes_written;
+            record.state = WorkspaceState::Started;
+            record.save(&dir)?;
+            Ok::<_, Error>(record)
+        }
+        .await;
+        match created {
+            Ok(record) => Ok(status_of(&record, self.backend_of(&dir))),
+            Err(e) => {
+                self.discard(&dir).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Copies the environment's rootfs into the workspace and grows it (sparse).
+    fn fresh_disk(&self, ws: &Workspace, installed: &InstalledEnvironment) -> Result<()> {
+        let disk = ws.disk();
+        let tmp = ws.dir.join("rootfs.ext4.tmp");
+        run_tool("cp", &["--sparse=always", "--reflink=auto", &installed.rootfs.display().to_string(), &tmp.display().to_string()])?;
+        let file = std::fs::OpenOptions::new().write(true).open(&tmp).ctx("open", &tmp)?;
+        file.set_len(DISK_SIZE_BYTES).ctx("grow", &tmp)?;
+        drop(file);
+        run_tool("e2fsck", &["-f", "-p", &tmp.display().to_string()])?;
+        run_tool("resize2fs", &["-f", &tmp.display().to_string()])?;
+        std::fs::rename(&tmp, &disk).ctx("install", &disk)?;
+        Ok(())
+    }
+
+    fn write_vm_record(&self, ws: &Workspace, installed: &InstalledEnvironment, backend: BackendKind, reason: &str, debug_console: bool) -> Result<()> {
+        let vm_dir = ws.vm_dir();
+        std::fs::create_dir_all(&vm_dir).ctx("create", &vm_dir)?;
+        let idle = std::env::var(IDLE_STOP_ENV).ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(DEFAULT_IDLE_STOP_SECONDS);
+        let r = &ws.record;
+        let record = VmRecord {
+            vm_id: r.workspace_id.clone(),
+            environment: r.environment.clone(),
+            environment_version: r.environment_version.clone(),
+            vcpu_count: r.vcpu_count,
+            mem_mib: r.mem_mib,
+            ttl_seconds: 0,
+            created_at: r.created_at,
+            // The workspace's own TTL is enforced by the manager; its guest never expires.
+            expires_at: r.created_at + 100.0 * 365.0 * 86400.0,
+            state: VmState::Created,
+            backend,
+            backend_reason: reason.into(),
+            allow_host_compat: r.allow_host_compat,
+            launch: LaunchSpec { vm_dir, kernel: installed.kernel.clone(), disk: ws.disk(), vcpu_count: r.vcpu_count, mem_mib: r.mem_mib, debug_console },
+            owner_pid: None,
+            supervisor_pid: None,
+            boot_ms: None,
+            guest_kernel: None,
+            last_error: None,
+            idle_stop_seconds: (idle > 0).then_some(idle),
+        };
+        record.save()
+    }
+
+    /// Boots the workspace's guest and returns a client.
+    async fn boot(&self, ws: &Workspace) -> Result<GuestClient> {
+        let record = VmRecord::load(&ws.vm_dir())?;
+        vm::boot_dir(record).await?;
+        Ok(vm::connect(&ws.vm_dir()).await?.0)
+    }
+
+    fn backend_of(&self, dir: &Path) -> &'static str {
+        VmRecord::load(&dir.join("vm")).map(|r| r.backend.name()).unwrap_or("unknown")
+    }
+
+    /// Stops whatever runs and removes a workspace directory.
+    async fn discard(&self, dir: &Path) {
+        if let Ok(record) = VmRecord::load(&dir.join("vm")) {
+            vm::stop_supervisor(&record).await;
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// All workspaces, most recently active first; an unreadable record is reported in
+    /// its own row and does not break the listing.
+    pub fn list(&self) -> Result<WorkspaceList> {
+        let mut rows = Vec::new();
+        for entry in std::fs::read_dir(self.root()).into_iter().flatten().flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if validate_id(&id).is_err() || !entry.path().join(record::RECORD_FILE).exists() {
+                continue;
+            }
+            rows.push(match self.open(&id) {
+                Ok(ws) => summary_of(&ws.record),
+                Err(e) => WorkspaceSummary {
+                    workspace_id: id,
+                    name: None,
+                    labels: BTreeMap::new(),
+                    environment: String::new(),
+                    state: "error",
+                    created_at: 0.0,
+                    last_activity_at: 0.0,
+                    expires_at: None,
+                    command_count: 0,
+                    service_count: 0,
+                    running_service_count: 0,
+                    error: Some(e.to_string()),
+                },
+            });
+        }
+        rows.sort_by(|a, b| {
+            b.last_activity_at.total_cmp(&a.last_activity_at).then(b.created_at.total_cmp(&a.created_at)).then(a.workspace_id.cmp(&b.workspace_id))
+        });
+        Ok(WorkspaceList { count: rows.len(), workspaces: rows })
+    }
+
+    /// One workspace's status.
+    pub fn status(&self, id: &str) -> Result<WorkspaceStatus> {
+        let ws = self.open(id)?;
+        Ok(status_of(&ws.record, self.backend_of(&ws.dir)))
+    }
+
+    /// Changes name and labels.
+    pub fn update(&self, id: &str, change: &UpdateWorkspace) -> Result<WorkspaceStatus> {
+        if change.name.is_some() && change.clear_name {
+            return Err(Error::InvalidArgument("name and clear_name cannot be used together".into()));
+        }
+        let name = change.name.as_deref().map(validate_name).transpose()?;
+        let labels = validate_labels(&change.labels)?;
+        let clear: Vec<String> = change.clear_labels.iter().map(|k| record::validate_label_key(k)).collect::<Result<_>>()?;
+        self.open(id)?;
+        let (_, record) = self.update_record(id, |r| {
+            if let Some(name) = name {
+                r.name = Some(name);
+            }
+            if change.clear_name {
+                r.name = None;
+            }
+            r.labels.extend(labels);
+            for key in &clear {
+                r.labels.remove(key);
+            }
+            r.last_activity_at = unix_now();
+            Ok(())
+        })?;
+        Ok(status_of(&record, self.backend_of(&self.dir_of(id)?)))
+    }
+
+    /// Stops the guest, keeping the disk, snapshots and history.
+    pub async fn stop(&self, id: &str) -> Result<WorkspaceStatus> {
+        let ws = self.open(id)?;
+        let vm_record = VmRecord::load(&ws.vm_dir())?;
+        vm::stop_supervisor(&vm_record).await;
+        let _ = vm::refreshed(&ws.vm_dir());
+        let (_, record) = self.update_record(id, |r| {
+            r.state = WorkspaceState::Stopped;
+            r.last_error = None;
+            r.last_activity_at = unix_now();
+            Ok(())
+        })?;
+        Ok(status_of(&record, vm_record.backend.name()))
+    }
+
+    /// Boots a stopped workspace with `/workspace` intact.
+    pub async fn start(&self, id: &str) -> Result<WorkspaceStatus> {
+        let ws = self.open(id)?;
+        if ws.record.state == WorkspaceState::Stopped {
+            if let Err(e) = self.boot(&ws).await {
+                self.update_record(id, |r| {
+                    r.last_error = Some(e.to_string());
+                    Ok(())
+                })?;
+                return Err(e);
+            }
+        }
+        let (_, record) = self.update_record(id, |r| {
+            r.state = WorkspaceState::Started;
+            r.last_error = None;
+            r.last_activity_at = unix_now();
+            Ok(())
+        })?;
+        Ok(status_of(&record, self.backend_of(&ws.dir)))
+    }
+
+    /// Deletes a workspace and everything it holds.
+    pub async fn delete(&self, id: &str) -> Result<WorkspaceDeleted> {
+        let dir = self.dir_of(id)?;
+        self.discard(&dir).await;
+        Ok(WorkspaceDeleted { workspace_id: id.into(), deleted: true, reason: "explicit_delete" })
+    }
+
+    /// Runs one command in `/workspace` and records it in the history.
+    pub async fn exec(&self, id: &str, command: &str, timeout_seconds: u64) -> Result<WorkspaceExec> {
+        if timeout_seconds == 0 {
+            return Err(Error::InvalidArgument("timeout_seconds must be positive".into()));
+        }
+        if command.trim().is_empty() {
+            return Err(Error::InvalidArgument("command must not be empty".into()));
+        }
+        let ws = self.open(id)?;
+        let client = self.guest(&ws, "workspace_exec").await?;
+        let request = ExecRequest {
+            command: command.into(),
+            env: Default::default(),
+            cwd: Some(WORKSPACE_ROOT.into()),
+            timeout_ms: timeout_seconds.saturating_mul(1000),
+            max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+        };
+        let out = client.exec(request).await.map_err(|e| Error::Vmm(e.to_string()))?;
+        let (sequence, record) = self.update_record(id, |r| {
+            r.command_count += 1;
+            let summary = CommandSummary { sequence: r.command_count, command: command.into(), cwd: WORKSPACE_ROOT.into(), exit_code: out.result.exit_code, duration_ms: out.result.duration_ms };
+            history::append(&ws.dir, &summary, &out.stdout, &out.stderr)?;
+            r.last_command = Some(summary);
+            r.last_activity_at = unix_now();
+            Ok(r.command_count)
+        })?;
+        Ok(WorkspaceExec {
+            workspace_id: id.into(),
+            environment: record.environment,
+            environment_version: record.environment_version,
+            command: command.into(),
+            cwd: WORKSPACE_ROOT,
+            sequence,
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_code: out.result.exit_code,
+            duration_ms: out.result.duration_ms,
+            timed_out: out.result.timed_out,
+            stdout_truncated: out.result.stdout_truncated,
+            stderr_truncated: out.result.stderr_truncated,
+            execution_mode: "guest_vsock",
+        })
+    }
+
+    /// Command history since the last reset.
+    pub fn logs(&self, id: &str) -> Result<history::WorkspaceLogs> {
+        let ws = self.open(id)?;
+        history::read(&ws.dir, id)
+    }
+}
+
+fn unknown(id: &str) -> Error {
+    Error::InvalidArgument(format!("workspace '{id}' does not exist"))
+}
+
+/// Runs a host tool, turning a failure into a one-line error.
+fn run_tool(tool: &str, args: &[&str]) -> Result<()> {
+    let out = std::process::Command::new(tool).args(args).output().map_err(|e| Error::Vmm(format!("cannot run {tool}: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::Vmm(format!("{tool} failed: {}", String::from_utf8_lossy(&out.stderr).trim())))
+    }
+}
+
+pub(crate) fn status_of(record: &WorkspaceRecord, backend: &'static str) -> WorkspaceStatus {
+    WorkspaceStatus {
+        workspace_id: record.workspace_id.clone(),
+        name: record.name.clone(),
+        labels: record.labels.clone(),
+        environment: record.environment.clone(),
+        environment_version: record.environment_version.clone(),
+        vcpu_count: record.vcpu_count,
+        mem_mib: record.mem_mib,
+        ttl_seconds: record.ttl_seconds,
+        created_at: record.created_at,
+        last_activity_at: record.last_activity_at,
+        expires_at: record.expires_at,
+        state: record.state.name(),
+        network_policy: record.network_policy.clone(),
+        network_enabled: false,
+        allow_host_compat: record.allow_host_compat,
+        guest_ip: None,
+        tap_name: None,
+        execution_mode: if record.state == WorkspaceState::Started { "guest_vsock" } else { "stopped" },
+        backend,
+        workspace_path: WORKSPACE_ROOT,
+        workspace_seed: record.workspace_seed.clone(),
+        secrets: Vec::new(),
+        command_count: record.command_count,
+        last_command: record.last_command.clone(),
+        reset_count: record.reset_count,
+        last_reset_at: record.last_reset_at,
+        service_count: 0,
+        running_service_count: 0,
+        last_error: record.last_error.clone(),
+    }
+}
+
+fn summary_of(record: &WorkspaceRecord) -> WorkspaceSummary {
+    WorkspaceSummary {
+        workspace_id: record.workspace_id.clone(),
+        name: record.name.clone(),
+        labels: record.labels.clone(),
+        environment: record.environment.clone(),
+        state: record.state.name(),
+        created_at: record.created_at,
+        last_activity_at: record.last_activity_at,
+        expires_at: record.expires_at,
+        command_count: record.command_count,
+        service_count: 0,
+        running_service_count: 0,
+        error: None,
+    }
+}

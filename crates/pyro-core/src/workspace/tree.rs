@@ -1,0 +1,408 @@
+//! Snapshot trees read from workspace archives, and the diff between two of them for
+//! `workspace diff`.
+//!
+//! A [`Tree`] maps relative paths to files (bytes and mode), symlinks (target) and
+//! directories. [`diff`] compares a baseline with the current tree: every file, symlink
+//! and *leaf* (empty) directory is an entry; non-empty directories are not. Text changes
+//! come with git-style patches (`diff --git`, mode headers, 3 lines of context,
+//! `\ No newline at end of file` markers) that `git apply` and `workspace patch apply`
+//! accept and that reproduce the current files exactly.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use similar::{Algorithm, DiffOp, DiffTag};
+
+use super::archive::{MemberKind, MemberRules, SymlinkPolicy};
+use crate::error::{Error, Result};
+
+/// Prefix of the paths reported in [`DiffEntry::path`].
+const WORKSPACE_ROOT: &str = "/workspace";
+
+/// Lines of context around each hunk.
+const CONTEXT_LINES: usize = 3;
+
+/// How long the line diff of one file may search for a minimal edit script before it
+/// settles for a correct but longer one.
+const DIFF_DEADLINE: Duration = Duration::from_secs(2);
+
+/// One node of a [`Tree`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    /// A regular file.
+    File {
+        /// Its content.
+        bytes: Vec<u8>,
+        /// Permission bits.
+        mode: u32,
+    },
+    /// A symbolic link.
+    Symlink {
+        /// Its target, as stored (lossily decoded if not UTF-8).
+        target: String,
+    },
+    /// A directory (explicit archive member).
+    Dir {
+        /// Permission bits.
+        mode: u32,
+    },
+}
+
+impl Node {
+    fn artifact_type(&self) -> ArtifactType {
+        match self {
+            Node::File { .. } => ArtifactType::File,
+            Node::Symlink { .. } => ArtifactType::Symlink,
+            Node::Dir { .. } => ArtifactType::Directory,
+        }
+    }
+}
+
+/// A workspace snapshot: relative path (no leading slash, `/`-separated) → node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tree(pub BTreeMap<String, Node>);
+
+impl Tree {
+    /// Reads an uncompressed tar as produced by the agent's `TarExport` or by
+    /// [`super::archive::prepare_source`]. Names follow the archive member rules (a
+    /// leading `./` is ignored, `./` itself skipped, absolute or escaping names refused);
+    /// hard-link members take the bytes and mode of their target; symlink targets are
+    /// kept whatever they are (they are only compared).
+    pub fn from_tar(reader: impl Read) -> Result<Tree> {
+        let failed = |e: io::Error| Error::Io { context: "read workspace archive".into(), source: e };
+        let mut rules = MemberRules::new(SymlinkPolicy::Any);
+        let mut nodes = BTreeMap::new();
+        let mut archive = tar::Archive::new(reader);
+        for entry in archive.entries().map_err(failed)? {
+            let mut entry = entry.map_err(failed)?;
+            let Some(member) = rules.check_entry(&entry)? else { continue };
+            let name = String::from_utf8_lossy(&member.name).into_owned();
+            let node = match member.kind {
+                MemberKind::Dir => Node::Dir { mode: member.mode },
+                MemberKind::File { size } => {
+                    let mut bytes = Vec::with_capacity(usize::try_from(size.min(1 << 20)).unwrap_or(0));
+                    entry.read_to_end(&mut bytes).map_err(failed)?;
+                    Node::File { bytes, mode: member.mode }
+                }
+                MemberKind::Symlink { target } => Node::Symlink { target: String::from_utf8_lossy(&target).into_owned() },
+                MemberKind::HardLink { target } => {
+                    let target = String::from_utf8_lossy(&target).into_owned();
+                    match nodes.get(&target) {
+                        Some(node @ (Node::File { .. } | Node::Symlink { .. })) => node.clone(),
+                        _ => {
+                            return Err(Error::InvalidArgument(format!(
+                                "hard link {name} must point at an earlier file member: {target}"
+                            )))
+                        }
+                    }
+                }
+            };
+            nodes.insert(name, node);
+        }
+        Ok(Tree(nodes))
+    }
+
+    /// The nodes, keyed by relative path.
+    pub fn nodes(&self) -> &BTreeMap<String, Node> {
+        &self.0
+    }
+
+    /// The diff entries of this tree: files, symlinks and leaf directories.
+    fn entries(&self) -> BTreeMap<&str, &Node> {
+        self.0
+            .iter()
+            .filter(|(path, node)| !matches!(node, Node::Dir { .. }) || !self.has_children(path))
+            .map(|(path, node)| (path.as_str(), node))
+            .collect()
+    }
+
+    fn has_children(&self, path: &str) -> bool {
+        let prefix = format!("{path}/");
+        self.0.range(prefix.clone()..).next().is_some_and(|(k, _)| k.starts_with(&prefix))
+    }
+}
+
+/// How an entry changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiffStatus {
+    /// Only in the current tree.
+    Added,
+    /// In both, same kind, different content, target or executable bit.
+    Modified,
+    /// Only in the baseline.
+    Deleted,
+    /// In both with different kinds (file, directory, symlink).
+    TypeChanged,
+}
+
+/// What kind of artifact an entry is (the current kind, or the baseline's for deletions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArtifactType {
+    /// Regular file.
+    File,
+    /// Leaf (empty) directory.
+    Directory,
+    /// Symbolic link.
+    Symlink,
+}
+
+/// One changed path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiffEntry {
+    /// Absolute guest path (`/workspace/<relative>`).
+    pub path: String,
+    /// How it changed.
+    pub status: DiffStatus,
+    /// What it is.
+    pub artifact_type: ArtifactType,
+    /// The git-style patch section for this path, when the change is expressible as one
+    /// (text files, mode-only changes).
+    pub text_patch: Option<String>,
+}
+
+/// Counters over [`TreeDiff::entries`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DiffSummary {
+    /// All entries.
+    pub total: u64,
+    /// `added` entries.
+    pub added: u64,
+    /// `modified` entries.
+    pub modified: u64,
+    /// `deleted` entries.
+    pub deleted: u64,
+    /// `type_changed` entries.
+    pub type_changed: u64,
+    /// Entries with a patch.
+    pub text_patched: u64,
+    /// Entries without one (binary files, symlinks, directories, type changes).
+    pub non_text: u64,
+}
+
+/// The result of [`diff`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TreeDiff {
+    /// Whether anything changed.
+    pub changed: bool,
+    /// Counters.
+    pub summary: DiffSummary,
+    /// Changed paths in path order.
+    pub entries: Vec<DiffEntry>,
+    /// All entries' patches concatenated in path order: one multi-file git patch.
+    pub patch: String,
+}
+
+/// Compares `baseline` with `current`.
+///
+/// Files are compared by bytes and by executable bit (the only mode bit a git patch can
+/// carry); a mode-only change is `modified` with an `old mode`/`new mode` patch. Symlink
+/// retargets are `modified` without a patch; a kind change is `type_changed` without a
+/// patch; directories only appear when they are leaves (added/deleted empty directories).
+/// A file is text when it has no NUL byte and is valid UTF-8; text files (both sides for
+/// modifications) get a patch, an added or deleted empty file a header-only one.
+pub fn diff(baseline: &Tree, current: &Tree) -> TreeDiff {
+    let old_entries = baseline.entries();
+    let new_entries = current.entries();
+    let mut paths: Vec<&str> = old_entries.keys().chain(new_entries.keys()).copied().collect();
+    paths.sort_unstable();
+    paths.dedup();
+    let mut entries = Vec::new();
+    let mut summary = DiffSummary::default();
+    for rel in paths {
+        let (status, artifact_type, text_patch) = match (old_entries.get(rel), new_entries.get(rel)) {
+            (None, None) => continue,
+            (None, Some(new)) => {
+                let patch = match new {
+                    Node::File { bytes, mode } => as_text(bytes).map(|text| file_patch(rel, None, Some((text, *mode)))),
+                    _ => None,
+                };
+                (DiffStatus::Added, new.artifact_type(), patch)
+            }
+            (Some(old), None) => {
+                let patch = match old {
+                    Node::File { bytes, mode } => as_text(bytes).map(|text| file_patch(rel, Some((text, *mode)), None)),
+                    _ => None,
+                };
+                (DiffStatus::Deleted, old.artifact_type(), patch)
+            }
+            (Some(old), Some(new)) => match (old, new) {
+                (Node::Dir { .. }, Node::Dir { .. }) => continue,
+                (Node::Symlink { target: a }, Node::Symlink { target: b }) => {
+                    if a == b {
+                        continue;
+                    }
+                    (DiffStatus::Modified, ArtifactType::Symlink, None)
+                }
+                (Node::File { bytes: a, mode: ma }, Node::File { bytes: b, mode: mb }) => {
+                    let mode_changed = is_executable(*ma) != is_executable(*mb);
+                    if a == b && !mode_changed {
+                        continue;
+                    }
+                    let patch = if a == b {
+                        Some(mode_header(rel, *ma, *mb))
+                    } else {
+                        match (as_text(a), as_text(b)) {
+                            (Some(ta), Some(tb)) => Some(file_patch(rel, Some((ta, *ma)), Some((tb, *mb)))),
+                            _ => None,
+                        }
+                    };
+                    (DiffStatus::Modified, ArtifactType::File, patch)
+                }
+                _ => (DiffStatus::TypeChanged, new.artifact_type(), None),
+            },
+        };
+        summary.total += 1;
+        match status {
+            DiffStatus::Added => summary.added += 1,
+            DiffStatus::Modified => summary.modified += 1,
+            DiffStatus::Deleted => summary.deleted += 1,
+            DiffStatus::TypeChanged => summary.type_changed += 1,
+        }
+        let text_patch = text_patch.filter(|p| !p.is_empty());
+        if text_patch.is_some() {
+            summary.text_patched += 1;
+        } else {
+            summary.non_text += 1;
+        }
+        entries.push(DiffEntry { path: format!("{WORKSPACE_ROOT}/{rel}"), status, artifact_type, text_patch });
+    }
+    let patch: String = entries.iter().filter_map(|e| e.text_patch.as_deref()).collect();
+    TreeDiff { changed: !entries.is_empty(), summary, entries, patch }
+}
+
+/// The content as text: valid UTF-8 without NUL bytes.
+fn as_text(bytes: &[u8]) -> Option<&str> {
+    std::str::from_utf8(bytes).ok().filter(|s| !s.contains('\0'))
+}
+
+fn is_executable(mode: u32) -> bool {
+    mode & 0o100 != 0
+}
+
+/// git's file mode for a regular file with these permission bits.
+fn git_mode(mode: u32) -> &'static str {
+    if is_executable(mode) {
+        "100755"
+    } else {
+        "100644"
+    }
+}
+
+/// A path as git writes it after `a/`/`b/`: C-quoted when it holds a quote, a backslash
+/// or a control character.
+fn git_path(prefix: &str, rel: &str) -> String {
+    let needs_quoting = rel.chars().any(|c| c == '"' || c == '\\' || (c as u32) < 0x20 || c == '\x7f');
+    if !needs_quoting {
+        return format!("{prefix}{rel}");
+    }
+    let mut out = String::from("\"");
+    out.push_str(prefix);
+    for c in rel.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\x07' => out.push_str("\\a"),
+            '\x08' => out.push_str("\\b"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\x0b' => out.push_str("\\v"),
+            '\x0c' => out.push_str("\\f"),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x20 || c == '\x7f' => out.push_str(&format!("\\{:03o}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn diff_git_line(rel: &str) -> String {
+    format!("diff --git {} {}\n", git_path("a/", rel), git_path("b/", rel))
+}
+
+/// A header-only section for a mode change.
+fn mode_header(rel: &str, old_mode: u32, new_mode: u32) -> String {
+    format!("{}old mode {}\nnew mode {}\n", diff_git_line(rel), git_mode(old_mode), git_mode(new_mode))
+}
+
+/// The git section for a text file added (`old` = None), deleted (`new` = None) or
+/// modified.
+fn file_patch(rel: &str, old: Option<(&str, u32)>, new: Option<(&str, u32)>) -> String {
+    let mut out = diff_git_line(rel);
+    match (old, new) {
+        (None, Some((_, mode))) => out.push_str(&format!("new file mode {}\n", git_mode(mode))),
+        (Some((_, mode)), None) => out.push_str(&format!("deleted file mode {}\n", git_mode(mode))),
+        (Some((_, a)), Some((_, b))) if is_executable(a) != is_executable(b) => {
+            out.push_str(&format!("old mode {}\nnew mode {}\n", git_mode(a), git_mode(b)));
+        }
+        _ => {}
+    }
+    let old_text = old.map_or("", |(t, _)| t);
+    let new_text = new.map_or("", |(t, _)| t);
+    if old_text == new_text {
+        // An empty file added or deleted: git writes no `---`/`+++` lines and no hunks.
+        return out;
+    }
+    let old_label = if old.is_some() { git_path("a/", rel) } else { "/dev/null".into() };
+    let new_label = if new.is_some() { git_path("b/", rel) } else { "/dev/null".into() };
+    out.push_str(&format!("--- {old_label}\n+++ {new_label}\n"));
+    push_hunks(&mut out, old_text, new_text);
+    out
+}
+
+/// Splits after every `\n` (only): `\r` stays part of its line, as in git.
+fn split_lines(text: &str) -> Vec<&str> {
+    text.split_inclusive('\n').collect()
+}
+
+/// Appends the unified hunks turning `old` into `new`.
+fn push_hunks(out: &mut String, old: &str, new: &str) {
+    let a = split_lines(old);
+    let b = split_lines(new);
+    let deadline = Instant::now() + DIFF_DEADLINE;
+    let ops = similar::capture_diff_slices_deadline(Algorithm::Myers, &a, &b, Some(deadline));
+    for group in similar::group_diff_ops(ops, CONTEXT_LINES) {
+        let (Some(first), Some(last)) = (group.first(), group.last()) else { continue };
+        let old_range = first.old_range().start..last.old_range().end;
+        let new_range = first.new_range().start..last.new_range().end;
+        out.push_str(&format!("@@ -{} +{} @@\n", hunk_range(old_range), hunk_range(new_range)));
+        for op in &group {
+            push_op(out, op, &a, &b);
+        }
+    }
+}
+
+/// `start,len` as in a hunk header (1-based; an empty range names the line before it;
+/// `,1` omitted).
+fn hunk_range(range: std::ops::Range<usize>) -> String {
+    match range.len() {
+        0 => format!("{},0", range.start),
+        1 => format!("{}", range.start + 1),
+        n => format!("{},{n}", range.start + 1),
+    }
+}
+
+fn push_op(out: &mut String, op: &DiffOp, a: &[&str], b: &[&str]) {
+    let (tag, old_range, new_range) = op.as_tag_tuple();
+    match tag {
+        DiffTag::Equal => old_range.for_each(|i| push_line(out, ' ', a[i])),
+        DiffTag::Delete => old_range.for_each(|i| push_line(out, '-', a[i])),
+        DiffTag::Insert => new_range.for_each(|i| push_line(out, '+', b[i])),
+        DiffTag::Replace => {
+            old_range.for_each(|i| push_line(out, '-', a[i]));
+            new_range.for_each(|i| push_line(out, '+', b[i]));
+        }
+    }
+}
+
+fn push_line(out: &mut String, prefix: char, line: &str) {
+    out.push(prefix);
+    out.push_str(line);
+    if !line.ends_with('\n') {
+        out.push_str("\n\\ No newline at end of file\n");
+    }
+}

@@ -655,3 +655,32 @@ pub enum ShellCommand {
     /// Close the shell.
     Close(ShellIdArgs),
 }
+
+impl WorkspaceCommand {
+    /// Whether `--json` was given (so failures are reported as JSON too).
+    pub fn json(&self) -> bool {
+        use WorkspaceCommand as W;
+        match self {
+            W::Create(a) => a.json,
+            W::List(f) => f.json,
+            W::Sync(SyncCommand::Push { json, .. }) => json.json,
+            W::Stop(a) | W::Start(a) | W::Diff(a) | W::Status(a) | W::Logs(a) | W::Delete(a) => a.json.json,
+            W::Exec(a) => a.json.json,
+            W::File(FileCommand::List(a)) | W::Disk(DiskCommand::List(a)) => a.json.json,
+            W::File(FileCommand::Read(a)) | W::Disk(DiskCommand::Read(a)) => a.json,
+            W::File(FileCommand::Write { json, .. }) | W::Patch(PatchCommand::Apply { json, .. }) | W::Disk(DiskCommand::Export { json, .. }) => json.json,
+            W::Export(a) => a.json.json,
+            W::Snapshot(SnapshotCommand::Create(a) | SnapshotCommand::Delete(a)) => a.json.json,
+            W::Snapshot(SnapshotCommand::List(a)) => a.json.json,
+            W::Reset(a) => a.json.json,
+            W::Service(ServiceCommand::Start(a)) => a.name.json.json,
+            W::Service(ServiceCommand::List(a)) => a.json.json,
+            W::Service(ServiceCommand::Status(a) | ServiceCommand::Stop(a)) => a.json.json,
+            W::Service(ServiceCommand::Logs { name, .. }) => name.json.json,
+            W::Shell(ShellCommand::Open { json, .. }) => *json,
+            W::Shell(ShellCommand::Read { shell, .. } | ShellCommand::Write { shell, .. } | ShellCommand::Signal { shell, .. }) => shell.json.json,
+            W::Shell(ShellCommand::Close(a)) => a.json.json,
+            W::Update(a) => a.json.json,
+        }
+    }
+}

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command, WorkspaceCommand};
+use cli::{Cli, Command};
 use commands::pending::not_yet;
 
 fn main() -> ExitCode {
@@ -43,7 +43,7 @@ async fn dispatch(command: Command) -> pyro_core::Result<i32> {
         Command::Doctor(args) => commands::doctor::run(&pyro, args).await,
         Command::Demo(args) => commands::demo::run(&pyro, args).await,
         Command::Supervise { vm_dir } => pyro_core::vm::supervisor::run(vm_dir).await.map(|()| 0),
-        Command::Workspace(workspace) => Err(not_yet(&format!("workspace {}", workspace_verb(&workspace)), "the persistent workspaces issue")),
+        Command::Workspace(workspace) => commands::workspace::run(&pyro, workspace).await,
     }
 }
 
@@ -57,31 +57,7 @@ fn wants_json(command: &Command) -> bool {
         Command::Env(E::Publish(a)) => a.json.json,
         Command::Run(a) => a.json.json,
         Command::Doctor(a) => a.json.json,
-        Command::Mcp(_) | Command::Demo(_) | Command::Workspace(_) | Command::Supervise { .. } => false,
-    }
-}
-
-fn workspace_verb(command: &WorkspaceCommand) -> &'static str {
-    use WorkspaceCommand as W;
-    match command {
-        W::Create(_) => "create",
-        W::List(_) => "list",
-        W::Sync(_) => "sync push",
-        W::Stop(_) => "stop",
-        W::Start(_) => "start",
-        W::Exec(_) => "exec",
-        W::File(_) => "file",
-        W::Export(_) => "export",
-        W::Patch(_) => "patch apply",
-        W::Disk(_) => "disk",
-        W::Diff(_) => "diff",
-        W::Snapshot(_) => "snapshot",
-        W::Reset(_) => "reset",
-        W::Service(_) => "service",
-        W::Shell(_) => "shell",
-        W::Status(_) => "status",
-        W::Update(_) => "update",
-        W::Logs(_) => "logs",
-        W::Delete(_) => "delete",
+        Command::Workspace(w) => w.json(),
+        Command::Mcp(_) | Command::Demo(_) | Command::Supervise { .. } => false,
     }
 }

@@ -5,3 +5,4 @@ pub mod doctor;
 pub mod env;
 pub mod pending;
 pub mod run;
+pub mod workspace;

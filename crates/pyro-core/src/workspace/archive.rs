@@ -873,3 +873,375 @@ fn set_mtime(path: &Path, mtime: u64) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+    use std::process::Command;
+
+    /// (name, entry type byte, link name, mode, uid, size) of every member.
+    fn members(path: &Path) -> Vec<(String, u8, Option<String>, u32, u64, u64)> {
+        let mut archive = tar::Archive::new(File::open(path).unwrap());
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let h = e.header();
+                (
+                    lossy(&e.path_bytes()),
+                    h.entry_type().as_byte(),
+                    e.link_name_bytes().map(|l| lossy(&l)),
+                    h.mode().unwrap(),
+                    h.uid().unwrap(),
+                    e.size(),
+                )
+            })
+            .collect()
+    }
+
+    fn names(path: &Path) -> Vec<String> {
+        members(path).into_iter().map(|m| m.0).collect()
+    }
+
+    fn message(r: Result<PreparedArchive>) -> String {
+        r.expect_err("should fail").to_string()
+    }
+
+    /// A tar whose members are written with raw header names (the tar crate refuses
+    /// unsafe ones through its safe API).
+    fn raw_tar(path: &Path, members: &[(&str, EntryType, Option<&str>, &[u8])]) {
+        let mut builder = tar::Builder::new(File::create(path).unwrap());
+        for (name, kind, link, data) in members {
+            let mut header = Header::new_gnu();
+            {
+                let gnu = header.as_gnu_mut().unwrap();
+                gnu.name[..name.len()].copy_from_slice(name.as_bytes());
+                if let Some(link) = link {
+                    gnu.linkname[..link.len()].copy_from_slice(link.as_bytes());
+                }
+            }
+            header.set_entry_type(*kind);
+            header.set_mode(0o644);
+            header.set_size(data.len() as u64);
+            header.set_cksum();
+            builder.append(&header, *data).unwrap();
+        }
+        builder.finish().unwrap();
+    }
+
+    #[test]
+    fn empty_source_gives_an_empty_archive() {
+        let tmp = tempfile::tempdir().unwrap();
+        let prepared = prepare_source(None, tmp.path()).unwrap();
+        assert_eq!(prepared.mode, SeedMode::Empty);
+        assert_eq!((prepared.entry_count, prepared.bytes), (0, 0));
+        assert!(prepared.source_path.is_none());
+        assert!(names(&prepared.archive).is_empty());
+        assert_eq!(fs::metadata(&prepared.archive).unwrap().len() % 512, 0);
+        let path = prepared.archive.clone();
+        drop(prepared);
+        assert!(!path.exists(), "the temporary archive is removed on drop");
+        assert_eq!(serde_json::to_string(&SeedMode::TarArchive).unwrap(), "\"tar_archive\"");
+    }
+
+    #[test]
+    fn directory_seed_keeps_symlinks_hard_links_modes_and_mtimes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        fs::create_dir_all(src.join("node_modules/pkg")).unwrap();
+        fs::create_dir_all(src.join("node_modules/.bin")).unwrap();
+        fs::create_dir_all(src.join("empty")).unwrap();
+        fs::write(src.join("node_modules/pkg/x"), "#!/bin/sh\necho x\n").unwrap();
+        fs::set_permissions(src.join("node_modules/pkg/x"), fs::Permissions::from_mode(0o755)).unwrap();
+        symlink("../pkg/x", src.join("node_modules/.bin/x")).unwrap();
+        fs::write(src.join("a.txt"), "hello\n").unwrap();
+        fs::hard_link(src.join("a.txt"), src.join("b.txt")).unwrap();
+        set_mtime(&src.join("a.txt"), 1_000_000).unwrap();
+        Command::new("mkfifo").arg(src.join("fifo")).status().unwrap();
+
+        let prepared = prepare_source(Some(&src), tmp.path()).unwrap();
+        assert_eq!(prepared.mode, SeedMode::Directory);
+        assert_eq!(prepared.source_path.as_deref(), Some(fs::canonicalize(&src).unwrap().as_path()));
+        let got = members(&prepared.archive);
+        let expected_names =
+            ["a.txt", "b.txt", "empty/", "node_modules/", "node_modules/.bin/", "node_modules/.bin/x", "node_modules/pkg/", "node_modules/pkg/x"];
+        assert_eq!(got.iter().map(|m| m.0.as_str()).collect::<Vec<_>>(), expected_names);
+        assert_eq!(got[0].1, b'0');
+        assert_eq!((got[1].1, got[1].2.as_deref()), (b'1', Some("a.txt")));
+        assert_eq!((got[5].1, got[5].2.as_deref()), (b'2', Some("../pkg/x")));
+        assert_eq!(got[7].3, 0o755);
+        assert!(got.iter().all(|m| m.4 == 0), "owner 0:0");
+        assert_eq!(prepared.entry_count, 8);
+        assert_eq!(prepared.bytes, 6 + 17);
+        let mut archive = tar::Archive::new(File::open(&prepared.archive).unwrap());
+        let first = archive.entries().unwrap().next().unwrap().unwrap();
+        assert_eq!(first.header().mtime().unwrap(), 1_000_000);
+    }
+
+    #[test]
+    fn directory_seed_rejects_escaping_symlinks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        fs::create_dir_all(src.join("sub")).unwrap();
+        symlink("../../outside", src.join("sub/evil")).unwrap();
+        assert_eq!(message(prepare_source(Some(&src), tmp.path())), "symlink sub/evil escapes the workspace");
+        fs::remove_file(src.join("sub/evil")).unwrap();
+        symlink("/etc/passwd", src.join("abs")).unwrap();
+        assert_eq!(message(prepare_source(Some(&src), tmp.path())), "symlink abs escapes the workspace");
+        fs::remove_file(src.join("abs")).unwrap();
+        symlink("sub/../sub", src.join("odd")).unwrap();
+        assert!(message(prepare_source(Some(&src), tmp.path())).contains("has a target with `..` after a directory name"));
+    }
+
+    #[test]
+    fn tarball_with_leading_dot_slash_is_normalised() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        fs::create_dir_all(src.join("dir")).unwrap();
+        fs::write(src.join("dir/f.txt"), "content").unwrap();
+        symlink("dir/f.txt", src.join("link")).unwrap();
+        let tgz = tmp.path().join("Seed.TGZ");
+        let status = Command::new("tar").arg("-C").arg(&src).arg("-czf").arg(&tgz).arg(".").status().unwrap();
+        assert!(status.success());
+        let prepared = prepare_source(Some(&tgz), tmp.path()).unwrap();
+        assert_eq!(prepared.mode, SeedMode::TarArchive);
+        let mut got = names(&prepared.archive);
+        got.sort();
+        assert_eq!(got, ["dir/", "dir/f.txt", "link"]);
+        assert_eq!((prepared.entry_count, prepared.bytes), (3, 7));
+
+        // Gzip is recognised by its magic bytes, not by the name.
+        let misnamed = tmp.path().join("plain.tar");
+        fs::copy(&tgz, &misnamed).unwrap();
+        assert_eq!(prepare_source(Some(&misnamed), tmp.path()).unwrap().entry_count, 3);
+        // An uncompressed tar.
+        let tar_path = tmp.path().join("x.tar");
+        assert!(Command::new("tar").arg("-C").arg(&src).arg("-cf").arg(&tar_path).arg("dir").status().unwrap().success());
+        assert_eq!(names(&prepare_source(Some(&tar_path), tmp.path()).unwrap().archive), ["dir/", "dir/f.txt"]);
+    }
+
+    #[test]
+    fn unsafe_tar_members_are_rejected() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path().join("t.tar");
+        let check = |members: &[(&str, EntryType, Option<&str>, &[u8])]| {
+            raw_tar(&t, members);
+            message(prepare_source(Some(&t), tmp.path()))
+        };
+        assert_eq!(check(&[("../evil", EntryType::Regular, None, b"x")]), "unsafe archive member path: ../evil");
+        assert_eq!(check(&[("a/../../evil", EntryType::Regular, None, b"x")]), "unsafe archive member path: a/../../evil");
+        assert_eq!(check(&[("/etc/passwd", EntryType::Regular, None, b"x")]), "unsafe archive member path: /etc/passwd");
+        assert_eq!(check(&[(".", EntryType::Regular, None, b"x")]), "unsafe archive member path: .");
+        assert_eq!(check(&[("a/..", EntryType::Symlink, Some("b"), b"")]), "unsafe archive member path: a/..");
+        assert_eq!(check(&[("l", EntryType::Symlink, Some("../x"), b"")]), "symlink l escapes the workspace");
+        assert_eq!(check(&[("l", EntryType::Symlink, Some("/x"), b"")]), "symlink l escapes the workspace");
+        assert_eq!(check(&[("l", EntryType::Symlink, Some(""), b"")]), "symlink l has an empty target");
+        assert_eq!(check(&[("p", EntryType::Fifo, None, b"")]), "unsupported archive member type: p");
+        assert_eq!(check(&[("c", EntryType::Char, None, b"")]), "unsupported archive member type: c");
+        assert_eq!(
+            check(&[("h", EntryType::Link, Some("later"), b""), ("later", EntryType::Regular, None, b"x")]),
+            "hard link h must point at an earlier file member: later"
+        );
+        assert_eq!(
+            check(&[("d/", EntryType::Directory, None, b""), ("h", EntryType::Link, Some("d"), b"")]),
+            "hard link h must point at an earlier file member: d"
+        );
+        assert_eq!(
+            check(&[("l", EntryType::Symlink, Some("sub"), b""), ("l/x", EntryType::Regular, None, b"x")]),
+            "archive member would traverse through a symlink: l/x"
+        );
+        assert_eq!(
+            check(&[("f", EntryType::Regular, None, b"x"), ("f/x", EntryType::Regular, None, b"x")]),
+            "archive member f/x conflicts with the earlier file f"
+        );
+        assert_eq!(
+            check(&[("d/", EntryType::Directory, None, b""), ("d", EntryType::Regular, None, b"x")]),
+            "archive member d conflicts with an earlier directory"
+        );
+        fs::write(&t, b"this is not a tar archive, not at all; it is long enough to fill a header block?".repeat(10)).unwrap();
+        assert!(message(prepare_source(Some(&t), tmp.path())).starts_with("seed_path "));
+    }
+
+    #[test]
+    fn safe_tar_members_are_rewritten_cleanly() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path().join("t.tar");
+        raw_tar(
+            &t,
+            &[
+                ("./", EntryType::Directory, None, b""),
+                (".", EntryType::Directory, None, b""),
+                ("./a//b/../c.txt", EntryType::Regular, None, b"abc"),
+                ("./a/h", EntryType::Link, Some("./a/c.txt"), b""),
+                ("a/up", EntryType::Symlink, Some("../a/c.txt"), b""),
+                ("a/dot", EntryType::Symlink, Some("."), b""),
+            ],
+        );
+        let prepared = prepare_source(Some(&t), tmp.path()).unwrap();
+        let got: Vec<_> = members(&prepared.archive).into_iter().map(|m| (m.0, m.1, m.2)).collect();
+        assert_eq!(
+            got,
+            [
+                ("a/c.txt".to_string(), b'0', None),
+                ("a/h".to_string(), b'1', Some("a/c.txt".to_string())),
+                ("a/up".to_string(), b'2', Some("../a/c.txt".to_string())),
+                ("a/dot".to_string(), b'2', Some(".".to_string())),
+            ]
+        );
+        assert_eq!((prepared.entry_count, prepared.bytes), (4, 3));
+    }
+
+    #[test]
+    fn long_names_survive_normalisation() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        let deep = format!("{}/{}", "d".repeat(120), "f".repeat(150));
+        fs::create_dir_all(src.join("d".repeat(120))).unwrap();
+        fs::write(src.join(&deep), "x").unwrap();
+        let target = format!("{}/{}", "d".repeat(120), "f".repeat(150));
+        symlink(&target, src.join("l")).unwrap();
+        let prepared = prepare_source(Some(&src), tmp.path()).unwrap();
+        let got = members(&prepared.archive);
+        assert_eq!(got[1].0, deep);
+        assert_eq!(got[2].2.as_deref(), Some(target.as_str()));
+    }
+
+    #[test]
+    fn bad_source_paths_have_clear_messages() {
+        let tmp = tempfile::tempdir().unwrap();
+        let missing = tmp.path().join("nope");
+        assert_eq!(
+            message(prepare_source(Some(&missing), tmp.path())),
+            format!("seed_path {} does not exist", missing.display())
+        );
+        let zip = tmp.path().join("x.zip");
+        fs::write(&zip, "PK").unwrap();
+        assert_eq!(
+            message(prepare_source(Some(&zip), tmp.path())),
+            "seed_path must be a directory or a .tar/.tar.gz/.tgz archive"
+        );
+        assert!(has_archive_suffix(Path::new("A.Tar.Gz")));
+        assert!(!has_archive_suffix(Path::new(".tar")));
+        if let Some(home) = dirs::home_dir() {
+            assert_eq!(expand_user(Path::new("~/x/y")), home.join("x/y"));
+            assert_eq!(expand_user(Path::new("~")), home);
+        }
+        assert_eq!(expand_user(Path::new("~other/x")), PathBuf::from("~other/x"));
+    }
+
+    fn seeded_archive(tmp: &Path) -> PreparedArchive {
+        let src = tmp.join("src");
+        fs::create_dir_all(src.join("sub/empty")).unwrap();
+        fs::create_dir_all(src.join("ro")).unwrap();
+        fs::write(src.join("sub/run.sh"), "#!/bin/sh\n").unwrap();
+        fs::set_permissions(src.join("sub/run.sh"), fs::Permissions::from_mode(0o750)).unwrap();
+        fs::hard_link(src.join("sub/run.sh"), src.join("run-link")).unwrap();
+        symlink("sub/run.sh", src.join("ln")).unwrap();
+        fs::write(src.join("ro/f"), "r").unwrap();
+        set_mtime(&src.join("sub/run.sh"), 1_234_567).unwrap();
+        set_mtime(&src.join("sub/empty"), 7_654_321).unwrap();
+        fs::set_permissions(src.join("ro"), fs::Permissions::from_mode(0o555)).unwrap();
+        let prepared = prepare_source(Some(&src), tmp).unwrap();
+        fs::set_permissions(src.join("ro"), fs::Permissions::from_mode(0o755)).unwrap();
+        prepared
+    }
+
+    #[test]
+    fn directory_export_recreates_the_tree() {
+        let tmp = tempfile::tempdir().unwrap();
+        let prepared = seeded_archive(tmp.path());
+        let out = tmp.path().join("new/parent/out");
+        let summary = extract_export(File::open(&prepared.archive).unwrap(), &out, EntryKind::Directory).unwrap();
+        assert_eq!(summary, ExportSummary { entry_count: 7, bytes_written: 11 });
+        let meta = fs::metadata(out.join("sub/run.sh")).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o750);
+        assert_eq!(meta.mtime(), 1_234_567);
+        assert_eq!(fs::metadata(out.join("run-link")).unwrap().ino(), meta.ino());
+        assert_eq!(fs::read_link(out.join("ln")).unwrap(), Path::new("sub/run.sh"));
+        assert_eq!(fs::metadata(out.join("sub/empty")).unwrap().mtime(), 7_654_321);
+        assert_eq!(fs::metadata(out.join("ro")).unwrap().mode() & 0o777, 0o555);
+        assert_eq!(fs::read_to_string(out.join("ro/f")).unwrap(), "r");
+        let leftovers: Vec<_> = fs::read_dir(tmp.path().join("new/parent")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(leftovers, [OsString::from("out")]);
+        fs::set_permissions(out.join("ro"), fs::Permissions::from_mode(0o755)).unwrap();
+
+        // The output must not exist.
+        let err = extract_export(File::open(&prepared.archive).unwrap(), &out, EntryKind::Directory).unwrap_err();
+        assert_eq!(err.to_string(), format!("output_path already exists: {}", out.display()));
+    }
+
+    #[test]
+    fn export_keeps_any_symlink_target_but_never_writes_through_links() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path().join("t.tar");
+        raw_tar(&t, &[("venv/python", EntryType::Symlink, Some("/usr/bin/python3"), b"")]);
+        let out = tmp.path().join("out");
+        extract_export(File::open(&t).unwrap(), &out, EntryKind::Directory).unwrap();
+        assert_eq!(fs::read_link(out.join("venv/python")).unwrap(), Path::new("/usr/bin/python3"));
+
+        raw_tar(&t, &[("l", EntryType::Symlink, Some("/tmp"), b""), ("l/x", EntryType::Regular, None, b"x")]);
+        let out = tmp.path().join("out2");
+        let err = extract_export(File::open(&t).unwrap(), &out, EntryKind::Directory).unwrap_err();
+        assert_eq!(err.to_string(), "archive member would traverse through a symlink: l/x");
+        assert!(!out.exists());
+    }
+
+    #[test]
+    fn failed_export_leaves_nothing_behind() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path().join("t.tar");
+        raw_tar(
+            &t,
+            &[
+                ("ro/", EntryType::Directory, None, b""),
+                ("ro/f", EntryType::Regular, None, b"data"),
+                ("../evil", EntryType::Regular, None, b"x"),
+            ],
+        );
+        let parent = tmp.path().join("exports");
+        let out = parent.join("out");
+        let err = extract_export(File::open(&t).unwrap(), &out, EntryKind::Directory).unwrap_err();
+        assert_eq!(err.to_string(), "unsafe archive member path: ../evil");
+        assert!(!out.exists());
+        assert_eq!(fs::read_dir(&parent).unwrap().count(), 0, "no staging directory left");
+        assert!(!tmp.path().join("evil").exists());
+
+        // A truncated archive fails too, leaving nothing.
+        let bytes = fs::read(&t).unwrap();
+        let cut = tmp.path().join("cut.tar");
+        fs::write(&cut, &bytes[..512 + 512 + 100]).unwrap();
+        assert!(extract_export(File::open(&cut).unwrap(), &out, EntryKind::Directory).is_err());
+        assert_eq!(fs::read_dir(&parent).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn file_and_symlink_exports() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t = tmp.path().join("t.tar");
+        raw_tar(&t, &[("app.py", EntryType::Regular, None, b"print(1)\n")]);
+        let out = tmp.path().join("o/app-copy.py");
+        let summary = extract_export(File::open(&t).unwrap(), &out, EntryKind::File).unwrap();
+        assert_eq!(summary, ExportSummary { entry_count: 1, bytes_written: 9 });
+        assert_eq!(fs::read_to_string(&out).unwrap(), "print(1)\n");
+        assert_eq!(fs::read_dir(tmp.path().join("o")).unwrap().count(), 1);
+
+        let out = tmp.path().join("l");
+        raw_tar(&t, &[("cur", EntryType::Symlink, Some("/abs/target"), b"")]);
+        extract_export(File::open(&t).unwrap(), &out, EntryKind::Symlink).unwrap();
+        assert_eq!(fs::read_link(&out).unwrap(), Path::new("/abs/target"));
+
+        let out = tmp.path().join("f2");
+        let err = extract_export(File::open(&t).unwrap(), &out, EntryKind::File).unwrap_err();
+        assert_eq!(err.to_string(), "exported archive did not contain a regular file");
+        raw_tar(&t, &[("a", EntryType::Regular, None, b"1"), ("b", EntryType::Regular, None, b"2")]);
+        let err = extract_export(File::open(&t).unwrap(), &out, EntryKind::File).unwrap_err();
+        assert_eq!(err.to_string(), "expected exactly one archive member for file export, got 2");
+        raw_tar(&t, &[("a", EntryType::Regular, None, b"1")]);
+        let err = extract_export(File::open(&t).unwrap(), &out, EntryKind::Symlink).unwrap_err();
+        assert_eq!(err.to_string(), "exported archive did not contain a symlink");
+        assert!(!out.exists());
+        assert_eq!(fs::read_dir(tmp.path()).unwrap().filter(|e| e.as_ref().unwrap().file_name().as_bytes().starts_with(b".pyro-export-")).count(), 0);
+    }
+}

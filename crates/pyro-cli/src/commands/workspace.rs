@@ -1,0 +1,290 @@
+//! `pyro workspace …`: persistent workspaces.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use pyro_core::vm::CreateVmOptions;
+use pyro_core::vmm::select::parse_backend;
+use pyro_core::workspace::{CreateWorkspaceOptions, UpdateWorkspace, WorkspaceStatus};
+use pyro_core::{Error, Pyro, Result};
+use serde::Serialize;
+
+use super::pending::not_yet;
+use super::run::shell_join;
+use crate::cli::{DiskCommand, FileCommand, PatchCommand, SnapshotCommand, SyncCommand, WorkspaceCommand};
+use crate::output::{print_json, progress};
+
+/// Prints `value` as JSON, or runs `human` to print it for people.
+fn emit<T: Serialize>(json: bool, value: &T, human: impl FnOnce(&T)) {
+    if json {
+        print_json(value);
+    } else {
+        human(value);
+    }
+}
+
+/// Runs one `workspace` subcommand.
+pub async fn run(pyro: &Pyro, command: WorkspaceCommand) -> Result<i32> {
+    use WorkspaceCommand as W;
+    match command {
+        W::Create(args) => {
+            let mut vm = CreateVmOptions::new(&args.environment);
+            vm.vcpu_count = args.sizing.vcpu_count;
+            vm.mem_mib = args.sizing.mem_mib;
+            vm.allow_host_compat = args.sizing.allow_host_compat;
+            vm.backend = args.sizing.backend.as_deref().map(parse_backend).transpose()?;
+            vm.debug_console = args.sizing.debug_console;
+            if !args.secrets.is_empty() || !args.secret_files.is_empty() {
+                return Err(not_yet("workspace create --secret", "the secrets issue"));
+            }
+            let options = CreateWorkspaceOptions {
+                vm,
+                ttl_seconds: args.ttl_seconds,
+                network_policy: args.network_policy,
+                seed_path: args.seed_path,
+                name: args.name,
+                labels: parse_labels(&args.labels)?,
+            };
+            let status = pyro.create_workspace(&options, &progress(args.json || args.id_only)).await?;
+            if args.id_only {
+                println!("{}", status.workspace_id);
+            } else {
+                emit(args.json, &status, |s| print_status("Workspace", s));
+            }
+        }
+        W::List(flag) => emit(flag.json, &pyro.list_workspaces()?, |list| {
+            if list.workspaces.is_empty() {
+                println!("No workspaces.");
+            }
+            for w in &list.workspaces {
+                let name = w.name.as_ref().map(|n| format!(" name='{n}'")).unwrap_or_default();
+                let labels = if w.labels.is_empty() { String::new() } else { format!(" labels={}", join_labels(&w.labels, ",")) };
+                let error = w.error.as_ref().map(|e| format!(" error={e}")).unwrap_or_default();
+                println!(
+                    "[workspace] workspace_id={}{name} state={} environment={}{labels} last_activity_at={} commands={} services={}/{}{error}",
+                    w.workspace_id, w.state, w.environment, w.last_activity_at, w.command_count, w.running_service_count, w.service_count
+                );
+            }
+        }),
+        W::Sync(SyncCommand::Push { id, source_path, dest, json }) => {
+            emit(json.json, &pyro.push_workspace_sync(&id.workspace_id, &source_path, &dest).await?, |r| {
+                let s = &r.workspace_sync;
+                println!(
+                    "[workspace-sync] workspace_id={} mode={} source={} destination={} entry_count={} bytes_written={}",
+                    r.workspace_id,
+                    s.mode,
+                    s.source_path.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+                    s.destination,
+                    s.entry_count,
+                    s.bytes_written
+                );
+            })
+        }
+        W::Stop(a) => emit(a.json.json, &pyro.stop_workspace(&a.id.workspace_id).await?, |s| print_status("Stopped workspace", s)),
+        W::Start(a) => emit(a.json.json, &pyro.start_workspace(&a.id.workspace_id).await?, |s| print_status("Started workspace", s)),
+        W::Exec(args) => {
+            let command = shell_join(&args.command)?;
+            if !args.secret_env.is_empty() {
+                return Err(not_yet("workspace exec --secret-env", "the secrets issue"));
+            }
+            let result = pyro.exec_workspace(&args.id.workspace_id, &command, args.timeout_seconds).await?;
+            let code = result.exit_code;
+            emit(args.json.json, &result, |r| {
+                let _ = std::io::stdout().write_all(&r.stdout);
+                let _ = std::io::stderr().write_all(&r.stderr);
+                eprintln!(
+                    "[workspace-exec] workspace_id={} sequence={} cwd={} execution_mode={} exit_code={} duration_ms={}",
+                    r.workspace_id, r.sequence, r.cwd, r.execution_mode, r.exit_code, r.duration_ms
+                );
+            });
+            return Ok(code);
+        }
+        W::File(FileCommand::List(a)) => emit(a.json.json, &pyro.list_workspace_files(&a.id.workspace_id, &a.path, a.recursive).await?, |l| {
+            println!("Workspace path: {} (recursive={})", l.path, if l.recursive { "yes" } else { "no" });
+            if l.entries.is_empty() {
+                println!("No workspace entries found.");
+            }
+            for e in &l.entries {
+                let target = e.link_target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
+                println!("{} [{}] size={} mode={}{target}", e.path, e.artifact_type, e.size_bytes, e.mode);
+            }
+        }),
+        W::File(FileCommand::Read(a)) => {
+            let r = pyro.read_workspace_file(&a.id.workspace_id, &a.path, a.max_bytes).await?;
+            emit(a.json, &r, |r| {
+                print!("{}", r.content);
+                if !a.content_only {
+                    if !r.content.ends_with('\n') {
+                        println!();
+                    }
+                    eprintln!("[workspace-file-read] workspace_id={} path={} size_bytes={} truncated={}", r.workspace_id, r.path, r.size_bytes, if r.truncated { "yes" } else { "no" });
+                }
+            })
+        }
+        W::File(FileCommand::Write { id, path, text, text_file, json }) => {
+            let text = match (text, text_file) {
+                (Some(text), _) => text,
+                (None, Some(file)) => read_text_file("--text-file", &file)?,
+                (None, None) => return Err(Error::InvalidArgument("one of --text or --text-file is required".into())),
+            };
+            emit(json.json, &pyro.write_workspace_file(&id.workspace_id, &path, &text).await?, |r| {
+                println!("[workspace-file-write] workspace_id={} path={} bytes_written={} mode={} execution_mode={}", r.workspace_id, r.path, r.bytes_written, r.mode, r.execution_mode)
+            })
+        }
+        W::Export(a) => emit(a.json.json, &pyro.export_workspace(&a.id.workspace_id, &a.path, &a.output).await?, |r| {
+            println!(
+                "[workspace-export] workspace_id={} workspace_path={} output_path={} artifact_type={} entry_count={} bytes_written={}",
+                r.workspace_id,
+                r.workspace_path,
+                r.output_path.display(),
+                r.artifact_type,
+                r.summary.entry_count,
+                r.summary.bytes_written
+            )
+        }),
+        W::Patch(PatchCommand::Apply { id, patch, patch_file, json }) => {
+            let patch = match (patch, patch_file) {
+                (Some(patch), _) => patch,
+                (None, Some(file)) => read_text_file("--patch-file", &file)?,
+                (None, None) => return Err(Error::InvalidArgument("one of --patch or --patch-file is required".into())),
+            };
+            emit(json.json, &pyro.apply_workspace_patch(&id.workspace_id, &patch).await?, |r| {
+                let s = &r.summary;
+                println!("[workspace-patch] workspace_id={} total={} added={} modified={} deleted={}", r.workspace_id, s.total, s.added, s.modified, s.deleted)
+            })
+        }
+        W::Disk(DiskCommand::Export { id, output, json }) => emit(json.json, &pyro.export_workspace_disk(&id.workspace_id, &output)?, |r| {
+            println!("[workspace-disk-export] workspace_id={} output_path={} disk_format={} size_bytes={}", r.workspace_id, r.output_path.display(), r.disk_format, r.size_bytes)
+        }),
+        W::Disk(DiskCommand::List(a)) => emit(a.json.json, &pyro.list_workspace_disk(&a.id.workspace_id, &a.path, a.recursive)?, |l| {
+            println!("Disk path: {} (recursive={})", l.path, if l.recursive { "yes" } else { "no" });
+            for e in &l.entries {
+                let target = e.link_target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
+                println!("{} [{}] size={} mode={}{target}", e.path, e.artifact_type, e.size_bytes, e.mode);
+            }
+        }),
+        W::Disk(DiskCommand::Read(a)) => {
+            let r = pyro.read_workspace_disk(&a.id.workspace_id, &a.path, a.max_bytes)?;
+            emit(a.json, &r, |r| {
+                print!("{}", r.content);
+                if !a.content_only {
+                    if !r.content.ends_with('\n') {
+                        println!();
+                    }
+                    eprintln!("[workspace-disk-read] workspace_id={} path={} size_bytes={} truncated={}", r.workspace_id, r.path, r.size_bytes, if r.truncated { "yes" } else { "no" });
+                }
+            })
+        }
+        W::Diff(a) => emit(a.json.json, &pyro.diff_workspace(&a.id.workspace_id).await?, |d| {
+            let s = &d.diff.summary;
+            if !d.diff.changed {
+                println!("No workspace changes.");
+                return;
+            }
+            println!(
+                "[workspace-diff] workspace_id={} total={} added={} modified={} deleted={} type_changed={} text_patched={} non_text={}",
+                d.workspace_id, s.total, s.added, s.modified, s.deleted, s.type_changed, s.text_patched, s.non_text
+            );
+            print!("{}", d.diff.patch);
+        }),
+        W::Snapshot(SnapshotCommand::Create(a)) => emit(a.json.json, &pyro.create_snapshot(&a.id.workspace_id, &a.snapshot_name).await?, |r| {
+            println!("[workspace-snapshot-create] workspace_id={} snapshot_name={} size_bytes={}", r.workspace_id, r.snapshot.snapshot_name, r.snapshot.size_bytes)
+        }),
+        W::Snapshot(SnapshotCommand::List(a)) => emit(a.json.json, &pyro.list_snapshots(&a.id.workspace_id)?, |l| {
+            for s in &l.snapshots {
+                println!("{} [{}] created_at={} size_bytes={}", s.snapshot_name, s.kind, s.created_at, s.size_bytes);
+            }
+        }),
+        W::Snapshot(SnapshotCommand::Delete(a)) => emit(a.json.json, &pyro.delete_snapshot(&a.id.workspace_id, &a.snapshot_name)?, |r| {
+            println!("[workspace-snapshot-delete] workspace_id={} snapshot_name={} deleted=yes", r.workspace_id, r.snapshot.snapshot_name)
+        }),
+        W::Reset(a) => emit(a.json.json, &pyro.reset_workspace(&a.id.workspace_id, &a.snapshot).await?, |r| {
+            print_status("Reset workspace", &r.status);
+            println!("Restored snapshot: {}", r.workspace_reset.snapshot_name);
+        }),
+        W::Service(_) => return Err(not_yet("workspace service", "the shells and services issue")),
+        W::Shell(_) => return Err(not_yet("workspace shell", "the shells and services issue")),
+        W::Status(a) => emit(a.json.json, &pyro.status_workspace(&a.id.workspace_id)?, |s| print_status("Workspace", s)),
+        W::Update(a) => {
+            let change = UpdateWorkspace { name: a.name, clear_name: a.clear_name, labels: parse_labels(&a.labels)?, clear_labels: a.clear_labels };
+            emit(a.json.json, &pyro.update_workspace(&a.id.workspace_id, &change)?, |s| print_status("Workspace", s))
+        }
+        W::Logs(a) => emit(a.json.json, &pyro.logs_workspace(&a.id.workspace_id)?, |logs| {
+            if logs.entries.is_empty() {
+                println!("No workspace logs found.");
+            }
+            for e in &logs.entries {
+                println!("#{} exit_code={} duration_ms={} cwd={}", e.summary.sequence, e.summary.exit_code, e.summary.duration_ms, e.summary.cwd);
+                println!("$ {}", e.summary.command);
+                let _ = std::io::stdout().write_all(&e.stdout);
+                if !e.stdout.is_empty() && !e.stdout.ends_with(b"\n") {
+                    println!();
+                }
+                let _ = std::io::stderr().write_all(&e.stderr);
+            }
+        }),
+        W::Delete(a) => emit(a.json.json, &pyro.delete_workspace(&a.id.workspace_id).await?, |r| println!("Deleted workspace: {}", r.workspace_id)),
+    }
+    Ok(0)
+}
+
+/// Parses repeated `KEY=VALUE` labels (later duplicates win).
+fn parse_labels(pairs: &[String]) -> Result<BTreeMap<String, String>> {
+    pairs
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+            _ => Err(Error::InvalidArgument("workspace labels must use KEY=VALUE".into())),
+        })
+        .collect()
+}
+
+/// Reads a host text file named by `flag`, with one-line errors.
+fn read_text_file(flag: &str, path: &Path) -> Result<String> {
+    if path.as_os_str().is_empty() {
+        return Err(Error::InvalidArgument(format!("{flag} must not be empty")));
+    }
+    if path.is_dir() {
+        return Err(Error::InvalidArgument(format!("{flag} must point to a file, not a directory: {}", path.display())));
+    }
+    let bytes = std::fs::read(path).map_err(|_| Error::InvalidArgument(format!("{flag} file not found: {}", path.display())))?;
+    String::from_utf8(bytes).map_err(|_| Error::InvalidArgument(format!("{flag} must contain UTF-8 text: {}", path.display())))
+}
+
+fn join_labels(labels: &BTreeMap<String, String>, sep: &str) -> String {
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(sep)
+}
+
+fn print_status(action: &str, s: &WorkspaceStatus) {
+    println!("{action} ID: {}", s.workspace_id);
+    if let Some(name) = &s.name {
+        println!("Name: {name}");
+    }
+    if !s.labels.is_empty() {
+        println!("Labels: {}", join_labels(&s.labels, ", "));
+    }
+    println!("Environment: {}", s.environment);
+    println!("State: {}", s.state);
+    println!("Workspace: {}", s.workspace_path);
+    println!("Last activity at: {}", s.last_activity_at);
+    println!("Network policy: {}", s.network_policy);
+    match &s.workspace_seed.seed_path {
+        Some(path) => println!("Workspace seed: {} from {}", s.workspace_seed.mode, path.display()),
+        None => println!("Workspace seed: {}", s.workspace_seed.mode),
+    }
+    println!("Execution mode: {} ({})", s.execution_mode, s.backend);
+    println!("Resources: {} vCPU / {} MiB", s.vcpu_count, s.mem_mib);
+    println!("Command count: {}", s.command_count);
+    println!("Reset count: {}", s.reset_count);
+    if let Some(at) = s.last_reset_at {
+        println!("Last reset at: {at}");
+    }
+    println!("Services: {}/{} running", s.running_service_count, s.service_count);
+    if let Some(last) = &s.last_command {
+        println!("Last command: {} (exit_code={})", last.command, last.exit_code);
+    }
+    if let Some(error) = &s.last_error {
+        println!("Last error: {error}");
+    }
+}

@@ -471,9 +471,8 @@ impl MemberRules {
         }
         let name = entry.path_bytes();
         let link = entry.link_name_bytes();
-        let mode = header
-            .mode()
-            .map_err(|e| invalid(format!("invalid mode for archive member {}: {e}", lossy(&name))))?;
+        // An unparsable mode (some writers leave the field blank) gets the usual default.
+        let mode = header.mode().unwrap_or(if kind.is_dir() { 0o755 } else { 0o644 });
         let mtime = header.mtime().unwrap_or(0);
         self.check(&name, kind, link.as_deref(), mode & 0o7777, mtime, entry.size())
     }

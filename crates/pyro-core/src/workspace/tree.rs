@@ -406,3 +406,320 @@ fn push_line(out: &mut String, prefix: char, line: &str) {
         out.push_str("\n\\ No newline at end of file\n");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+    use std::process::Command;
+    use tar::{EntryType, Header};
+
+    fn file(text: &str) -> Node {
+        Node::File { bytes: text.as_bytes().to_vec(), mode: 0o644 }
+    }
+
+    fn exe(text: &str) -> Node {
+        Node::File { bytes: text.as_bytes().to_vec(), mode: 0o755 }
+    }
+
+    fn link(target: &str) -> Node {
+        Node::Symlink { target: target.into() }
+    }
+
+    fn dir() -> Node {
+        Node::Dir { mode: 0o755 }
+    }
+
+    fn tree(items: &[(&str, Node)]) -> Tree {
+        Tree(items.iter().map(|(k, v)| (k.to_string(), v.clone())).collect())
+    }
+
+    fn statuses(d: &TreeDiff) -> Vec<(&str, DiffStatus, ArtifactType, bool)> {
+        d.entries.iter().map(|e| (e.path.as_str(), e.status, e.artifact_type, e.text_patch.is_some())).collect()
+    }
+
+    #[test]
+    fn tree_from_tar_resolves_hard_links_and_keeps_symlinks() {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut add = |name: &str, kind: EntryType, mode: u32, link: Option<&str>, data: &[u8]| {
+            let mut h = Header::new_ustar();
+            h.set_entry_type(kind);
+            h.set_mode(mode);
+            h.set_size(data.len() as u64);
+            match link {
+                Some(l) => builder.append_link(&mut h, name, l).unwrap(),
+                None => builder.append_data(&mut h, name, data).unwrap(),
+            }
+        };
+        add("./", EntryType::Directory, 0o755, None, b"");
+        add("./src/", EntryType::Directory, 0o750, None, b"");
+        add("./src/main.sh", EntryType::Regular, 0o755, None, b"echo hi\n");
+        add("bin/run", EntryType::Link, 0o755, Some("src/main.sh"), b"");
+        add("abs", EntryType::Symlink, 0o777, Some("/usr/bin/python3"), b"");
+        add("rel", EntryType::Symlink, 0o777, Some("../outside"), b"");
+        let bytes = builder.into_inner().unwrap();
+        let t = Tree::from_tar(bytes.as_slice()).unwrap();
+        assert_eq!(
+            t,
+            tree(&[
+                ("abs", link("/usr/bin/python3")),
+                ("bin/run", exe("echo hi\n")),
+                ("rel", link("../outside")),
+                ("src", Node::Dir { mode: 0o750 }),
+                ("src/main.sh", exe("echo hi\n")),
+            ])
+        );
+
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut h = Header::new_gnu();
+        h.set_entry_type(EntryType::Link);
+        h.set_size(0);
+        builder.append_link(&mut h, "x", "missing").unwrap();
+        let err = Tree::from_tar(builder.into_inner().unwrap().as_slice()).unwrap_err();
+        assert_eq!(err.to_string(), "hard link x must point at an earlier file member: missing");
+    }
+
+    #[test]
+    fn diff_classifies_every_kind_of_change() {
+        let baseline = tree(&[
+            ("bin.dat", Node::File { bytes: vec![0, 1, 2], mode: 0o644 }),
+            ("gone.txt", file("bye\n")),
+            ("kept/", dir()),
+            ("kept/same.txt", file("same\n")),
+            ("leaf", dir()),
+            ("link", link("a")),
+            ("mode.sh", file("x\n")),
+            ("nonempty", dir()),
+            ("nonempty/f", file("f\n")),
+            ("text.txt", file("one\ntwo\n")),
+            ("turns-dir", file("t\n")),
+        ]);
+        let current = tree(&[
+            ("bin.dat", Node::File { bytes: vec![0, 1, 3], mode: 0o644 }),
+            ("kept/", dir()),
+            ("kept/same.txt", file("same\n")),
+            ("link", link("b")),
+            ("mode.sh", exe("x\n")),
+            ("new-empty", dir()),
+            ("new.txt", file("new\n")),
+            ("nonempty", Node::Dir { mode: 0o700 }),
+            ("nonempty/f", file("f\n")),
+            ("text.txt", file("one\nthree")),
+            ("turns-dir", dir()),
+            ("turns-dir/inner", file("i\n")),
+        ]);
+        let d = diff(&baseline, &current);
+        assert!(d.changed);
+        use ArtifactType as A;
+        use DiffStatus as S;
+        assert_eq!(
+            statuses(&d),
+            [
+                ("/workspace/bin.dat", S::Modified, A::File, false),
+                ("/workspace/gone.txt", S::Deleted, A::File, true),
+                ("/workspace/leaf", S::Deleted, A::Directory, false),
+                ("/workspace/link", S::Modified, A::Symlink, false),
+                ("/workspace/mode.sh", S::Modified, A::File, true),
+                ("/workspace/new-empty", S::Added, A::Directory, false),
+                ("/workspace/new.txt", S::Added, A::File, true),
+                ("/workspace/text.txt", S::Modified, A::File, true),
+                // A file replaced by a non-empty directory: the directory is no entry, so
+                // the file is deleted and the directory's contents are added.
+                ("/workspace/turns-dir", S::Deleted, A::File, true),
+                ("/workspace/turns-dir/inner", S::Added, A::File, true),
+            ]
+        );
+        let s = d.summary;
+        assert_eq!((s.total, s.added, s.modified, s.deleted, s.type_changed), (10, 3, 4, 3, 0));
+        assert_eq!((s.text_patched, s.non_text), (6, 4));
+        let mode_patch = d.entries[4].text_patch.as_deref().unwrap();
+        assert_eq!(mode_patch, "diff --git a/mode.sh b/mode.sh\nold mode 100644\nnew mode 100755\n");
+        let text_patch = d.entries[7].text_patch.as_deref().unwrap();
+        assert_eq!(
+            text_patch,
+            "diff --git a/text.txt b/text.txt\n--- a/text.txt\n+++ b/text.txt\n@@ -1,2 +1,2 @@\n one\n-two\n+three\n\\ No newline at end of file\n"
+        );
+        assert_eq!(
+            d.entries[1].text_patch.as_deref().unwrap(),
+            "diff --git a/gone.txt b/gone.txt\ndeleted file mode 100644\n--- a/gone.txt\n+++ /dev/null\n@@ -1 +0,0 @@\n-bye\n"
+        );
+        assert_eq!(d.patch, d.entries.iter().filter_map(|e| e.text_patch.clone()).collect::<String>());
+        let json = serde_json::to_value(&d).unwrap();
+        assert_eq!(json["entries"][0]["status"], "modified");
+        assert_eq!(json["entries"][2]["artifact_type"], "directory");
+        assert_eq!(json["summary"]["text_patched"], 6);
+    }
+
+    #[test]
+    fn type_changes_empty_files_and_no_change() {
+        let baseline = tree(&[("a", file("x\n")), ("b", link("t")), ("c", dir()), ("e", file(""))]);
+        let current = tree(&[("a", link("x")), ("b", file("t\n")), ("c", file("")), ("f", Node::File { bytes: vec![], mode: 0o755 })]);
+        let d = diff(&baseline, &current);
+        use ArtifactType as A;
+        use DiffStatus as S;
+        assert_eq!(
+            statuses(&d),
+            [
+                ("/workspace/a", S::TypeChanged, A::Symlink, false),
+                ("/workspace/b", S::TypeChanged, A::File, false),
+                ("/workspace/c", S::TypeChanged, A::File, false),
+                ("/workspace/e", S::Deleted, A::File, true),
+                ("/workspace/f", S::Added, A::File, true),
+            ]
+        );
+        assert_eq!(d.entries[3].text_patch.as_deref(), Some("diff --git a/e b/e\ndeleted file mode 100644\n"));
+        assert_eq!(d.entries[4].text_patch.as_deref(), Some("diff --git a/f b/f\nnew file mode 100755\n"));
+        assert_eq!(d.summary.type_changed, 3);
+
+        let same = diff(&baseline, &baseline.clone());
+        assert!(!same.changed);
+        assert_eq!(same.summary, DiffSummary::default());
+        assert_eq!(same.patch, "");
+        // Permission bits other than the executable bit are not a change (git cannot
+        // carry them), neither are directory modes.
+        let d = diff(&tree(&[("a", file("x")), ("d", dir())]), &tree(&[("a", Node::File { bytes: b"x".to_vec(), mode: 0o600 }), ("d", Node::Dir { mode: 0o700 })]));
+        assert!(!d.changed);
+    }
+
+    #[test]
+    fn binary_and_non_utf8_files_are_non_text() {
+        let baseline = tree(&[("a.bin", Node::File { bytes: b"\xff\xfe".to_vec(), mode: 0o644 }), ("z", file("nul"))]);
+        let current = tree(&[
+            ("a.bin", Node::File { bytes: b"\xff\xfd".to_vec(), mode: 0o755 }),
+            ("n.bin", Node::File { bytes: b"a\0b".to_vec(), mode: 0o644 }),
+            ("z", Node::File { bytes: b"nul\0".to_vec(), mode: 0o644 }),
+        ]);
+        let d = diff(&baseline, &current);
+        assert!(d.entries.iter().all(|e| e.text_patch.is_none()));
+        assert_eq!((d.summary.text_patched, d.summary.non_text), (0, 3));
+        assert_eq!(d.patch, "");
+        // A binary file whose only change is the executable bit still gets a mode patch.
+        let d = diff(&tree(&[("b", Node::File { bytes: vec![0], mode: 0o644 })]), &tree(&[("b", Node::File { bytes: vec![0], mode: 0o755 })]));
+        assert_eq!(d.patch, "diff --git a/b b/b\nold mode 100644\nnew mode 100755\n");
+    }
+
+    #[test]
+    fn hunks_have_three_lines_of_context_and_standard_headers() {
+        let old: String = (1..=20).map(|i| format!("line {i}\n")).collect();
+        let new = old.replace("line 2\n", "line two\n").replace("line 18\n", "").replace("line 10\n", "line 10\nextra\n");
+        let d = diff(&tree(&[("f", file(&old))]), &tree(&[("f", file(&new))]));
+        let patch = d.patch;
+        let headers: Vec<&str> = patch.lines().filter(|l| l.starts_with("@@")).collect();
+        assert_eq!(headers, ["@@ -1,5 +1,5 @@", "@@ -8,6 +8,7 @@", "@@ -15,6 +16,5 @@"]);
+        // Added file and a path needing quotes.
+        let d = diff(&Tree::default(), &tree(&[("we\"ird\tname", file("a\nb\n"))]));
+        assert_eq!(
+            d.patch,
+            "diff --git \"a/we\\\"ird\\tname\" \"b/we\\\"ird\\tname\"\nnew file mode 100644\n--- /dev/null\n+++ \"b/we\\\"ird\\tname\"\n@@ -0,0 +1,2 @@\n+a\n+b\n"
+        );
+    }
+
+    /// Writes `t`'s files into `dir` (text files only; symlinks and leaf dirs too).
+    fn materialise(dir: &Path, t: &Tree) {
+        for (rel, node) in t.nodes() {
+            let path = dir.join(rel);
+            match node {
+                Node::Dir { .. } => fs::create_dir_all(&path).unwrap(),
+                Node::File { bytes, mode } => {
+                    fs::create_dir_all(path.parent().unwrap()).unwrap();
+                    fs::write(&path, bytes).unwrap();
+                    fs::set_permissions(&path, fs::Permissions::from_mode(*mode)).unwrap();
+                }
+                Node::Symlink { target } => std::os::unix::fs::symlink(target, &path).unwrap(),
+            }
+        }
+    }
+
+    fn git(dir: &Path, args: &[&str]) {
+        let out = Command::new("git").args(args).current_dir(dir).output().expect("git runs");
+        assert!(out.status.success(), "git {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    #[test]
+    fn git_apply_reproduces_the_current_tree() {
+        let long: String = (1..=30).map(|i| format!("row {i}\n")).collect();
+        let baseline = tree(&[
+            ("README.md", file("# Title\n\nsome text\n")),
+            ("src/app.py", file(&long)),
+            ("src/nonl.txt", file("a\nb\nc")),
+            ("src/addnl.txt", file("a\nb")),
+            ("crlf.txt", file("one\r\ntwo\r\nthree\r\n")),
+            ("cr.txt", file("a\rb\nc\n")),
+            ("old.txt", file("remove me\nplease")),
+            ("empty-gone", file("")),
+            ("dir with space/f.txt", file("x\n")),
+            ("tool.sh", file("#!/bin/sh\necho 1\n")),
+            ("chmod-only.sh", file("#!/bin/sh\n")),
+            ("unexec.sh", exe("#!/bin/sh\n")),
+            ("becomes-empty.txt", file("content\n")),
+            ("ünïcode.txt", file("é\n")),
+        ]);
+        let changed_long = long.replace("row 3\n", "row three\n").replace("row 25\n", "").replace("row 30\n", "row 30");
+        let current = tree(&[
+            ("README.md", file("# Title\n\nsome text\nmore\n")),
+            ("src/app.py", file(&changed_long)),
+            ("src/nonl.txt", file("a\nB\nc")),
+            ("src/addnl.txt", file("a\nb\n")),
+            ("crlf.txt", file("one\r\n2\r\nthree\r\n")),
+            ("cr.txt", file("a\rB\nc\n")),
+            ("new/nested/file.rs", file("fn main() {}")),
+            ("new-empty.txt", file("")),
+            ("dir with space/f.txt", file("y\n")),
+            ("tool.sh", exe("#!/bin/sh\necho 2\n")),
+            ("chmod-only.sh", exe("#!/bin/sh\n")),
+            ("unexec.sh", file("#!/bin/sh\n")),
+            ("becomes-empty.txt", file("")),
+            ("ünïcode.txt", file("ê\n")),
+        ]);
+        let d = diff(&baseline, &current);
+        assert_eq!(d.summary.non_text, 0, "{:#?}", d.entries);
+        assert_eq!(d.summary.text_patched, d.summary.total);
+
+        let tmp = tempfile::tempdir().unwrap();
+        let repo = tmp.path();
+        git(repo, &["init", "-q"]);
+        git(repo, &["config", "core.autocrlf", "false"]);
+        materialise(repo, &baseline);
+        fs::write(repo.join(".git/patch.diff"), &d.patch).unwrap();
+        git(repo, &["apply", "--whitespace=nowarn", ".git/patch.diff"]);
+
+        let mut on_disk = Vec::new();
+        for entry in walk(repo) {
+            let rel = entry.strip_prefix(repo).unwrap().to_str().unwrap().to_string();
+            if rel.starts_with(".git") || entry.is_dir() {
+                continue;
+            }
+            let meta = fs::metadata(&entry).unwrap();
+            on_disk.push((rel, fs::read(&entry).unwrap(), meta.permissions().mode() & 0o100 != 0));
+        }
+        on_disk.sort();
+        let expected: Vec<_> = current
+            .nodes()
+            .iter()
+            .map(|(rel, node)| match node {
+                Node::File { bytes, mode } => (rel.clone(), bytes.clone(), mode & 0o100 != 0),
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(on_disk, expected);
+        // And the patch applies in reverse back to the baseline.
+        git(repo, &["apply", "-R", ".git/patch.diff"]);
+        assert_eq!(fs::read(repo.join("src/app.py")).unwrap(), long.as_bytes());
+        assert!(!repo.join("new-empty.txt").exists());
+        assert!(repo.join("empty-gone").exists());
+    }
+
+    fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                out.extend(walk(&path));
+            }
+            out.push(path);
+        }
+        out
+    }
+}

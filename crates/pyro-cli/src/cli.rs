@@ -358,7 +358,7 @@ pub enum FileCommand {
         /// Path under `/workspace`.
         path: String,
         /// The new content.
-        #[arg(long, required_unless_present = "text_file", conflicts_with = "text_file")]
+        #[arg(long, required_unless_present = "text_file", conflicts_with = "text_file", allow_hyphen_values = true)]
         text: Option<String>,
         /// Host file holding the new content.
         #[arg(long)]
@@ -422,8 +422,8 @@ pub enum PatchCommand {
     Apply {
         #[command(flatten)]
         id: WorkspaceId,
-        /// Patch text.
-        #[arg(long, required_unless_present = "patch_file", conflicts_with = "patch_file")]
+        /// Patch text (usually starts with `---`).
+        #[arg(long, required_unless_present = "patch_file", conflicts_with = "patch_file", allow_hyphen_values = true)]
         patch: Option<String>,
         /// Host file holding the patch.
         #[arg(long)]
@@ -638,7 +638,7 @@ pub enum ShellCommand {
         #[command(flatten)]
         shell: ShellIdArgs,
         /// Text to send.
-        #[arg(long)]
+        #[arg(long, allow_hyphen_values = true)]
         input: String,
         /// Do not append a newline.
         #[arg(long)]

@@ -27,9 +27,7 @@ impl Sandbox {
 
     /// Runs `pyro workspace ARGS --json` and returns the JSON, failing with diagnostics.
     fn ws(&self, args: &[&str]) -> Value {
-        let mut full = vec!["workspace"];
-        full.extend_from_slice(args);
-        full.push("--json");
+        let full = with_json(args);
         let out = self.raw(&full);
         let text = String::from_utf8_lossy(&out.stdout);
         let value: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("pyro {full:?} printed no JSON: {text}\nstderr: {}\n{}", String::from_utf8_lossy(&out.stderr), self.diagnostics()));
@@ -39,9 +37,7 @@ impl Sandbox {
 
     /// Runs `pyro workspace ARGS --json` expecting a failure; returns the error message.
     fn ws_err(&self, args: &[&str]) -> String {
-        let mut full = vec!["workspace"];
-        full.extend_from_slice(args);
-        full.push("--json");
+        let full = with_json(args);
         let out = self.raw(&full);
         assert_eq!(out.status.code(), Some(1), "pyro {full:?} should fail: {}", String::from_utf8_lossy(&out.stdout));
         let value: Value = serde_json::from_slice(&out.stdout).expect("JSON error");
@@ -88,6 +84,16 @@ impl Sandbox {
         }
         out
     }
+}
+
+/// `workspace ARGS --json`, with `--json` before a trailing `-- CMD`.
+fn with_json<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let split = args.iter().position(|a| *a == "--").unwrap_or(args.len());
+    let mut full = vec!["workspace"];
+    full.extend_from_slice(&args[..split]);
+    full.push("--json");
+    full.extend_from_slice(&args[split..]);
+    full
 }
 
 impl Drop for Sandbox {
@@ -234,7 +240,7 @@ fn modes_git_patches_and_crash_recovery() {
     let patch = "diff --git a/new.sh b/new.sh\nnew file mode 100755\nindex 0000000..1111111\n--- /dev/null\n+++ b/new.sh\n@@ -0,0 +1 @@\n+echo new\n\\ No newline at end of file\ndiff --git a/old.txt b/old.txt\ndeleted file mode 100644\nindex 2222222..0000000\n--- a/old.txt\n+++ /dev/null\n@@ -1 +0,0 @@\n-bye\n";
     let applied = sb.ws(&["patch", "apply", &id, "--patch", patch]);
     assert_eq!((applied["summary"]["added"].clone(), applied["summary"]["deleted"].clone()), (Value::from(1), Value::from(1)));
-    assert_eq!(sb.ws(&["exec", &id, "--", "./new.sh; test ! -e old.txt && printf '|%s' \"$(wc -c < new.sh)\""])["stdout"], "new|8");
+    assert_eq!(sb.ws(&["exec", &id, "--", "./new.sh; test ! -e old.txt && printf '|%s' \"$(wc -c < new.sh)\""])["stdout"], "new\n|8");
 
     // All or nothing: the second file's context fails, so the first is not changed.
     let bad = "--- a/run.sh\n+++ b/run.sh\n@@ -1,2 +1,2 @@\n #!/bin/sh\n-echo two\n+echo three\n--- a/new.sh\n+++ b/new.sh\n@@ -1 +1 @@\n-no such line\n+x\n";
@@ -266,7 +272,7 @@ fn vmm_pid(state: &Path) -> Option<i32> {
     std::fs::read_dir("/proc").ok()?.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()).find(|pid| {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let text = String::from_utf8_lossy(&cmdline);
-        text.starts_with("qemu-system") && text.contains(&needle) || text.contains("firecracker") && text.contains(&needle)
+        (text.contains("qemu-system") || text.contains("firecracker")) && text.contains(&needle)
     })
 }
 

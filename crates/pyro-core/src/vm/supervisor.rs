@@ -155,13 +155,18 @@ pub async fn run(vm_dir: PathBuf) -> Result<()> {
     let _ = ready_tx.send(Some(Ok(hello)));
     let mut guest_reader = tokio::spawn(pump_guest(guest_read, relay.clone()));
 
+    let vmm_exit = |exit: std::io::Result<std::process::ExitStatus>| match exit {
+        Ok(s) if s.success() => None,
+        Ok(s) => Some(format!("the VMM exited unexpectedly ({s}); serial log: {}", serial_tail(&record))),
+        Err(e) => Some(format!("lost the VMM process: {e}")),
+    };
     let reason = tokio::select! {
-        exit = child.wait() => Some(match exit {
-            Ok(s) if s.success() => None,
-            Ok(s) => Some(format!("the VMM exited unexpectedly ({s}); serial log: {}", serial_tail(&record))),
-            Err(e) => Some(format!("lost the VMM process: {e}")),
+        exit = child.wait() => Some(vmm_exit(exit)),
+        _ = &mut guest_reader => Some(match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
+            // The channel usually closes because the VMM died; report that.
+            Ok(exit) => vmm_exit(exit),
+            Err(_) => Some(format!("the guest channel closed; serial log: {}", serial_tail(&record))),
         }),
-        _ = &mut guest_reader => Some(Some(format!("the guest channel closed; serial log: {}", serial_tail(&record)))),
         _ = ttl_expired(&record) => { status.error = Some("ttl expired".into()); None },
         _ = owner_gone(record.owner_pid) => { status.error = Some("owning process exited".into()); None },
         idle = idle_for(&relay, record.idle_stop_seconds) => { status.error = Some(format!("stopped after {idle}s without activity")); None },

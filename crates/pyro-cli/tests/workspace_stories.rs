@@ -22,7 +22,16 @@ impl Sandbox {
     }
 
     fn raw(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_pyro")).args(args).env("PYRO_STATE_DIR", self.state.path()).stdin(Stdio::null()).output().expect("pyro runs")
+        self.raw_env(args, &[])
+    }
+
+    fn raw_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pyro"));
+        cmd.args(args).env("PYRO_STATE_DIR", self.state.path()).stdin(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("pyro runs")
     }
 
     /// Runs `pyro workspace ARGS --json` and returns the JSON, failing with diagnostics.
@@ -265,6 +274,24 @@ fn modes_git_patches_and_crash_recovery() {
     assert!(status["last_error"].as_str().unwrap_or("").contains("VMM"), "{status}");
     assert_eq!(sb.ws(&["start", &id])["state"], "started");
     assert_eq!(sb.ws(&["exec", &id, "--", "cat new.sh"])["stdout"], "echo new");
+}
+
+#[test]
+#[ignore = "boots a real guest; run by scripts/test.sh"]
+fn idle_workspaces_stop_and_keep_their_data() {
+    let sb = Sandbox::new();
+    let seed = sb.seed("idle", &[("keep.txt", "kept\n", 0o644)]);
+    let out = sb.raw_env(&["workspace", "create", "debian:12-base", "--seed-path", seed.to_str().unwrap(), "--id-only"], &[("PYRO_WORKSPACE_IDLE_STOP_SECONDS", "3")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let status = wait_for(Duration::from_secs(60), || {
+        let s = sb.ws(&["status", &id]);
+        (s["state"] == "stopped").then_some(s)
+    })
+    .expect("an idle workspace is stopped");
+    assert!(status["last_error"].as_str().unwrap_or("").contains("without activity"), "{status}");
+    assert_eq!(sb.ws(&["start", &id])["state"], "started");
+    assert_eq!(sb.ws(&["file", "read", &id, "keep.txt"])["content"], "kept\n");
 }
 
 fn vmm_pid(state: &Path) -> Option<i32> {

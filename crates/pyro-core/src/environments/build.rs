@@ -21,6 +21,9 @@ const KERNEL_SCRIPT: &str = include_str!("../../../../images/kernel/build-kernel
 const KERNEL_CONFIG: &str = include_str!("../../../../images/kernel/microvm.config");
 const ROOTFS_SCRIPT: &str = include_str!("../../../../images/rootfs/build-rootfs.sh");
 
+/// `source` recorded for locally built installs.
+pub const LOCAL_BUILD_SOURCE: &str = "local-build";
+
 /// Where the agent lives inside every rootfs.
 pub const GUEST_AGENT_PATH: &str = "/opt/pyro/bin/pyro-agent";
 

@@ -286,8 +286,13 @@ impl EnvironmentStore {
         let root = self.root();
         std::fs::create_dir_all(&root).ctx("create", &root)?;
         let _lock = lock_file(&root.join(format!(".{}.lock", spec.install_dir_name())))?;
-        if !options.force && self.check(spec, false).0 == InstallState::Installed {
-            return Ok(PullReport { info: self.describe(spec, false), already_installed: true, duration_ms: elapsed_ms(started) });
+        if let (InstallState::Installed, Some(manifest)) = self.check(spec, false) {
+            if !options.force && !stale_local_build(&manifest) {
+                return Ok(PullReport { info: self.describe(spec, false), already_installed: true, duration_ms: elapsed_ms(started) });
+            }
+            if !options.force {
+                progress(&format!("[pull] {name} was built with a different pyro-agent; rebuilding it"));
+            }
         }
         let staging = tempfile::Builder::new()
             .prefix(&format!("{PARTIAL_PREFIX}{}-", spec.install_dir_name()))
@@ -335,7 +340,7 @@ impl EnvironmentStore {
         }
         progress(&format!("[pull] phase=build environment={}", spec.name));
         build::build_into(&self.dirs, spec, staging, progress).await?;
-        Ok(("local-build".into(), None))
+        Ok((build::LOCAL_BUILD_SOURCE.into(), None))
     }
 
     /// Deletes interrupted installs, unknown or outdated environment directories and
@@ -383,6 +388,14 @@ impl EnvironmentStore {
         let registry = oci::Registry::parse(location)?;
         registry.publish(installed.spec, &self.install_dir(installed.spec), progress).await
     }
+}
+
+/// A local build whose baked-in agent differs from the agent this pyro would bake now
+/// (after an upgrade or a rebuild of `pyro-agent`). Registry installs are left alone: the
+/// protocol version check at boot guards those.
+fn stale_local_build(manifest: &InstallManifest) -> bool {
+    manifest.source == build::LOCAL_BUILD_SOURCE
+        && crate::paths::agent_binary().and_then(|agent| sha256_file(&agent)).map(|current| current != manifest.agent_sha256).unwrap_or(false)
 }
 
 /// Whether a `.partial-<env>-*` directory belongs to a pull that still holds its lock.

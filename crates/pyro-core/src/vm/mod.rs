@@ -459,9 +459,8 @@ impl VmManager {
                 // A directory without a readable record is a VM whose creation was cut short.
                 Err(_) => !dir.join(CONTROL_SOCKET).exists(),
             };
-            if reap && self.delete_vm(&id, "expired").await.is_ok() {
-                deleted.push(id);
-            } else if reap && VmRecord::load(&dir).is_err() && std::fs::remove_dir_all(&dir).is_ok() {
+            let removed = reap && (self.delete_vm(&id, "expired").await.is_ok() || (VmRecord::load(&dir).is_err() && std::fs::remove_dir_all(&dir).is_ok()));
+            if removed {
                 deleted.push(id);
             }
         }

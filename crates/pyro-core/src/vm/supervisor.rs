@@ -111,7 +111,7 @@ pub fn is_alive(pid: u32, vm_dir: &Path) -> bool {
     // A zombie (state Z) has exited already.
     let state = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()).unwrap_or("");
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    state != "Z" && args.iter().any(|a| *a == b"__supervise") && args.iter().any(|a| *a == vm_dir.as_os_str().as_encoded_bytes())
+    state != "Z" && args.contains(&b"__supervise".as_slice()) && args.contains(&vm_dir.as_os_str().as_encoded_bytes())
 }
 
 /// Entry point of the supervisor process.

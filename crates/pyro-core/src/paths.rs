@@ -88,6 +88,27 @@ fn check_static(path: &Path) -> Result<PathBuf> {
     Ok(path.to_path_buf())
 }
 
+/// Environment variable naming the `pyro` executable that runs VM supervisors.
+pub const PYRO_BIN_ENV: &str = "PYRO_BIN";
+
+/// The `pyro` executable (supervisors run as `pyro __supervise`): `$PYRO_BIN`, the running
+/// executable when it is `pyro`, else a `pyro` beside it or one directory up (cargo puts
+/// tests and benches in `target/<profile>/deps/`).
+pub fn pyro_binary() -> Result<PathBuf> {
+    if let Some(path) = env_dir(PYRO_BIN_ENV) {
+        return Ok(path);
+    }
+    let exe = std::env::current_exe().map_err(|e| Error::io("locate", "the running executable", e))?;
+    if exe.file_name().is_some_and(|n| n == "pyro") {
+        return Ok(exe);
+    }
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    [dir.join("pyro"), dir.parent().unwrap_or(dir).join("pyro")]
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or_else(|| Error::NotInstalled(format!("cannot find the pyro executable next to {}; set {PYRO_BIN_ENV}", exe.display())))
+}
+
 /// True when `path` is a statically linked x86_64 ELF.
 pub fn is_static_elf(path: &Path) -> bool {
     std::fs::read(path).map(|bytes| crate::elf::is_static_x86_64(&bytes)).unwrap_or(false)

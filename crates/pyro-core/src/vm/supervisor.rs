@@ -87,7 +87,7 @@ pub fn boot_timeout() -> Duration {
 /// running `<pyro> __supervise <vm_dir>`; returns its pid.
 pub fn spawn(vm_dir: &Path) -> Result<u32> {
     use std::os::unix::process::CommandExt;
-    let exe = std::env::current_exe().map_err(|e| Error::io("locate", "the pyro executable", e))?;
+    let exe = crate::paths::pyro_binary()?;
     let log = std::fs::File::create(vm_dir.join("supervisor.log")).ctx("create", vm_dir.join("supervisor.log"))?;
     let mut command = std::process::Command::new(exe);
     command.arg("__supervise").arg(vm_dir).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(log);

@@ -23,8 +23,12 @@ pub enum Error {
     /// The environment is not installed (or its install is unusable).
     #[error("{0}")]
     NotInstalled(String),
+    /// An install exists but cannot be used (digest mismatch, missing artifact); it is
+    /// never repaired silently.
+    #[error("{0}")]
+    Unusable(String),
     /// A cached artifact no longer matches its recorded digest.
-    #[error("cached {artifact} of environment '{environment}' is corrupt: expected sha256 {expected}, found {actual}; run `pyro env pull {environment} --force` to reinstall")]
+    #[error("cached {artifact} of environment '{environment}' is corrupt: expected sha256 {expected}, found {actual}")]
     DigestMismatch {
         /// Environment name.
         environment: String,

@@ -192,7 +192,7 @@ impl EnvironmentStore {
                 return Err(Error::NotInstalled(format!("environment '{name}' is not installed; run `pyro env pull {name}`")))
             }
             (InstallState::Corrupt(problem), _) => {
-                return Err(Error::NotInstalled(format!("environment '{name}' is unusable: {problem}; run `pyro env pull {name} --force`")))
+                return Err(Error::Unusable(format!("environment '{name}' is unusable: {problem}; run `pyro env pull {name} --force`")))
             }
             (InstallState::Installed, None) => unreachable!("an installed environment always has a manifest"),
         };

@@ -79,3 +79,20 @@ fn a_cached_image_whose_digest_changed_is_reported_not_used() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("[error] environment 'debian:12-base' is unusable"), "{stderr}");
 }
+
+#[test]
+fn a_corrupt_workspace_record_breaks_only_its_own_row() {
+    let cache = tempfile::tempdir().unwrap();
+    let broken = cache.path().join("state/workspaces/0123456789ab");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(broken.join("workspace.json"), b"{ not json").unwrap();
+    let out = pyro(cache.path(), &["workspace", "list", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let list = json(&out);
+    assert_eq!(list["count"], 1);
+    assert_eq!(list["workspaces"][0]["state"], "error");
+    assert!(list["workspaces"][0]["error"].as_str().unwrap().contains("corrupt"));
+    let status = pyro(cache.path(), &["workspace", "status", "0123456789ab", "--json"]);
+    assert_eq!(status.status.code(), Some(1));
+    assert!(json(&status)["error"].as_str().unwrap().contains("is corrupt"));
+}

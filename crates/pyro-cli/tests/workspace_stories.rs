@@ -294,6 +294,32 @@ fn idle_workspaces_stop_and_keep_their_data() {
     assert_eq!(sb.ws(&["file", "read", &id, "keep.txt"])["content"], "kept\n");
 }
 
+#[test]
+#[ignore = "boots a real guest; run by scripts/test.sh"]
+fn concurrent_cli_processes_lose_nothing() {
+    let sb = Sandbox::new();
+    let seed = sb.seed("concurrent", &[("x", "x\n", 0o644)]);
+    let id = sb.create(&seed, "concurrent", &[]);
+    let spawn = |args: Vec<String>| Command::new(env!("CARGO_BIN_EXE_pyro")).args(args).env("PYRO_STATE_DIR", sb.state.path()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut children = Vec::new();
+    for i in 0..4 {
+        children.push(spawn(vec!["workspace".into(), "exec".into(), id.clone(), "--".into(), format!("echo run-{i}")]));
+        children.push(spawn(vec!["workspace".into(), "update".into(), id.clone(), "--label".into(), format!("k{i}=v{i}")]));
+    }
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let logs = sb.ws(&["logs", &id]);
+    let mut sequences: Vec<u64> = logs["entries"].as_array().unwrap().iter().map(|e| e["sequence"].as_u64().unwrap()).collect();
+    sequences.sort();
+    assert_eq!(sequences, vec![1, 2, 3, 4], "every exec recorded once, sequence numbers unique");
+    let labels = &sb.ws(&["status", &id])["labels"];
+    for i in 0..4 {
+        assert_eq!(labels[format!("k{i}")], format!("v{i}"), "{labels}");
+    }
+}
+
 fn vmm_pid(state: &Path) -> Option<i32> {
     let needle = state.to_string_lossy().into_owned();
     std::fs::read_dir("/proc").ok()?.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()).find(|pid| {

@@ -8,6 +8,7 @@
 //! so a slow request never blocks another one.
 
 mod frame;
+pub mod member_path;
 mod message;
 
 pub use frame::{read_frame, write_frame, Frame, FrameError, FrameKind, MAX_FRAME_PAYLOAD};

@@ -36,15 +36,15 @@ pub async fn run(pyro: &Pyro, args: RunArgs) -> Result<i32> {
     if json {
         print_json(&report);
     } else {
-        if report.stdout_truncated || report.stderr_truncated {
+        if report.output.stdout_truncated || report.output.stderr_truncated {
             eprintln!("[run] output truncated at {} bytes per stream", pyro_core::vm::DEFAULT_MAX_OUTPUT_BYTES);
         }
         eprintln!(
             "[run] environment={} execution_mode={} exit_code={} duration_ms={}",
-            report.environment, report.execution_mode, report.exit_code, report.duration_ms
+            report.environment, report.execution_mode, report.output.exit_code, report.output.duration_ms
         );
     }
-    Ok(report.exit_code)
+    Ok(report.output.exit_code)
 }
 
 /// Turns the words after `--` into one shell command line. A single word is taken as a

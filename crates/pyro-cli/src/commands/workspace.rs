@@ -89,13 +89,13 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand) -> Result<i32> {
                 return Err(not_yet("workspace exec --secret-env", "the secrets issue"));
             }
             let result = pyro.exec_workspace(&args.id.workspace_id, &command, args.timeout_seconds).await?;
-            let code = result.exit_code;
+            let code = result.output.exit_code;
             emit(args.json.json, &result, |r| {
-                let _ = std::io::stdout().write_all(&r.stdout);
-                let _ = std::io::stderr().write_all(&r.stderr);
+                let _ = std::io::stdout().write_all(&r.output.stdout);
+                let _ = std::io::stderr().write_all(&r.output.stderr);
                 eprintln!(
                     "[workspace-exec] workspace_id={} sequence={} cwd={} execution_mode={} exit_code={} duration_ms={}",
-                    r.workspace_id, r.sequence, r.cwd, r.execution_mode, r.exit_code, r.duration_ms
+                    r.workspace_id, r.sequence, r.cwd, r.execution_mode, r.output.exit_code, r.output.duration_ms
                 );
             });
             return Ok(code);

@@ -140,6 +140,25 @@ pub struct ExecReport {
     pub environment_version: String,
     /// The command as run by `/bin/sh -lc`.
     pub command: String,
+    /// What the command produced.
+    #[serde(flatten)]
+    pub output: CommandOutput,
+    /// `guest_vsock` or `host_compat`.
+    pub execution_mode: &'static str,
+    /// Backend that ran it.
+    pub backend: &'static str,
+    /// What happened to the VM afterwards.
+    pub cleanup: Cleanup,
+}
+
+/// Serialises bytes as (lossy) UTF-8 text for JSON results.
+pub(crate) fn lossy<S: serde::Serializer>(bytes: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&String::from_utf8_lossy(bytes))
+}
+
+/// What one command produced; shared by `pyro run` and workspace exec results.
+#[derive(Debug, Clone, Serialize)]
+pub struct CommandOutput {
     /// Standard output (lossy UTF-8 in JSON; raw bytes on the CLI's stdout).
     #[serde(serialize_with = "lossy")]
     pub stdout: Vec<u8>,
@@ -156,16 +175,21 @@ pub struct ExecReport {
     pub stdout_truncated: bool,
     /// Stderr exceeded the output cap.
     pub stderr_truncated: bool,
-    /// `guest_vsock` or `host_compat`.
-    pub execution_mode: &'static str,
-    /// Backend that ran it.
-    pub backend: &'static str,
-    /// What happened to the VM afterwards.
-    pub cleanup: Cleanup,
 }
 
-fn lossy<S: serde::Serializer>(bytes: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(&String::from_utf8_lossy(bytes))
+impl From<ExecOutput> for CommandOutput {
+    fn from(out: ExecOutput) -> Self {
+        let r = out.result;
+        Self {
+            stdout: out.stdout,
+            stderr: out.stderr,
+            exit_code: r.exit_code,
+            duration_ms: r.duration_ms,
+            timed_out: r.timed_out,
+            stdout_truncated: r.stdout_truncated,
+            stderr_truncated: r.stderr_truncated,
+        }
+    }
 }
 
 /// The auto-clean after an exec.
@@ -367,7 +391,7 @@ impl VmManager {
             timeout_ms: timeout_seconds.saturating_mul(1000),
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
         };
-        let ExecOutput { result, stdout, stderr } = client.exec_streaming(request, output).await.map_err(|e| Error::Vmm(guest_failure(&dir, e)))?;
+        let output = client.exec_streaming(request, output).await.map_err(|e| Error::Vmm(guest_failure(&dir, e)))?;
         drop(client);
         self.delete_vm(vm_id, "post_exec_cleanup").await?;
         Ok(ExecReport {
@@ -375,13 +399,7 @@ impl VmManager {
             environment: record.environment.clone(),
             environment_version: record.environment_version.clone(),
             command: command.into(),
-            stdout,
-            stderr,
-            exit_code: result.exit_code,
-            duration_ms: result.duration_ms,
-            timed_out: result.timed_out,
-            stdout_truncated: result.stdout_truncated,
-            stderr_truncated: result.stderr_truncated,
+            output: output.into(),
             execution_mode: record.backend.execution_mode(),
             backend: record.backend.name(),
             cleanup: Cleanup { vm_id: vm_id.into(), deleted: true, reason: "post_exec_cleanup" },

@@ -5,10 +5,9 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::net::UnixStream;
 
-use super::{remove_stale, Launched, LaunchSpec};
-use crate::error::{Error, IoContext, Result};
+use super::{connect_when_listening, remove_stale, Launched, LaunchSpec};
+use crate::error::{IoContext, Result};
 
 /// Starts `agent --listen-unix <channel socket> --cwd-root <vm_dir>/root` and connects.
 pub async fn launch(agent: &Path, spec: &LaunchSpec, connect_timeout: Duration) -> Result<Launched> {
@@ -29,18 +28,6 @@ pub async fn launch(agent: &Path, spec: &LaunchSpec, connect_timeout: Duration) 
         .kill_on_drop(true)
         .spawn()
         .ctx("start", agent)?;
-    let deadline = tokio::time::Instant::now() + connect_timeout;
-    loop {
-        if let Ok(stream) = UnixStream::connect(&socket).await {
-            return Ok(Launched { child, channel: stream });
-        }
-        if let Some(status) = child.try_wait().ctx("wait for", agent)? {
-            return Err(Error::Vmm(format!("host agent exited during startup ({status})")));
-        }
-        if tokio::time::Instant::now() >= deadline {
-            let _ = child.start_kill();
-            return Err(Error::Vmm("host agent did not open its socket in time".into()));
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let channel = connect_when_listening(&mut child, &socket, connect_timeout, "the host agent", &spec.serial_log()).await?;
+    Ok(Launched { child, channel })
 }

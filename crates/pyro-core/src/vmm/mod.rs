@@ -10,10 +10,13 @@ pub mod qemu;
 pub mod select;
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::net::UnixStream;
 use tokio::process::Child;
+
+use crate::error::{Error, Result};
 
 
 /// Which backend runs a VM.
@@ -128,6 +131,26 @@ pub struct Launched {
     pub child: Child,
     /// Connected byte stream to the guest agent.
     pub channel: UnixStream,
+}
+
+/// Connects to `socket` once the freshly spawned `child` (called `what` in errors) listens
+/// on it; fails early with the last line of `log` if the child exits first.
+pub(crate) async fn connect_when_listening(child: &mut Child, socket: &Path, timeout: Duration, what: &str, log: &Path) -> Result<UnixStream> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Ok(stream) = UnixStream::connect(socket).await {
+            return Ok(stream);
+        }
+        if let Some(status) = child.try_wait().map_err(|e| Error::Vmm(format!("cannot watch {what}: {e}")))? {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            return Err(Error::Vmm(format!("{what} exited during startup ({status}): {}", qemu::last_line(&text))));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let _ = child.start_kill();
+            return Err(Error::Vmm(format!("{what} did not open its agent socket within {}s", timeout.as_secs())));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Removes a stale socket path before a VMM binds it.

@@ -9,9 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::net::UnixStream;
 
-use super::{kernel_cmdline, remove_stale, Launched, LaunchSpec, RebootMethod};
+use super::{connect_when_listening, kernel_cmdline, remove_stale, Launched, LaunchSpec, RebootMethod};
 use crate::error::{Error, IoContext, Result};
 
 /// QEMU acceleration.
@@ -150,22 +149,8 @@ impl Qemu {
             .kill_on_drop(true)
             .spawn()
             .ctx("start", &self.binary)?;
-        let socket = spec.channel_socket();
-        let deadline = tokio::time::Instant::now() + connect_timeout;
-        loop {
-            if let Ok(stream) = UnixStream::connect(&socket).await {
-                return Ok(Launched { child, channel: stream });
-            }
-            if let Some(status) = child.try_wait().ctx("wait for", &self.binary)? {
-                let log = std::fs::read_to_string(spec.vm_dir.join("vmm.log")).unwrap_or_default();
-                return Err(Error::Vmm(format!("qemu exited during startup ({status}): {}", last_line(&log))));
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let _ = child.start_kill();
-                return Err(Error::Vmm(format!("qemu did not open its agent socket within {}s", connect_timeout.as_secs())));
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let channel = connect_when_listening(&mut child, &spec.channel_socket(), connect_timeout, "qemu", &spec.vm_dir.join("vmm.log")).await?;
+        Ok(Launched { child, channel })
     }
 }
 

@@ -14,6 +14,7 @@
 //! earlier non-directory member, and fifos/devices are refused. Everything is streamed:
 //! no archive is ever held in memory.
 
+use pyro_protocol::member_path::{dotdot_only_leading, normalize_relative, resolve_link_target};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
@@ -576,50 +577,6 @@ impl MemberRules {
     }
 }
 
-/// Normalises a `/`-separated relative name: empty and `.` components dropped, `..`
-/// removes the previous component. Fails (`Err(())`) for absolute names and names whose
-/// `..` would ever climb above the root.
-pub(crate) fn normalize_relative(name: &[u8]) -> Result<Vec<&[u8]>, ()> {
-    if name.first() == Some(&b'/') {
-        return Err(());
-    }
-    resolve_from(Vec::new(), name)
-}
-
-/// Resolves a relative symlink `target` from the directory `parent` (normal components).
-fn resolve_link_target<'a>(parent: &[&'a [u8]], target: &'a [u8]) -> Result<Vec<&'a [u8]>, ()> {
-    if target.first() == Some(&b'/') {
-        return Err(());
-    }
-    resolve_from(parent.to_vec(), target)
-}
-
-fn resolve_from<'a>(mut stack: Vec<&'a [u8]>, name: &'a [u8]) -> Result<Vec<&'a [u8]>, ()> {
-    for component in name.split(|&b| b == b'/') {
-        match component {
-            b"" | b"." => {}
-            b".." => {
-                stack.pop().ok_or(())?;
-            }
-            normal => stack.push(normal),
-        }
-    }
-    Ok(stack)
-}
-
-/// True when `..` appears only as leading components of a symlink target.
-fn dotdot_only_leading(target: &[u8]) -> bool {
-    let mut seen_normal = false;
-    for component in target.split(|&b| b == b'/') {
-        match component {
-            b"" | b"." => {}
-            b".." if seen_normal => return false,
-            b".." => {}
-            _ => seen_normal = true,
-        }
-    }
-    true
-}
 
 // ---------------------------------------------------------------------------------------
 // Export

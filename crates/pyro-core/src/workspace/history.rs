@@ -17,10 +17,10 @@ pub struct HistoryEntry {
     /// Unix seconds when recorded.
     pub recorded_at: f64,
     /// Stdout (lossy UTF-8 in JSON).
-    #[serde(skip_deserializing, serialize_with = "super::lossy")]
+    #[serde(skip_deserializing, serialize_with = "crate::vm::lossy")]
     pub stdout: Vec<u8>,
     /// Stderr.
-    #[serde(skip_deserializing, serialize_with = "super::lossy")]
+    #[serde(skip_deserializing, serialize_with = "crate::vm::lossy")]
     pub stderr: Vec<u8>,
 }
 

@@ -30,7 +30,7 @@ use crate::fsutil::{lock_file, unix_now};
 use crate::guest::{ExecRequest, GuestClient};
 use crate::paths::Dirs;
 use crate::vm::record::{new_id, validate_id, VmRecord, VmState};
-use crate::vm::{self, CreateVmOptions, VmManager, DEFAULT_MAX_OUTPUT_BYTES};
+use crate::vm::{self, CommandOutput, CreateVmOptions, VmManager, DEFAULT_MAX_OUTPUT_BYTES};
 use crate::vmm::{BackendKind, LaunchSpec};
 
 pub use self::history::HistoryEntry;
@@ -176,28 +176,11 @@ pub struct WorkspaceExec {
     pub cwd: &'static str,
     /// History sequence number.
     pub sequence: u64,
-    /// Stdout (lossy UTF-8 in JSON).
-    #[serde(serialize_with = "lossy")]
-    pub stdout: Vec<u8>,
-    /// Stderr.
-    #[serde(serialize_with = "lossy")]
-    pub stderr: Vec<u8>,
-    /// Exit code (124 on timeout).
-    pub exit_code: i32,
-    /// Guest wall time.
-    pub duration_ms: u64,
-    /// Hit the timeout.
-    pub timed_out: bool,
-    /// Stdout was capped.
-    pub stdout_truncated: bool,
-    /// Stderr was capped.
-    pub stderr_truncated: bool,
+    /// What the command produced.
+    #[serde(flatten)]
+    pub output: CommandOutput,
     /// `guest_vsock`.
     pub execution_mode: &'static str,
-}
-
-pub(crate) fn lossy<S: serde::Serializer>(bytes: &[u8], s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(&String::from_utf8_lossy(bytes))
 }
 
 /// Result of `workspace delete`.
@@ -604,13 +587,7 @@ impl WorkspaceManager {
             command: command.into(),
             cwd: WORKSPACE_ROOT,
             sequence,
-            stdout: out.stdout,
-            stderr: out.stderr,
-            exit_code: out.result.exit_code,
-            duration_ms: out.result.duration_ms,
-            timed_out: out.result.timed_out,
-            stdout_truncated: out.result.stdout_truncated,
-            stderr_truncated: out.result.stderr_truncated,
+            output: out.into(),
             execution_mode: "guest_vsock",
         })
     }

@@ -79,11 +79,18 @@ impl CreateVmOptions {
         if !(60..=86400).contains(&self.ttl_seconds) {
             return invalid("ttl_seconds must be between 60 and 86400");
         }
+        if self.backend == Some(BackendKind::HostCompat) && !self.allow_host_compat {
+            return Err(host_compat_needs_opt_in());
+        }
         if self.network {
             return Err(Error::NotYetAvailable("guest networking (--network) is not available in this build yet: it arrives with the networking issue".into()));
         }
         Ok(())
     }
+}
+
+fn host_compat_needs_opt_in() -> Error {
+    Error::InvalidArgument("the host_compat backend runs commands on the host without isolation; it needs --allow-host-compat".into())
 }
 
 /// What `status_vm` and the lifecycle calls return.
@@ -332,7 +339,7 @@ impl VmManager {
             None => backend_from_env()?,
         };
         if requested == Some(BackendKind::HostCompat) && !options.allow_host_compat {
-            return Err(Error::InvalidArgument("the host_compat backend runs commands on the host without isolation; it needs --allow-host-compat".into()));
+            return Err(host_compat_needs_opt_in());
         }
         let kernel_sha = installed.manifest.artifacts.get(crate::environments::KERNEL_FILE).map(|a| a.sha256.clone());
         let cache_file = self.dirs.cache.join("kvm-boot-check.json");

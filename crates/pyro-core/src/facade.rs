@@ -146,8 +146,8 @@ impl Pyro {
     }
 
     /// Workspaces, most recently active first.
-    pub fn list_workspaces(&self) -> Result<WorkspaceList> {
-        self.workspaces.list()
+    pub async fn list_workspaces(&self) -> Result<WorkspaceList> {
+        self.workspaces.list().await
     }
 
     /// Imports host content into a started workspace.
@@ -191,18 +191,18 @@ impl Pyro {
     }
 
     /// Copies a stopped workspace's disk as raw ext4.
-    pub fn export_workspace_disk(&self, workspace_id: &str, output_path: &Path) -> Result<DiskExported> {
-        self.workspaces.export_disk(workspace_id, output_path)
+    pub async fn export_workspace_disk(&self, workspace_id: &str, output_path: &Path) -> Result<DiskExported> {
+        self.workspaces.export_disk(workspace_id, output_path).await
     }
 
     /// Lists a path of a stopped workspace's disk offline.
-    pub fn list_workspace_disk(&self, workspace_id: &str, path: &str, recursive: bool) -> Result<DiskList> {
-        self.workspaces.list_disk(workspace_id, path, recursive)
+    pub async fn list_workspace_disk(&self, workspace_id: &str, path: &str, recursive: bool) -> Result<DiskList> {
+        self.workspaces.list_disk(workspace_id, path, recursive).await
     }
 
     /// Reads a file of a stopped workspace's disk offline.
-    pub fn read_workspace_disk(&self, workspace_id: &str, path: &str, max_bytes: u64) -> Result<DiskRead> {
-        self.workspaces.read_disk(workspace_id, path, max_bytes)
+    pub async fn read_workspace_disk(&self, workspace_id: &str, path: &str, max_bytes: u64) -> Result<DiskRead> {
+        self.workspaces.read_disk(workspace_id, path, max_bytes).await
     }
 
     /// Compares `/workspace` with its baseline.
@@ -216,13 +216,13 @@ impl Pyro {
     }
 
     /// Lists snapshots.
-    pub fn list_snapshots(&self, workspace_id: &str) -> Result<SnapshotList> {
-        self.workspaces.list_snapshots(workspace_id)
+    pub async fn list_snapshots(&self, workspace_id: &str) -> Result<SnapshotList> {
+        self.workspaces.list_snapshots(workspace_id).await
     }
 
     /// Deletes a named snapshot.
-    pub fn delete_snapshot(&self, workspace_id: &str, snapshot_name: &str) -> Result<SnapshotResult> {
-        self.workspaces.delete_snapshot(workspace_id, snapshot_name)
+    pub async fn delete_snapshot(&self, workspace_id: &str, snapshot_name: &str) -> Result<SnapshotResult> {
+        self.workspaces.delete_snapshot(workspace_id, snapshot_name).await
     }
 
     /// Recreates the sandbox and restores `/workspace` from a snapshot.
@@ -241,17 +241,17 @@ impl Pyro {
     }
 
     /// One workspace's status.
-    pub fn status_workspace(&self, workspace_id: &str) -> Result<WorkspaceStatus> {
-        self.workspaces.status(workspace_id)
+    pub async fn status_workspace(&self, workspace_id: &str) -> Result<WorkspaceStatus> {
+        self.workspaces.status(workspace_id).await
     }
 
     /// Changes name and labels.
-    pub fn update_workspace(&self, workspace_id: &str, change: &UpdateWorkspace) -> Result<WorkspaceStatus> {
-        self.workspaces.update(workspace_id, change)
+    pub async fn update_workspace(&self, workspace_id: &str, change: &UpdateWorkspace) -> Result<WorkspaceStatus> {
+        self.workspaces.update(workspace_id, change).await
     }
 
     /// Command history.
-    pub fn logs_workspace(&self, workspace_id: &str) -> Result<WorkspaceLogs> {
-        self.workspaces.logs(workspace_id)
+    pub async fn logs_workspace(&self, workspace_id: &str) -> Result<WorkspaceLogs> {
+        self.workspaces.logs(workspace_id).await
     }
 }

@@ -53,7 +53,7 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand) -> Result<i32> {
                 emit(args.json, &status, |s| print_status("Workspace", s));
             }
         }
-        W::List(flag) => emit(flag.json, &pyro.list_workspaces()?, |list| {
+        W::List(flag) => emit(flag.json, &pyro.list_workspaces().await?, |list| {
             if list.workspaces.is_empty() {
                 println!("No workspaces.");
             }
@@ -154,10 +154,10 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand) -> Result<i32> {
                 println!("[workspace-patch] workspace_id={} total={} added={} modified={} deleted={}", r.workspace_id, s.total, s.added, s.modified, s.deleted)
             })
         }
-        W::Disk(DiskCommand::Export { id, output, json }) => emit(json.json, &pyro.export_workspace_disk(&id.workspace_id, &output)?, |r| {
+        W::Disk(DiskCommand::Export { id, output, json }) => emit(json.json, &pyro.export_workspace_disk(&id.workspace_id, &output).await?, |r| {
             println!("[workspace-disk-export] workspace_id={} output_path={} disk_format={} size_bytes={}", r.workspace_id, r.output_path.display(), r.disk_format, r.size_bytes)
         }),
-        W::Disk(DiskCommand::List(a)) => emit(a.json.json, &pyro.list_workspace_disk(&a.id.workspace_id, &a.path, a.recursive)?, |l| {
+        W::Disk(DiskCommand::List(a)) => emit(a.json.json, &pyro.list_workspace_disk(&a.id.workspace_id, &a.path, a.recursive).await?, |l| {
             println!("Disk path: {} (recursive={})", l.path, if l.recursive { "yes" } else { "no" });
             for e in &l.entries {
                 let target = e.link_target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
@@ -165,7 +165,7 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand) -> Result<i32> {
             }
         }),
         W::Disk(DiskCommand::Read(a)) => {
-            let r = pyro.read_workspace_disk(&a.id.workspace_id, &a.path, a.max_bytes)?;
+            let r = pyro.read_workspace_disk(&a.id.workspace_id, &a.path, a.max_bytes).await?;
             emit(a.json, &r, |r| {
                 print!("{}", r.content);
                 if !a.content_only {
@@ -191,12 +191,12 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand) -> Result<i32> {
         W::Snapshot(SnapshotCommand::Create(a)) => emit(a.json.json, &pyro.create_snapshot(&a.id.workspace_id, &a.snapshot_name).await?, |r| {
             println!("[workspace-snapshot-create] workspace_id={} snapshot_name={} size_bytes={}", r.workspace_id, r.snapshot.snapshot_name, r.snapshot.size_bytes)
         }),
-        W::Snapshot(SnapshotCommand::List(a)) => emit(a.json.json, &pyro.list_snapshots(&a.id.workspace_id)?, |l| {
+        W::Snapshot(SnapshotCommand::List(a)) => emit(a.json.json, &pyro.list_snapshots(&a.id.workspace_id).await?, |l| {
             for s in &l.snapshots {
                 println!("{} [{}] created_at={} size_bytes={}", s.snapshot_name, s.kind, s.created_at, s.size_bytes);
             }
         }),
-        W::Snapshot(SnapshotCommand::Delete(a)) => emit(a.json.json, &pyro.delete_snapshot(&a.id.workspace_id, &a.snapshot_name)?, |r| {
+        W::Snapshot(SnapshotCommand::Delete(a)) => emit(a.json.json, &pyro.delete_snapshot(&a.id.workspace_id, &a.snapshot_name).await?, |r| {
             println!("[workspace-snapshot-delete] workspace_id={} snapshot_name={} deleted=yes", r.workspace_id, r.snapshot.snapshot_name)
         }),
         W::Reset(a) => emit(a.json.json, &pyro.reset_workspace(&a.id.workspace_id, &a.snapshot).await?, |r| {
@@ -205,12 +205,12 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand) -> Result<i32> {
         }),
         W::Service(_) => return Err(not_yet("workspace service", "the shells and services issue")),
         W::Shell(_) => return Err(not_yet("workspace shell", "the shells and services issue")),
-        W::Status(a) => emit(a.json.json, &pyro.status_workspace(&a.id.workspace_id)?, |s| print_status("Workspace", s)),
+        W::Status(a) => emit(a.json.json, &pyro.status_workspace(&a.id.workspace_id).await?, |s| print_status("Workspace", s)),
         W::Update(a) => {
             let change = UpdateWorkspace { name: a.name, clear_name: a.clear_name, labels: parse_labels(&a.labels)?, clear_labels: a.clear_labels };
-            emit(a.json.json, &pyro.update_workspace(&a.id.workspace_id, &change)?, |s| print_status("Workspace", s))
+            emit(a.json.json, &pyro.update_workspace(&a.id.workspace_id, &change).await?, |s| print_status("Workspace", s))
         }
-        W::Logs(a) => emit(a.json.json, &pyro.logs_workspace(&a.id.workspace_id)?, |logs| {
+        W::Logs(a) => emit(a.json.json, &pyro.logs_workspace(&a.id.workspace_id).await?, |logs| {
             if logs.entries.is_empty() {
                 println!("No workspace logs found.");
             }

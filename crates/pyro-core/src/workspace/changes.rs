@@ -100,7 +100,7 @@ fn read_tree(path: &Path) -> Result<Tree> {
 impl WorkspaceManager {
     /// Compares `/workspace` with the create-time baseline.
     pub async fn diff(&self, id: &str) -> Result<WorkspaceDiff> {
-        let ws = self.open(id)?;
+        let ws = self.open(id).await?;
         let client = self.guest(&ws, "workspace_diff").await?;
         let current = tempfile::NamedTempFile::new_in(&ws.dir).ctx("create temp file in", &ws.dir)?;
         export_tree(&client, current.path()).await?;
@@ -114,7 +114,7 @@ impl WorkspaceManager {
         if name == BASELINE {
             return Err(Error::InvalidArgument("snapshot name 'baseline' is reserved".into()));
         }
-        let ws = self.open(id)?;
+        let ws = self.open(id).await?;
         let dir = snapshots_dir(&ws.dir);
         let archive = dir.join(format!("{name}.tar"));
         if archive.exists() {
@@ -132,8 +132,8 @@ impl WorkspaceManager {
     }
 
     /// `baseline` plus the named snapshots.
-    pub fn list_snapshots(&self, id: &str) -> Result<SnapshotList> {
-        let ws = self.open(id)?;
+    pub async fn list_snapshots(&self, id: &str) -> Result<SnapshotList> {
+        let ws = self.open(id).await?;
         let mut snapshots = vec![self.baseline_info(&ws)];
         let mut named: Vec<SnapshotInfo> = std::fs::read_dir(snapshots_dir(&ws.dir))
             .into_iter()
@@ -163,11 +163,11 @@ impl WorkspaceManager {
     }
 
     /// Deletes a named snapshot (`baseline` cannot be deleted).
-    pub fn delete_snapshot(&self, id: &str, name: &str) -> Result<SnapshotResult> {
+    pub async fn delete_snapshot(&self, id: &str, name: &str) -> Result<SnapshotResult> {
         if name.trim() == BASELINE {
             return Err(Error::InvalidArgument("the baseline snapshot cannot be deleted".into()));
         }
-        let ws = self.open(id)?;
+        let ws = self.open(id).await?;
         let (info, archive) = self.snapshot(&ws, name.trim())?;
         std::fs::remove_file(&archive).ctx("remove", &archive)?;
         let meta = archive.with_extension("json");
@@ -179,7 +179,7 @@ impl WorkspaceManager {
     /// Recreates the sandbox from the environment and restores `/workspace` from a
     /// snapshot; history is cleared and `reset_count` bumped.
     pub async fn reset(&self, id: &str, snapshot: &str) -> Result<ResetResult> {
-        let ws = self.open(id)?;
+        let ws = self.open(id).await?;
         let (info, archive) = self.snapshot(&ws, snapshot.trim())?;
         let installed = self.vms.ensure_installed(&ws.record.environment, &|_: &str| {}).await?;
         let vm_record = VmRecord::load(&ws.vm_dir())?;

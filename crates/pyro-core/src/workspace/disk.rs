@@ -56,8 +56,8 @@ pub struct DiskRead {
 }
 
 impl WorkspaceManager {
-    fn stopped(&self, id: &str) -> Result<Workspace> {
-        let ws = self.open(id)?;
+    async fn stopped(&self, id: &str) -> Result<Workspace> {
+        let ws = self.open(id).await?;
         if ws.record.state != WorkspaceState::Stopped {
             return Err(Error::InvalidArgument(format!("workspace disk operations require state=stopped; stop it first with `pyro workspace stop {id}`")));
         }
@@ -68,8 +68,8 @@ impl WorkspaceManager {
     }
 
     /// Copies the stopped disk as raw ext4 to a new host path.
-    pub fn export_disk(&self, id: &str, output: &Path) -> Result<DiskExported> {
-        let ws = self.stopped(id)?;
+    pub async fn export_disk(&self, id: &str, output: &Path) -> Result<DiskExported> {
+        let ws = self.stopped(id).await?;
         let output = expand_user(output);
         if output.symlink_metadata().is_ok() {
             return Err(Error::InvalidArgument(format!("output_path already exists: {}", output.display())));
@@ -88,20 +88,20 @@ impl WorkspaceManager {
     }
 
     /// Lists a path of the stopped rootfs.
-    pub fn list_disk(&self, id: &str, path: &str, recursive: bool) -> Result<DiskList> {
+    pub async fn list_disk(&self, id: &str, path: &str, recursive: bool) -> Result<DiskList> {
         let path = normalize_disk_path(path)?;
-        let ws = self.stopped(id)?;
+        let ws = self.stopped(id).await?;
         let entries = DiskImage::open(&ws.disk())?.entries(&path, recursive)?;
         Ok(DiskList { workspace_id: id.into(), path, recursive, entries })
     }
 
     /// Reads a regular file of the stopped rootfs.
-    pub fn read_disk(&self, id: &str, path: &str, max_bytes: u64) -> Result<DiskRead> {
+    pub async fn read_disk(&self, id: &str, path: &str, max_bytes: u64) -> Result<DiskRead> {
         if max_bytes == 0 {
             return Err(Error::InvalidArgument("max_bytes must be positive".into()));
         }
         let path = normalize_disk_path(path)?;
-        let ws = self.stopped(id)?;
+        let ws = self.stopped(id).await?;
         let (bytes, size_bytes) = DiskImage::open(&ws.disk())?.read_prefix(&path, max_bytes)?;
         Ok(DiskRead { workspace_id: id.into(), path, size_bytes, max_bytes, truncated: size_bytes > bytes.len() as u64, content: String::from_utf8_lossy(&bytes).into_owned() })
     }

@@ -189,7 +189,7 @@ impl WorkspaceManager {
     /// Lists a path under `/workspace` (never following symlinks).
     pub async fn list_files(&self, id: &str, path: &str, recursive: bool) -> Result<FileList> {
         let path = normalize_workspace_path(path)?;
-        let ws = self.open(id)?;
+        let ws = self.open(id).await?;
         let listing = self.guest(&ws, "workspace_file_list").await?.list(&path, recursive).await.map_err(guest_error)?;
         let entries = if listing.root.kind == EntryKind::Directory { listing.entries.iter().map(FileEntry::from).collect() } else { vec![FileEntry::from(&listing.root)] };
         Ok(FileList { workspace_id: id.into(), path, recursive, entries, execution_mode: "guest_vsock" })
@@ -204,7 +204,7 @@ impl WorkspaceManager {
             return Err(Error::InvalidArgument(format!("max_bytes must be at most {MAX_TEXT_BYTES} bytes")));
         }
         let path = normalize_workspace_path(path)?;
-        let ws = self.open(id)?;
+        let ws = self.open(id).await?;
         let out = self.guest(&ws, "workspace_file_read").await?.read_file(&path, max_bytes).await.map_err(guest_error)?;
         let content = utf8_text(&out.content, out.truncated).ok_or_else(|| Error::InvalidArgument(format!("{path} is not UTF-8 text; use `pyro workspace export` for binary files")))?;
         Ok(FileRead { workspace_id: id.into(), path, size_bytes: out.size_bytes, max_bytes, content, truncated: out.truncated, execution_mode: "guest_vsock" })
@@ -219,7 +219,7 @@ impl WorkspaceManager {
         if path == super::WORKSPACE_ROOT {
             return Err(Error::InvalidArgument("workspace file write needs a file path, not /workspace itself".into()));
         }
-        let ws = self.open(id)?;
+        let ws = self.open(id).await?;
         let written = self.guest(&ws, "workspace_file_write").await?.write_file(&path, text.as_bytes(), None, true).await.map_err(guest_error)?;
         self.touch(id)?;
         Ok(FileWrite {
@@ -236,7 +236,7 @@ impl WorkspaceManager {
     /// patch that does not apply changes nothing.
     pub async fn apply_patch(&self, id: &str, patch: &str) -> Result<PatchApplied> {
         let patches = parse_patch(patch)?;
-        let ws = self.open(id)?;
+        let ws = self.open(id).await?;
         let client = self.guest(&ws, "workspace_patch_apply").await?;
         let mut current: HashMap<String, Option<Vec<u8>>> = HashMap::new();
         for file in &patches {
@@ -291,7 +291,7 @@ impl WorkspaceManager {
         if output.symlink_metadata().is_ok() {
             return Err(Error::InvalidArgument(format!("output_path already exists: {}", output.display())));
         }
-        let ws = self.open(id)?;
+        let ws = self.open(id).await?;
         let client = self.guest(&ws, "workspace_export").await?;
         let staging = tempfile::NamedTempFile::new_in(&ws.dir).ctx("create temp file in", &ws.dir)?;
         let sink = tokio::fs::File::create(staging.path()).await.ctx("create", staging.path())?;
@@ -304,7 +304,7 @@ impl WorkspaceManager {
     /// Imports a host directory or archive under `dest` (merging over what is there).
     pub async fn sync_push(&self, id: &str, source: &Path, dest: &str) -> Result<Synced> {
         let dest = normalize_destination(dest)?;
-        let ws = self.open(id)?;
+        let ws = self.open(id).await?;
         let prepared = archive::prepare_source(Some(source), &ws.dir)?;
         let client = self.guest(&ws, "workspace_sync_push").await?;
         run_checked(&client, &format!("mkdir -p -- {}", shell_quote(&dest))).await?;

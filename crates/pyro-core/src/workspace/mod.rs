@@ -254,14 +254,14 @@ impl WorkspaceManager {
         Ok(dir)
     }
 
-    /// Loads a workspace, reconciling a started record whose guest is gone.
-    pub(crate) fn open(&self, id: &str) -> Result<Workspace> {
+    /// Loads a workspace, reconciling a started record whose guest is gone. A workspace
+    /// whose explicit TTL has passed is deleted here (lazily, like the original).
+    pub(crate) async fn open(&self, id: &str) -> Result<Workspace> {
         let dir = self.dir_of(id)?;
         let mut record = WorkspaceRecord::load(&dir)?;
-        if let Some(expires) = record.expires_at {
-            if expires <= unix_now() {
-                return Err(Error::InvalidArgument(format!("workspace '{id}' expired; delete it with `pyro workspace delete {id}`")));
-            }
+        if record.expires_at.is_some_and(|expires| expires <= unix_now()) {
+            self.discard(&dir).await;
+            return Err(Error::InvalidArgument(format!("workspace '{id}' expired and was automatically deleted")));
         }
         if record.state == WorkspaceState::Started {
             let vm = vm::refreshed(&dir.join("vm"))?;
@@ -448,15 +448,16 @@ impl WorkspaceManager {
 
     /// All workspaces, most recently active first; an unreadable record is reported in
     /// its own row and does not break the listing.
-    pub fn list(&self) -> Result<WorkspaceList> {
+    pub async fn list(&self) -> Result<WorkspaceList> {
         let mut rows = Vec::new();
         for entry in std::fs::read_dir(self.root()).into_iter().flatten().flatten() {
             let id = entry.file_name().to_string_lossy().into_owned();
             if validate_id(&id).is_err() || !entry.path().join(record::RECORD_FILE).exists() {
                 continue;
             }
-            rows.push(match self.open(&id) {
+            rows.push(match self.open(&id).await {
                 Ok(ws) => summary_of(&ws.record),
+                Err(_) if !entry.path().exists() => continue, // expired and reaped just now
                 Err(e) => WorkspaceSummary {
                     workspace_id: id,
                     name: None,
@@ -480,20 +481,20 @@ impl WorkspaceManager {
     }
 
     /// One workspace's status.
-    pub fn status(&self, id: &str) -> Result<WorkspaceStatus> {
-        let ws = self.open(id)?;
+    pub async fn status(&self, id: &str) -> Result<WorkspaceStatus> {
+        let ws = self.open(id).await?;
         Ok(status_of(&ws.record, self.backend_of(&ws.dir)))
     }
 
     /// Changes name and labels.
-    pub fn update(&self, id: &str, change: &UpdateWorkspace) -> Result<WorkspaceStatus> {
+    pub async fn update(&self, id: &str, change: &UpdateWorkspace) -> Result<WorkspaceStatus> {
         if change.name.is_some() && change.clear_name {
             return Err(Error::InvalidArgument("name and clear_name cannot be used together".into()));
         }
         let name = change.name.as_deref().map(validate_name).transpose()?;
         let labels = validate_labels(&change.labels)?;
         let clear: Vec<String> = change.clear_labels.iter().map(|k| record::validate_label_key(k)).collect::<Result<_>>()?;
-        self.open(id)?;
+        self.open(id).await?;
         let (_, record) = self.update_record(id, |r| {
             if let Some(name) = name {
                 r.name = Some(name);
@@ -513,7 +514,7 @@ impl WorkspaceManager {
 
     /// Stops the guest, keeping the disk, snapshots and history.
     pub async fn stop(&self, id: &str) -> Result<WorkspaceStatus> {
-        let ws = self.open(id)?;
+        let ws = self.open(id).await?;
         let vm_record = VmRecord::load(&ws.vm_dir())?;
         vm::stop_supervisor(&vm_record).await;
         let _ = vm::refreshed(&ws.vm_dir());
@@ -528,7 +529,7 @@ impl WorkspaceManager {
 
     /// Boots a stopped workspace with `/workspace` intact.
     pub async fn start(&self, id: &str) -> Result<WorkspaceStatus> {
-        let ws = self.open(id)?;
+        let ws = self.open(id).await?;
         if ws.record.state == WorkspaceState::Stopped {
             if let Err(e) = self.boot(&ws).await {
                 self.update_record(id, |r| {
@@ -562,7 +563,7 @@ impl WorkspaceManager {
         if command.trim().is_empty() {
             return Err(Error::InvalidArgument("command must not be empty".into()));
         }
-        let ws = self.open(id)?;
+        let ws = self.open(id).await?;
         let client = self.guest(&ws, "workspace_exec").await?;
         let request = ExecRequest {
             command: command.into(),
@@ -593,8 +594,8 @@ impl WorkspaceManager {
     }
 
     /// Command history since the last reset.
-    pub fn logs(&self, id: &str) -> Result<history::WorkspaceLogs> {
-        let ws = self.open(id)?;
+    pub async fn logs(&self, id: &str) -> Result<history::WorkspaceLogs> {
+        let ws = self.open(id).await?;
         history::read(&ws.dir, id)
     }
 }

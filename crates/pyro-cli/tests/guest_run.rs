@@ -210,3 +210,37 @@ fn processes_mentioning(path: &Path) -> Vec<u32> {
         .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).map(|c| text(&c).contains(&needle)).unwrap_or(false))
         .collect()
 }
+
+#[test]
+#[ignore = "boots a real guest kernel; run by scripts/test.sh"]
+fn a_kernel_panic_is_reported_with_the_serial_log_not_as_a_timeout() {
+    use pyro_core::environments::{InstallManifest, MANIFEST_FILE};
+    // An install of debian:12-base whose rootfs has no init: our real kernel boots and panics.
+    let real = pyro_core::Pyro::from_env().unwrap().inspect_environment("debian:12-base", false).unwrap();
+    let kernel = real.kernel.expect("debian:12-base is installed (scripts/setup.sh)").path;
+    let cache = tempfile::tempdir().unwrap();
+    let dir = cache.path().join("environments/linux-x86_64/debian_12-base-1.0.0");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::copy(&kernel, dir.join("vmlinux")).unwrap();
+    let status = Command::new("mkfs.ext4").args(["-q", "-F", "-O", "^inline_data,^large_dir"]).arg(dir.join("rootfs.ext4")).arg("16M").status().unwrap();
+    assert!(status.success());
+    let manifest = InstallManifest {
+        catalog_version: pyro_core::catalog::CATALOG_VERSION.into(),
+        name: "debian:12-base".into(),
+        version: "1.0.0".into(),
+        source: "oci://test/no-init".into(),
+        source_digest: None,
+        installed_at: 0.0,
+        agent_sha256: String::new(),
+        artifacts: InstallManifest::record_artifacts(&dir).unwrap(),
+    };
+    manifest.store(&dir.join(MANIFEST_FILE)).unwrap();
+
+    let sb = Sandbox::new();
+    let out = sb.cmd(&["run", "debian:12-base", "--", "true"]).env("PYRO_CACHE_DIR", cache.path()).env("PYRO_BOOT_TIMEOUT_SECONDS", "600").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("guest boot failed") && stderr.contains("Kernel panic"), "{stderr}");
+    assert!(!stderr.contains("did not answer within"), "reported as a panic, not a timeout: {stderr}");
+    assert_eq!(std::fs::read_dir(sb.vms_dir()).map(|d| d.count()).unwrap_or(0), 0, "the failed VM was cleaned up");
+}

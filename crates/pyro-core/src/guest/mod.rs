@@ -15,4 +15,4 @@ pub use pyro_protocol::{
     DirEntry, EntryKind, ExecRequest, ExecResult, Hello, ListResult, TarExportResult, TarImportResult, WriteResult,
     AGENT_PORT, PROTOCOL_VERSION,
 };
-pub use vsock::{connect_firecracker_vsock, connect_firecracker_vsock_retry};
+pub use vsock::connect_firecracker_vsock;

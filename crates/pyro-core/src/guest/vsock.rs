@@ -2,7 +2,6 @@
 //! guest port with `CONNECT <port>\n` and gets `OK <host port>\n` back.
 
 use std::path::Path;
-use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -40,22 +39,4 @@ pub async fn connect_firecracker_vsock(uds: &Path, port: u32) -> Result<UnixStre
         return Err(GuestError::VsockRejected { port, line });
     }
     Ok(stream)
-}
-
-/// [`connect_firecracker_vsock`], retried every 50 ms until `timeout` (the agent may not be
-/// listening yet while the guest boots). Fails with [`GuestError::BootTimeout`].
-pub async fn connect_firecracker_vsock_retry(uds: &Path, port: u32, timeout: Duration) -> Result<UnixStream, GuestError> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        match connect_firecracker_vsock(uds, port).await {
-            Ok(stream) => return Ok(stream),
-            Err(e) => {
-                if tokio::time::Instant::now() >= deadline {
-                    tracing::debug!("last vsock connection error: {e}");
-                    return Err(GuestError::BootTimeout(timeout));
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

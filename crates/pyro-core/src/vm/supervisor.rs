@@ -211,14 +211,7 @@ pub(crate) async fn boot(record: &VmRecord, timeout: Duration) -> Result<(tokio:
         }
         BackendKind::Firecracker => {
             let binary = vmm::firecracker::locate().ok_or("firecracker is not installed")?;
-            let fc = vmm::firecracker::Firecracker::new(binary);
-            match fc.launch(spec).await {
-                Ok(child) => match vmm::firecracker::connect_agent(spec, timeout).await {
-                    Ok(channel) => Ok(Launched { child, channel }),
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
-            }
+            vmm::firecracker::Firecracker::new(binary).launch_connected(spec, timeout).await
         }
         BackendKind::HostCompat => {
             let agent = crate::paths::agent_binary().map_err(|e| e.to_string())?;

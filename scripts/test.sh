@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: sets up what is missing (scripts/setup.sh --no-run), then runs
-# every test, including the ones that boot real guests.
+# every test, including the ones that boot real guests, and ends with one summary line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --no-run
@@ -8,4 +8,12 @@ export PYRO_REQUIRE_FIRECRACKER="${CI:+1}"
 # Guest-booting tests share 2 cores; keep parallelism modest and boot timeouts generous.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"
 export PYRO_BOOT_TIMEOUT_SECONDS="${PYRO_BOOT_TIMEOUT_SECONDS:-180}"
-cargo test --release --workspace -- --include-ignored
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --release --workspace -- --include-ignored 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^ignored/) s += $i } }
+     END { printf "%d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+exit "$status"

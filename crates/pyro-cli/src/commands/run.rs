@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use pyro_core::guest::OutputChunk;
+use pyro_core::guest::{shell_quote, OutputChunk};
 use pyro_core::vm::CreateVmOptions;
 use pyro_core::vmm::select::parse_backend;
 use pyro_core::{Error, Pyro, Result};
@@ -56,15 +56,6 @@ pub fn shell_join(words: &[String]) -> Result<String> {
         [single] if !single.trim().is_empty() => Ok(single.clone()),
         [_] => Err(Error::InvalidArgument("command is required after `--`".into())),
         many => Ok(many.iter().map(|w| shell_quote(w)).collect::<Vec<_>>().join(" ")),
-    }
-}
-
-fn shell_quote(word: &str) -> String {
-    let safe = !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"_@%+=:,./-".contains(&b));
-    if safe {
-        word.to_string()
-    } else {
-        format!("'{}'", word.replace('\'', r#"'"'"'"#))
     }
 }
 

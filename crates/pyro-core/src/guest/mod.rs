@@ -16,3 +16,27 @@ pub use pyro_protocol::{
     AGENT_PORT, PROTOCOL_VERSION,
 };
 pub use vsock::connect_firecracker_vsock;
+
+/// Quotes one word for the guest's `/bin/sh` (commands run as `/bin/sh -lc`): words of
+/// plain characters stay as they are, anything else is single-quoted.
+pub fn shell_quote(word: &str) -> String {
+    let plain = !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"_@%+=:,./-".contains(&b));
+    if plain {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r#"'"'"'"#))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("/workspace/a.txt"), "/workspace/a.txt");
+        assert_eq!(shell_quote("it's"), r#"'it'"'"'s'"#);
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote(""), "''");
+    }
+}

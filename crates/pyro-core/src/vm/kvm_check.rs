@@ -4,13 +4,13 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::record::{VmRecord, VmState};
+use super::record::VmRecord;
 use super::supervisor;
 use crate::environments::{InstalledEnvironment, KERNEL_FILE};
-use crate::fsutil::{unix_now, write_atomic};
+use crate::fsutil::write_atomic;
 use crate::paths::Dirs;
 use crate::vmm::qemu::{locate, Accel, Qemu};
-use crate::vmm::select::{host_kernel_release, KvmBootCheck};
+use crate::vmm::select::{host_kernel_release, KvmBootCheck, Selection};
 use crate::vmm::{BackendKind, LaunchSpec};
 
 /// A working KVM boots our kernel to the agent in well under a second; TCG needs ~1 s.
@@ -25,27 +25,9 @@ pub async fn run(dirs: &Dirs, installed: &InstalledEnvironment, cache_file: &Pat
     let Ok(disk) = qemu.prepare_disk(&installed.rootfs, work.path()) else { return };
     let detail = {
         {
-            let record = VmRecord {
-                vm_id: "kvmcheck0000".into(),
-                environment: installed.spec.name.into(),
-                environment_version: installed.spec.version.into(),
-                vcpu_count: 1,
-                mem_mib: 256,
-                ttl_seconds: 60,
-                created_at: unix_now(),
-                expires_at: unix_now() + 60.0,
-                state: VmState::Created,
-                backend: BackendKind::QemuKvm,
-                backend_reason: "KVM boot check".into(),
-                allow_host_compat: false,
-                launch: LaunchSpec { vm_dir: work.path().to_path_buf(), kernel: installed.kernel.clone(), disk, vcpu_count: 1, mem_mib: 256, debug_console: false },
-                owner_pid: None,
-                supervisor_pid: None,
-                boot_ms: None,
-                guest_kernel: None,
-                last_error: None,
-                idle_stop_seconds: None,
-            };
+            let launch = LaunchSpec { vm_dir: work.path().to_path_buf(), kernel: installed.kernel.clone(), disk, vcpu_count: 1, mem_mib: 256, debug_console: false };
+            let selection = Selection { backend: BackendKind::QemuKvm, reason: "KVM boot check".into() };
+            let record = VmRecord::new("kvmcheck0000".into(), installed, launch, 60, selection, false);
             match supervisor::boot(&record, KVM_CHECK_TIMEOUT).await {
                 Ok((mut child, _hello, _channel)) => {
                     let _ = child.start_kill();

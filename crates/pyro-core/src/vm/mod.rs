@@ -283,35 +283,16 @@ impl VmManager {
                 return Err(e);
             }
         };
-        let now = unix_now();
-        let record = VmRecord {
-            vm_id: vm_id.clone(),
-            environment: installed.spec.name.into(),
-            environment_version: installed.spec.version.into(),
+        let launch = LaunchSpec {
+            vm_dir: vm_dir.clone(),
+            kernel: installed.kernel.clone(),
+            disk,
             vcpu_count: options.vcpu_count,
             mem_mib: options.mem_mib,
-            ttl_seconds: options.ttl_seconds,
-            created_at: now,
-            expires_at: now + options.ttl_seconds as f64,
-            state: VmState::Created,
-            backend: selection.backend,
-            backend_reason: selection.reason,
-            allow_host_compat: options.allow_host_compat,
-            launch: LaunchSpec {
-                vm_dir: vm_dir.clone(),
-                kernel: installed.kernel.clone(),
-                disk,
-                vcpu_count: options.vcpu_count,
-                mem_mib: options.mem_mib,
-                debug_console: options.debug_console,
-            },
-            owner_pid: options.owner_pid,
-            supervisor_pid: None,
-            boot_ms: None,
-            guest_kernel: None,
-            last_error: None,
-            idle_stop_seconds: None,
+            debug_console: options.debug_console,
         };
+        let mut record = VmRecord::new(vm_id, &installed, launch, options.ttl_seconds, selection, options.allow_host_compat);
+        record.owner_pid = options.owner_pid;
         if let Err(e) = record.save() {
             let _ = std::fs::remove_dir_all(&vm_dir);
             return Err(e);

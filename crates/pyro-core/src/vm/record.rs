@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::environments::InstalledEnvironment;
 use crate::error::{Error, Result};
+use crate::fsutil::unix_now;
+use crate::vmm::select::Selection;
 use crate::vmm::{BackendKind, LaunchSpec};
 
 /// Lifecycle state of a VM.
@@ -95,6 +98,32 @@ pub fn vms_root(state_dir: &Path) -> PathBuf {
 }
 
 impl VmRecord {
+    /// A record of a VM not started yet, with sizing taken from `launch`.
+    pub fn new(vm_id: String, installed: &InstalledEnvironment, launch: LaunchSpec, ttl_seconds: u64, selection: Selection, allow_host_compat: bool) -> Self {
+        let now = unix_now();
+        Self {
+            vm_id,
+            environment: installed.spec.name.into(),
+            environment_version: installed.spec.version.into(),
+            vcpu_count: launch.vcpu_count,
+            mem_mib: launch.mem_mib,
+            ttl_seconds,
+            created_at: now,
+            expires_at: now + ttl_seconds as f64,
+            state: VmState::Created,
+            backend: selection.backend,
+            backend_reason: selection.reason,
+            allow_host_compat,
+            launch,
+            owner_pid: None,
+            supervisor_pid: None,
+            boot_ms: None,
+            guest_kernel: None,
+            last_error: None,
+            idle_stop_seconds: None,
+        }
+    }
+
     /// Path of the record inside a VM directory.
     pub fn path(vm_dir: &Path) -> PathBuf {
         vm_dir.join("vm.json")

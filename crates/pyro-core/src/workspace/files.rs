@@ -10,7 +10,7 @@ use super::patch::{apply_all, parse_patch, FileChangeKind};
 use super::paths::{normalize_destination, normalize_workspace_path};
 use super::WorkspaceManager;
 use crate::error::{Error, IoContext, Result};
-use crate::guest::{DirEntry, EntryKind, GuestClient, GuestError};
+use crate::guest::{shell_quote, DirEntry, EntryKind, GuestClient, GuestError};
 
 /// Largest file `read`, `write` and `patch` handle.
 pub const MAX_TEXT_BYTES: u64 = 1 << 20;
@@ -355,11 +355,6 @@ pub(crate) async fn run_checked(client: &GuestClient, command: &str) -> Result<(
     }
 }
 
-/// Single-quotes a word for `/bin/sh`.
-pub(crate) fn shell_quote(word: &str) -> String {
-    format!("'{}'", word.replace('\'', r#"'"'"'"#))
-}
-
 /// `bytes` as UTF-8; when the read was cut, an incomplete last character is dropped.
 fn utf8_text(bytes: &[u8], truncated: bool) -> Option<String> {
     match std::str::from_utf8(bytes) {
@@ -379,6 +374,5 @@ mod tests {
         assert_eq!(utf8_text(&text[..2], true).unwrap(), "h");
         assert!(utf8_text(&text[..2], false).is_none());
         assert!(utf8_text(b"\xff\xfe", true).is_none());
-        assert_eq!(shell_quote("it's"), r#"'it'"'"'s'"#);
     }
 }

@@ -31,6 +31,7 @@ use crate::guest::{ExecRequest, GuestClient};
 use crate::paths::Dirs;
 use crate::vm::record::{new_id, validate_id, VmRecord, VmState};
 use crate::vm::{self, CommandOutput, CreateVmOptions, VmManager, DEFAULT_MAX_OUTPUT_BYTES};
+use crate::vmm::select::Selection;
 use crate::vmm::{BackendKind, LaunchSpec};
 
 pub use self::history::HistoryEntry;
@@ -40,6 +41,8 @@ pub use self::paths::WORKSPACE_ROOT;
 pub const DEFAULT_IDLE_STOP_SECONDS: u64 = 30 * 60;
 /// Environment variable overriding [`DEFAULT_IDLE_STOP_SECONDS`] (0 disables).
 pub const IDLE_STOP_ENV: &str = "PYRO_WORKSPACE_IDLE_STOP_SECONDS";
+/// Lifetime given to a workspace's guest (a century): only the workspace's TTL counts.
+const GUEST_NEVER_EXPIRES_SECONDS: u64 = 100 * 365 * 86400;
 /// Virtual size a workspace disk is grown to (sparse; only used blocks take space).
 const DISK_SIZE_BYTES: u64 = 8 << 30;
 
@@ -402,28 +405,10 @@ impl WorkspaceManager {
         std::fs::create_dir_all(&vm_dir).ctx("create", &vm_dir)?;
         let idle = std::env::var(IDLE_STOP_ENV).ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(DEFAULT_IDLE_STOP_SECONDS);
         let r = &ws.record;
-        let record = VmRecord {
-            vm_id: r.workspace_id.clone(),
-            environment: r.environment.clone(),
-            environment_version: r.environment_version.clone(),
-            vcpu_count: r.vcpu_count,
-            mem_mib: r.mem_mib,
-            ttl_seconds: 0,
-            created_at: r.created_at,
-            // The workspace's own TTL is enforced by the manager; its guest never expires.
-            expires_at: r.created_at + 100.0 * 365.0 * 86400.0,
-            state: VmState::Created,
-            backend,
-            backend_reason: reason.into(),
-            allow_host_compat: r.allow_host_compat,
-            launch: LaunchSpec { vm_dir, kernel: installed.kernel.clone(), disk: ws.disk(), vcpu_count: r.vcpu_count, mem_mib: r.mem_mib, debug_console },
-            owner_pid: None,
-            supervisor_pid: None,
-            boot_ms: None,
-            guest_kernel: None,
-            last_error: None,
-            idle_stop_seconds: (idle > 0).then_some(idle),
-        };
+        let launch = LaunchSpec { vm_dir, kernel: installed.kernel.clone(), disk: ws.disk(), vcpu_count: r.vcpu_count, mem_mib: r.mem_mib, debug_console };
+        // The workspace's own TTL is enforced by the manager; its guest never expires.
+        let mut record = VmRecord::new(r.workspace_id.clone(), installed, launch, GUEST_NEVER_EXPIRES_SECONDS, Selection { backend, reason: reason.into() }, r.allow_host_compat);
+        record.idle_stop_seconds = (idle > 0).then_some(idle);
         record.save()
     }
 

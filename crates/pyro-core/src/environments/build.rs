@@ -27,13 +27,17 @@ pub const LOCAL_BUILD_SOURCE: &str = "local-build";
 /// Where the agent lives inside every rootfs.
 pub const GUEST_AGENT_PATH: &str = "/opt/pyro/bin/pyro-agent";
 
-/// Builds `vmlinux` and `rootfs.ext4` for `spec` into `staging`.
+/// Builds `vmlinux` and `rootfs.ext4` for `spec` into `staging`. The rootfs bootstrap
+/// (network- and disk-bound) runs while the kernel compiles (CPU-bound); the first
+/// failure cancels the other.
 pub async fn build_into(dirs: &Dirs, spec: &EnvironmentSpec, staging: &Path, progress: Progress<'_>) -> Result<()> {
     let agent = paths::agent_binary()?;
-    let kernel = ensure_kernel(dirs, progress).await?;
-    let staged_kernel = staging.join(KERNEL_FILE);
-    std::fs::copy(&kernel, &staged_kernel).ctx("copy kernel to", &staged_kernel)?;
-
+    let kernel = async {
+        let kernel = ensure_kernel(dirs, progress).await?;
+        let staged_kernel = staging.join(KERNEL_FILE);
+        std::fs::copy(&kernel, &staged_kernel).ctx("copy kernel to", &staged_kernel)?;
+        Ok::<_, Error>(())
+    };
     let work = tempfile::Builder::new()
         .prefix(&format!("rootfs-{}-", spec.install_dir_name()))
         .tempdir_in(ensure_dir(&dirs.build())?)
@@ -41,7 +45,9 @@ pub async fn build_into(dirs: &Dirs, spec: &EnvironmentSpec, staging: &Path, pro
     let output = staging.join(ROOTFS_FILE);
     let mut args = vec![output.display().to_string(), agent.display().to_string(), work.path().display().to_string()];
     args.extend(spec.default_packages.iter().map(|p| p.to_string()));
-    run_script("build-rootfs", ROOTFS_SCRIPT, &args, progress).await
+    let rootfs = run_script("build-rootfs", ROOTFS_SCRIPT, &args, progress);
+    tokio::try_join!(kernel, rootfs)?;
+    Ok(())
 }
 
 /// Returns the cached kernel for the current config, building it first when needed.
@@ -52,7 +58,12 @@ async fn ensure_kernel(dirs: &Dirs, progress: Progress<'_>) -> Result<PathBuf> {
     let key = sha256_bytes(format!("{KERNEL_SCRIPT}\0{KERNEL_CONFIG}\0{}\0{}", source.display(), source_meta.len()).as_bytes());
     let dir = ensure_dir(&dirs.build().join(format!("kernel-{}", &key[..16])))?;
     let vmlinux = dir.join(KERNEL_FILE);
-    let _lock = lock_file(&dir.join(".lock"))?;
+    // Another pull may be compiling this kernel; wait for it off the async thread, so
+    // this pull's rootfs bootstrap keeps being driven meanwhile.
+    let lock_path = dir.join(".lock");
+    let _lock = tokio::task::spawn_blocking(move || lock_file(&lock_path))
+        .await
+        .map_err(|e| Error::Build(format!("kernel lock wait failed: {e}")))??;
     if vmlinux.is_file() {
         return Ok(vmlinux);
     }

@@ -1,7 +1,8 @@
 //! [`GuestClient`]: multiplexed requests to the guest agent over one byte stream.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +22,68 @@ const KNOCK_INTERVAL: Duration = Duration::from_millis(200);
 const UPLOAD_CHUNK: usize = 256 * 1024;
 /// Upload frames queued for the writer at most (flow control for large uploads).
 const UPLOAD_FRAMES_IN_FLIGHT: usize = 8;
+/// Stderr bytes accepted past `max_output_bytes`: room for the agent's one-line
+/// "command timed out" notice, which it forwards even past the cap.
+const TIMEOUT_NOTICE_ALLOWANCE: u64 = 256;
+/// Longest agent error message passed on (the rest is cut off).
+const MAX_AGENT_MESSAGE: usize = 4096;
+const MIB: u64 = 1 << 20;
+
+/// Bounds and host-side deadlines a [`GuestClient`] enforces on every call, whatever the
+/// guest does. [`Default`] holds the production values; tests use small ones.
+///
+/// When a deadline expires the call is cancelled in the guest (a `Cancel` frame) and fails
+/// with [`GuestError::Timeout`] (fixed deadline) or [`GuestError::Stalled`] (no progress).
+#[derive(Debug, Clone)]
+pub struct ClientLimits {
+    /// Added to an exec's `timeout_ms` to form its host-side deadline (the guest kills the
+    /// command at `timeout_ms`; the grace covers the drain, the reply and the relay). An
+    /// exec with `timeout_ms == 0` (no timeout in the guest) has no host deadline either.
+    pub exec_grace: Duration,
+    /// Deadline of ping, list, read_file, write_file and shutdown.
+    pub call_deadline: Duration,
+    /// Extra deadline per MiB moved by read_file (`max_bytes`) and write_file.
+    pub per_mib: Duration,
+    /// tar_import/tar_export have no overall deadline (big trees take long) but fail once
+    /// no frame has moved in either direction for this long.
+    pub transfer_idle: Duration,
+    /// Frames (each at most 1 MiB) buffered per call before the reader task waits for the
+    /// call to consume them. While it waits, every call on the connection waits.
+    pub call_queue_frames: usize,
+    /// How long the reader task waits for a call whose queue is full before it cancels
+    /// that call ([`GuestError::SlowConsumer`]) and moves on to the other calls. Keep it
+    /// below the supervisor's per-client stall limit (10 s), or the supervisor drops the
+    /// whole connection first.
+    pub consumer_stall: Duration,
+    /// Largest number of entries accepted in a list response (a response is also at most
+    /// one 1 MiB frame).
+    pub max_list_entries: usize,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        Self {
+            exec_grace: Duration::from_secs(10),
+            call_deadline: Duration::from_secs(60),
+            per_mib: Duration::from_secs(1),
+            transfer_idle: Duration::from_secs(60),
+            call_queue_frames: 16,
+            consumer_stall: Duration::from_secs(5),
+            max_list_entries: 100_000,
+        }
+    }
+}
+
+impl ClientLimits {
+    fn exec_deadline(&self, request: &ExecRequest) -> Option<Duration> {
+        (request.timeout_ms > 0).then(|| Duration::from_millis(request.timeout_ms).saturating_add(self.exec_grace))
+    }
+
+    fn transfer_deadline(&self, bytes: u64) -> Duration {
+        let mib = u32::try_from(bytes.div_ceil(MIB)).unwrap_or(u32::MAX);
+        self.call_deadline.saturating_add(self.per_mib.saturating_mul(mib))
+    }
+}
 
 /// A chunk of live command output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +119,6 @@ pub struct ReadOutput {
 /// What the reader task hands to a pending call.
 enum Incoming {
     Data(DataChannel, Vec<u8>),
-    DataEnd,
     Response(Response),
     /// A response frame that did not decode.
     BadResponse(String),
@@ -68,10 +130,18 @@ struct Outgoing {
     _permit: Option<OwnedSemaphorePermit>,
 }
 
+/// The reader task's handle on one pending call.
+#[derive(Clone)]
+struct Slot {
+    tx: mpsc::Sender<Incoming>,
+    /// Set when the reader gave up on the call because its queue stayed full.
+    abandoned: Arc<AtomicBool>,
+}
+
 /// State shared with the reader and writer tasks.
 struct Shared {
     /// Pending calls by stream id; `None` once the channel is closed.
-    pending: Mutex<Option<HashMap<u32, mpsc::UnboundedSender<Incoming>>>>,
+    pending: Mutex<Option<HashMap<u32, Slot>>>,
     closed: watch::Sender<bool>,
 }
 
@@ -82,38 +152,48 @@ impl Shared {
         self.closed.send_replace(true);
     }
 
-    fn route(&self, frame: Frame) {
+    /// Picks the pending call a guest frame is for and what to hand it.
+    fn classify(&self, frame: Frame) -> Option<(Slot, Incoming)> {
         let stream = frame.stream;
         let mut pending = self.pending.lock().unwrap();
-        let Some(map) = pending.as_mut() else { return };
+        let map = pending.as_mut()?;
         match frame.kind {
             FrameKind::Data => {
-                if let Some(tx) = map.get(&stream) {
-                    match frame.split_data() {
-                        Ok((channel, bytes)) => {
-                            let _ = tx.send(Incoming::Data(channel, bytes.to_vec()));
-                        }
-                        Err(e) => tracing::warn!("guest agent sent a bad data frame on stream {stream}: {e}"),
+                let slot = map.get(&stream)?;
+                match frame.split_data() {
+                    Ok((channel, bytes)) => Some((slot.clone(), Incoming::Data(channel, bytes.to_vec()))),
+                    Err(e) => {
+                        tracing::warn!("guest agent sent a bad data frame on stream {stream}: {e}");
+                        None
                     }
                 }
             }
-            FrameKind::DataEnd => {
-                if let Some(tx) = map.get(&stream) {
-                    let _ = tx.send(Incoming::DataEnd);
-                }
-            }
+            // Nothing on the host waits for the agent's end of data: the response follows.
+            FrameKind::DataEnd => None,
             FrameKind::Response => {
-                if let Some(tx) = map.remove(&stream) {
-                    let _ = tx.send(match frame.parse_json::<Response>() {
-                        Ok(response) => Incoming::Response(response),
-                        Err(e) => Incoming::BadResponse(e.to_string()),
-                    });
-                }
+                let slot = map.remove(&stream)?;
+                let incoming = match frame.parse_json::<Response>() {
+                    Ok(response) => Incoming::Response(response),
+                    Err(e) => Incoming::BadResponse(e.to_string()),
+                };
+                Some((slot, incoming))
             }
             // Extra Hellos answer our knocks; the rest is not meant for the host.
-            FrameKind::Hello => {}
+            FrameKind::Hello => None,
             FrameKind::Request | FrameKind::Cancel => {
-                tracing::warn!("guest agent sent an unexpected {:?} frame on stream {stream}", frame.kind)
+                tracing::warn!("guest agent sent an unexpected {:?} frame on stream {stream}", frame.kind);
+                None
+            }
+        }
+    }
+
+    /// Gives up on a call whose consumer is too slow: it fails with
+    /// [`GuestError::SlowConsumer`] once it has drained what is queued.
+    fn abandon(&self, stream: u32, slot: &Slot) {
+        slot.abandoned.store(true, Ordering::Release);
+        if let Some(map) = self.pending.lock().unwrap().as_mut() {
+            if map.get(&stream).is_some_and(|s| s.tx.same_channel(&slot.tx)) {
+                map.remove(&stream);
             }
         }
     }
@@ -121,10 +201,14 @@ impl Shared {
 
 struct Inner {
     shared: Arc<Shared>,
+    /// To the writer task. Unbounded, but everything in it is bounded by the calls in
+    /// flight: one request and at most one cancel and end-of-upload per call, plus
+    /// upload frames, of which `upload_permits` allows a few at a time.
     out: mpsc::UnboundedSender<Outgoing>,
     upload_permits: Arc<Semaphore>,
     next_stream: AtomicU32,
     hello: Hello,
+    limits: ClientLimits,
     reader: JoinHandle<()>,
 }
 
@@ -140,8 +224,12 @@ impl Drop for Inner {
 ///
 /// Dropping a call's future before it completes cancels it in the guest (an exec's process
 /// group is killed). Calls are never retried or resent. When the connection dies, every
-/// pending and later call fails with [`GuestError::ChannelClosed`]. There is no host-side
-/// deadline: wrap a call in `tokio::time::timeout` if the guest might hang.
+/// pending and later call fails with [`GuestError::ChannelClosed`].
+///
+/// The host does not trust the guest (see [`ClientLimits`]): every call has a host-side
+/// deadline, exec output is capped at `max_output_bytes` per stream and read_file at
+/// `max_bytes` whatever the agent sends, and at most [`ClientLimits::call_queue_frames`]
+/// frames are buffered per call.
 #[derive(Clone)]
 pub struct GuestClient {
     inner: Arc<Inner>,
@@ -156,8 +244,10 @@ impl std::fmt::Debug for GuestClient {
 /// One in-flight request. Sends `Cancel` when dropped before its response arrived.
 struct Call {
     inner: Arc<Inner>,
+    op: &'static str,
     stream: u32,
-    rx: mpsc::UnboundedReceiver<Incoming>,
+    rx: mpsc::Receiver<Incoming>,
+    abandoned: Arc<AtomicBool>,
     done: bool,
 }
 
@@ -181,23 +271,32 @@ enum Next {
 
 impl Call {
     async fn next(&mut self) -> Result<Next, GuestError> {
-        loop {
-            match self.rx.recv().await {
-                Some(Incoming::Data(channel, bytes)) => return Ok(Next::Data(channel, bytes)),
-                Some(Incoming::DataEnd) => continue,
-                Some(Incoming::Response(response)) => {
-                    self.done = true;
-                    return Ok(Next::Response(response));
-                }
-                Some(Incoming::BadResponse(e)) => {
-                    self.done = true;
-                    return Err(GuestError::Protocol(format!("undecodable response: {e}")));
-                }
-                None => {
-                    self.done = true;
-                    return Err(GuestError::ChannelClosed);
-                }
+        match self.rx.recv().await {
+            Some(Incoming::Data(channel, bytes)) => Ok(Next::Data(channel, bytes)),
+            Some(Incoming::Response(response)) => {
+                self.done = true;
+                Ok(Next::Response(response))
             }
+            Some(Incoming::BadResponse(e)) => {
+                self.done = true;
+                Err(GuestError::Protocol(format!("undecodable response to {}: {e}", self.op)))
+            }
+            None if self.abandoned.load(Ordering::Acquire) => {
+                // Not done: dropping the call sends the Cancel.
+                Err(GuestError::SlowConsumer { op: self.op, after: self.inner.limits.consumer_stall })
+            }
+            None => {
+                self.done = true;
+                Err(GuestError::ChannelClosed)
+            }
+        }
+    }
+
+    /// [`Call::next`], failing with [`GuestError::Stalled`] when nothing arrives for `idle`.
+    async fn next_within(&mut self, idle: Duration) -> Result<Next, GuestError> {
+        match tokio::time::timeout(idle, self.next()).await {
+            Ok(next) => next,
+            Err(_) => Err(GuestError::Stalled { op: self.op, idle }),
         }
     }
 
@@ -216,17 +315,39 @@ impl Call {
 
     /// Streams `source` as upload data, then `DataEnd`. Returns early with the response if
     /// the agent answers before the upload is complete (e.g. it refused the request).
-    async fn upload<R: AsyncRead + Unpin>(&mut self, mut source: R, context: &'static str) -> Result<Option<Response>, GuestError> {
+    /// With `idle`, fails with [`GuestError::Stalled`] when the guest takes no upload
+    /// frame and sends nothing for that long (reading `source` does not count).
+    async fn upload<R: AsyncRead + Unpin>(
+        &mut self,
+        mut source: R,
+        context: &'static str,
+        idle: Option<Duration>,
+    ) -> Result<Option<Response>, GuestError> {
         let mut buf = vec![0u8; UPLOAD_CHUNK];
         let permits = self.inner.upload_permits.clone();
+        let op = self.op;
         loop {
-            let permit = tokio::select! {
-                biased;
-                next = self.next() => match next? {
-                    Next::Response(response) => return Ok(Some(response)),
-                    Next::Data(..) => continue,
-                },
-                permit = permits.clone().acquire_owned() => permit.map_err(|_| GuestError::ChannelClosed)?,
+            let wait = async {
+                loop {
+                    tokio::select! {
+                        biased;
+                        next = self.next() => match next? {
+                            Next::Response(response) => return Ok(Err(response)),
+                            Next::Data(..) => continue,
+                        },
+                        permit = permits.clone().acquire_owned() => {
+                            return permit.map(Ok).map_err(|_| GuestError::ChannelClosed)
+                        }
+                    }
+                }
+            };
+            let waited = match idle {
+                Some(idle) => tokio::time::timeout(idle, wait).await.map_err(|_| GuestError::Stalled { op, idle })?,
+                None => wait.await,
+            };
+            let permit = match waited? {
+                Ok(permit) => permit,
+                Err(response) => return Ok(Some(response)),
             };
             let n = source.read(&mut buf).await.map_err(|source| GuestError::Local { context, source })?;
             if n == 0 {
@@ -240,8 +361,77 @@ impl Call {
 
 fn agent_error(response: Response, op: &str) -> GuestError {
     match response {
-        Response::Error { message } => GuestError::Agent(message),
-        other => GuestError::Protocol(format!("unexpected response to {op}: {other:?}")),
+        Response::Error { mut message } => {
+            if message.len() > MAX_AGENT_MESSAGE {
+                let mut cut = MAX_AGENT_MESSAGE;
+                while !message.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                message.truncate(cut);
+                message.push_str("…");
+            }
+            GuestError::Agent(message)
+        }
+        other => {
+            let mut text = format!("{other:?}");
+            if text.len() > 200 {
+                let mut cut = 200;
+                while !text.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                text.truncate(cut);
+                text.push('…');
+            }
+            GuestError::Protocol(format!("unexpected response to {op}: {text}"))
+        }
+    }
+}
+
+/// Runs `call` under a fixed deadline (none when `after` is `None`).
+async fn within<T>(op: &'static str, after: Option<Duration>, call: impl Future<Output = Result<T, GuestError>>) -> Result<T, GuestError> {
+    match after {
+        Some(after) => tokio::time::timeout(after, call).await.unwrap_or(Err(GuestError::Timeout { op, after })),
+        None => call.await,
+    }
+}
+
+/// Host-side output caps of one exec, whatever the agent forwards.
+struct OutputCaps {
+    cap: u64,
+    stdout_seen: u64,
+    stderr_seen: u64,
+}
+
+impl OutputCaps {
+    fn new(cap: u64) -> Self {
+        Self { cap, stdout_seen: 0, stderr_seen: 0 }
+    }
+
+    /// The part of `bytes` that still fits under `limit`, counting everything in `seen`.
+    fn admit<'a>(seen: &mut u64, limit: u64, bytes: &'a [u8]) -> &'a [u8] {
+        let start = *seen;
+        *seen = seen.saturating_add(bytes.len() as u64);
+        let room = limit.saturating_sub(start);
+        &bytes[..bytes.len().min(usize::try_from(room).unwrap_or(usize::MAX))]
+    }
+
+    fn stdout<'a>(&mut self, bytes: &'a [u8]) -> &'a [u8] {
+        Self::admit(&mut self.stdout_seen, self.cap, bytes)
+    }
+
+    /// Stderr may run [`TIMEOUT_NOTICE_ALLOWANCE`] past the cap (the timeout notice).
+    fn stderr<'a>(&mut self, bytes: &'a [u8]) -> &'a [u8] {
+        Self::admit(&mut self.stderr_seen, self.cap.saturating_add(TIMEOUT_NOTICE_ALLOWANCE), bytes)
+    }
+
+    /// Folds what the host saw into the agent's result.
+    fn finish(&self, mut result: ExecResult) -> ExecResult {
+        let stderr_limit = if result.timed_out { self.cap.saturating_add(TIMEOUT_NOTICE_ALLOWANCE) } else { self.cap };
+        result.stdout_truncated |= self.stdout_seen > self.cap;
+        result.stderr_truncated |= self.stderr_seen > stderr_limit;
+        result.stdout_bytes = result.stdout_bytes.max(self.stdout_seen);
+        result.stderr_bytes = result.stderr_bytes.max(self.stderr_seen);
+        result
     }
 }
 
@@ -257,14 +447,35 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Unbounde
     let _ = writer.shutdown().await;
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(mut reader: R, shared: Arc<Shared>) {
+/// Routes guest frames to the pending calls. A call whose queue is full gets up to
+/// `stall` to make room (meanwhile nothing else is read: this is what slows a fast guest
+/// down to a slow consumer); after that the call is abandoned and cancelled in the guest,
+/// so one stuck call cannot hold up the others for longer than `stall`.
+async fn read_loop<R: AsyncRead + Unpin>(mut reader: R, shared: Arc<Shared>, out: mpsc::WeakUnboundedSender<Outgoing>, stall: Duration) {
     loop {
-        match read_frame(&mut reader).await {
-            Ok(Some(frame)) => shared.route(frame),
+        let frame = match read_frame(&mut reader).await {
+            Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(e) => {
                 tracing::debug!("guest channel read failed: {e}");
                 break;
+            }
+        };
+        let stream = frame.stream;
+        let is_response = frame.kind == FrameKind::Response;
+        let Some((slot, incoming)) = shared.classify(frame) else { continue };
+        let incoming = match slot.tx.try_send(incoming) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => continue,
+            Err(mpsc::error::TrySendError::Full(incoming)) => incoming,
+        };
+        if tokio::time::timeout(stall, slot.tx.send(incoming)).await.is_ok() {
+            continue;
+        }
+        tracing::warn!("guest stream {stream}: the caller did not consume its data for {stall:?}; cancelling the call");
+        shared.abandon(stream, &slot);
+        if !is_response {
+            if let Some(out) = out.upgrade() {
+                let _ = out.send(Outgoing { frame: Frame::empty(stream, FrameKind::Cancel), _permit: None });
             }
         }
     }
@@ -299,30 +510,46 @@ where
 }
 
 impl GuestClient {
-    /// Connects over `stream` (virtio-serial socket, vsock bridge, unix socket): knocks with
-    /// a Hello frame every 200 ms until the agent's Hello arrives (at most `boot_timeout`),
-    /// checks the protocol version, then starts the reader and writer tasks.
-    pub async fn connect<S>(stream: S, boot_timeout: Duration) -> Result<(GuestClient, Hello), GuestError>
+    /// Connects over `stream` (virtio-serial socket, vsock bridge, unix socket) with the
+    /// default [`ClientLimits`]: knocks with a Hello frame every 200 ms until the agent's
+    /// Hello arrives, checks the protocol version, then starts the reader and writer tasks.
+    ///
+    /// `hello_timeout` bounds the whole handshake; past it the call fails with
+    /// [`GuestError::HelloTimeout`]. Through a supervisor, pass the boot timeout (plus a
+    /// margin) while the VM may still be booting, and a few seconds once it is known to be
+    /// ready: a stopped (SIGSTOP) or hung supervisor still accepts the connection (kernel
+    /// backlog) but never answers.
+    pub async fn connect<S>(stream: S, hello_timeout: Duration) -> Result<(GuestClient, Hello), GuestError>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        Self::connect_with_limits(stream, hello_timeout, ClientLimits::default()).await
+    }
+
+    /// [`GuestClient::connect`] with explicit limits and deadlines.
+    pub async fn connect_with_limits<S>(stream: S, hello_timeout: Duration, limits: ClientLimits) -> Result<(GuestClient, Hello), GuestError>
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
         let (mut reader, mut writer) = tokio::io::split(stream);
-        let hello = tokio::time::timeout(boot_timeout, await_hello(&mut reader, &mut writer))
+        let hello = tokio::time::timeout(hello_timeout, await_hello(&mut reader, &mut writer))
             .await
-            .map_err(|_| GuestError::BootTimeout(boot_timeout))??;
+            .map_err(|_| GuestError::HelloTimeout(hello_timeout))??;
         if hello.protocol_version != PROTOCOL_VERSION {
             return Err(GuestError::ProtocolMismatch { agent: hello.protocol_version, expected: PROTOCOL_VERSION });
         }
+        let limits = ClientLimits { call_queue_frames: limits.call_queue_frames.max(1), ..limits };
         let shared = Arc::new(Shared { pending: Mutex::new(Some(HashMap::new())), closed: watch::channel(false).0 });
         let (out, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_loop(writer, rx, shared.clone()));
-        let reader = tokio::spawn(read_loop(reader, shared.clone()));
+        let reader = tokio::spawn(read_loop(reader, shared.clone(), out.downgrade(), limits.consumer_stall));
         let inner = Inner {
             shared,
             out,
             upload_permits: Arc::new(Semaphore::new(UPLOAD_FRAMES_IN_FLIGHT)),
             next_stream: AtomicU32::new(1),
             hello: hello.clone(),
+            limits,
             reader,
         };
         Ok((GuestClient { inner: Arc::new(inner) }, hello))
@@ -331,6 +558,11 @@ impl GuestClient {
     /// The agent's Hello from the handshake.
     pub fn hello(&self) -> &Hello {
         &self.inner.hello
+    }
+
+    /// The limits and deadlines this client enforces.
+    pub fn limits(&self) -> &ClientLimits {
+        &self.inner.limits
     }
 
     /// True once the connection is gone.
@@ -344,54 +576,79 @@ impl GuestClient {
         let _ = rx.wait_for(|closed| *closed).await;
     }
 
-    async fn start(&self, request: &Request) -> Result<Call, GuestError> {
+    fn start(&self, op: &'static str, request: &Request) -> Result<Call, GuestError> {
         let mut stream = self.inner.next_stream.fetch_add(1, Ordering::Relaxed);
         if stream == 0 {
             stream = self.inner.next_stream.fetch_add(1, Ordering::Relaxed);
         }
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(self.inner.limits.call_queue_frames);
+        let abandoned = Arc::new(AtomicBool::new(false));
         match self.inner.shared.pending.lock().unwrap().as_mut() {
-            Some(map) => map.insert(stream, tx),
+            Some(map) => map.insert(stream, Slot { tx, abandoned: abandoned.clone() }),
             None => return Err(GuestError::ChannelClosed),
         };
-        let call = Call { inner: self.inner.clone(), stream, rx, done: false };
+        let call = Call { inner: self.inner.clone(), op, stream, rx, abandoned, done: false };
         call.send(Frame::json(stream, FrameKind::Request, request), None)?;
         Ok(call)
     }
 
     /// Liveness check.
     pub async fn ping(&self) -> Result<(), GuestError> {
-        match self.start(&Request::Ping).await?.response().await? {
-            Response::Ok => Ok(()),
-            other => Err(agent_error(other, "ping")),
-        }
+        within("ping", Some(self.inner.limits.call_deadline), async {
+            match self.start("ping", &Request::Ping)?.response().await? {
+                Response::Ok => Ok(()),
+                other => Err(agent_error(other, "ping")),
+            }
+        })
+        .await
     }
 
     /// Runs a command, calling `on_output` with each stdout/stderr chunk as it arrives,
-    /// without keeping the output.
+    /// without keeping the output. At most `max_output_bytes` per stream reach
+    /// `on_output` (stderr may run a few hundred bytes past it for the agent's timeout
+    /// notice); the rest is dropped and flagged in the result's `*_truncated`, even if the
+    /// agent does not flag it. The host gives up `timeout_ms` + [`ClientLimits::exec_grace`]
+    /// after the start ([`GuestError::Timeout`]; the command is cancelled in the guest).
     pub async fn exec_with<F>(&self, request: ExecRequest, mut on_output: F) -> Result<ExecResult, GuestError>
     where
         F: FnMut(OutputChunk<'_>) + Send,
     {
-        let mut call = self.start(&Request::Exec(request)).await?;
-        loop {
-            match call.next().await? {
-                Next::Data(DataChannel::Stdout, bytes) => on_output(OutputChunk::Stdout(&bytes)),
-                Next::Data(DataChannel::Stderr, bytes) => on_output(OutputChunk::Stderr(&bytes)),
-                Next::Data(..) => {}
-                Next::Response(Response::Exec(result)) => return Ok(result),
-                Next::Response(other) => return Err(agent_error(other, "exec")),
+        let deadline = self.inner.limits.exec_deadline(&request);
+        let mut caps = OutputCaps::new(request.max_output_bytes);
+        within("exec", deadline, async {
+            let mut call = self.start("exec", &Request::Exec(request))?;
+            loop {
+                match call.next().await? {
+                    Next::Data(DataChannel::Stdout, bytes) => {
+                        let bytes = caps.stdout(&bytes);
+                        if !bytes.is_empty() {
+                            on_output(OutputChunk::Stdout(bytes));
+                        }
+                    }
+                    Next::Data(DataChannel::Stderr, bytes) => {
+                        let bytes = caps.stderr(&bytes);
+                        if !bytes.is_empty() {
+                            on_output(OutputChunk::Stderr(bytes));
+                        }
+                    }
+                    Next::Data(..) => {}
+                    Next::Response(Response::Exec(result)) => return Ok(caps.finish(result)),
+                    Next::Response(other) => return Err(agent_error(other, "exec")),
+                }
             }
-        }
+        })
+        .await
     }
 
-    /// Runs a command and collects its output, also passing each chunk to `live` (when
-    /// given) as it arrives, e.g. to stream it to a terminal.
+    /// Runs a command and collects its output (at most `max_output_bytes` per stream, plus
+    /// the timeout notice on stderr; see [`GuestClient::exec_with`]), also passing each
+    /// chunk to `live` (when given) as it arrives, e.g. to stream it to a terminal.
     pub async fn exec_streaming(
         &self,
         request: ExecRequest,
         live: Option<&(dyn Fn(OutputChunk<'_>) + Send + Sync)>,
     ) -> Result<ExecOutput, GuestError> {
+        let cap = usize::try_from(request.max_output_bytes).unwrap_or(usize::MAX);
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         let result = self
             .exec_with(request, |chunk| {
@@ -404,6 +661,10 @@ impl GuestClient {
                 }
             })
             .await?;
+        if !result.timed_out {
+            // The allowance past the cap is for the timeout notice only.
+            stderr.truncate(cap);
+        }
         Ok(ExecOutput { result, stdout, stderr })
     }
 
@@ -412,55 +673,88 @@ impl GuestClient {
         self.exec_streaming(request, None).await
     }
 
-    /// Reads up to `max_bytes` of a regular file.
+    /// Reads up to `max_bytes` of a regular file. An agent that sends more than
+    /// `max_bytes` is broken or hostile: the call is cancelled and fails with
+    /// [`GuestError::Protocol`] (nothing past `max_bytes` is kept).
     pub async fn read_file(&self, path: &str, max_bytes: u64) -> Result<ReadOutput, GuestError> {
-        let mut call = self.start(&Request::ReadFile { path: path.to_string(), max_bytes }).await?;
-        let mut content = Vec::new();
-        loop {
-            match call.next().await? {
-                Next::Data(DataChannel::Download, bytes) => content.extend_from_slice(&bytes),
-                Next::Data(..) => {}
-                Next::Response(Response::Read(r)) => {
-                    return Ok(ReadOutput { content, size_bytes: r.size_bytes, truncated: r.truncated })
+        let deadline = self.inner.limits.transfer_deadline(max_bytes);
+        within("read_file", Some(deadline), async {
+            let mut call = self.start("read_file", &Request::ReadFile { path: path.to_string(), max_bytes })?;
+            let mut content = Vec::new();
+            loop {
+                match call.next().await? {
+                    Next::Data(DataChannel::Download, bytes) => {
+                        if (content.len() as u64).saturating_add(bytes.len() as u64) > max_bytes {
+                            return Err(GuestError::Protocol(format!(
+                                "the guest agent sent more than the {max_bytes} bytes read_file asked for"
+                            )));
+                        }
+                        content.extend_from_slice(&bytes);
+                    }
+                    Next::Data(..) => {}
+                    Next::Response(Response::Read(r)) => {
+                        return Ok(ReadOutput { content, size_bytes: r.size_bytes, truncated: r.truncated })
+                    }
+                    Next::Response(other) => return Err(agent_error(other, "read_file")),
                 }
-                Next::Response(other) => return Err(agent_error(other, "read_file")),
             }
-        }
+        })
+        .await
     }
 
     /// Atomically replaces (or creates) a regular file. An existing file keeps its mode
     /// and owner; a new one gets `mode` (default 0644). Refuses symlinked parents.
     pub async fn write_file(&self, path: &str, bytes: &[u8], mode: Option<u32>, create_parents: bool) -> Result<WriteResult, GuestError> {
-        let mut call = self.start(&Request::WriteFile { path: path.to_string(), mode, create_parents }).await?;
-        let response = match call.upload(bytes, "reading the file content failed").await? {
-            Some(early) => early,
-            None => call.response().await?,
-        };
-        match response {
-            Response::Write(result) => Ok(result),
-            other => Err(agent_error(other, "write_file")),
-        }
+        let deadline = self.inner.limits.transfer_deadline(bytes.len() as u64);
+        within("write_file", Some(deadline), async {
+            let mut call = self.start("write_file", &Request::WriteFile { path: path.to_string(), mode, create_parents })?;
+            let response = match call.upload(bytes, "reading the file content failed", None).await? {
+                Some(early) => early,
+                None => call.response().await?,
+            };
+            match response {
+                Response::Write(result) => Ok(result),
+                other => Err(agent_error(other, "write_file")),
+            }
+        })
+        .await
     }
 
     /// Describes a path (and its children, optionally recursively) without following
-    /// symlinks.
+    /// symlinks. A response with more than [`ClientLimits::max_list_entries`] entries is
+    /// refused ([`GuestError::Protocol`]); a response is also at most one 1 MiB frame.
     pub async fn list(&self, path: &str, recursive: bool) -> Result<ListResult, GuestError> {
-        match self.start(&Request::List { path: path.to_string(), recursive }).await?.response().await? {
-            Response::List(result) => Ok(result),
-            other => Err(agent_error(other, "list")),
-        }
+        let max_entries = self.inner.limits.max_list_entries;
+        within("list", Some(self.inner.limits.call_deadline), async {
+            match self.start("list", &Request::List { path: path.to_string(), recursive })?.response().await? {
+                Response::List(result) if result.entries.len() > max_entries => Err(GuestError::Protocol(format!(
+                    "the guest agent listed {} entries, more than the {max_entries} accepted",
+                    result.entries.len()
+                ))),
+                Response::List(result) => Ok(result),
+                other => Err(agent_error(other, "list")),
+            }
+        })
+        .await
     }
 
     /// Streams a tar archive from `archive` into the guest and extracts it under
-    /// `destination` (see the agent's rules on unsafe members).
+    /// `destination` (see the agent's rules on unsafe members). Fails with
+    /// [`GuestError::Stalled`] when the guest takes nothing and answers nothing for
+    /// [`ClientLimits::transfer_idle`].
     pub async fn tar_import<R>(&self, destination: &str, archive: R) -> Result<TarImportResult, GuestError>
     where
         R: AsyncRead + Unpin + Send,
     {
-        let mut call = self.start(&Request::TarImport { destination: destination.to_string() }).await?;
-        let response = match call.upload(archive, "reading the archive failed").await? {
+        let idle = self.inner.limits.transfer_idle;
+        let mut call = self.start("tar_import", &Request::TarImport { destination: destination.to_string() })?;
+        let response = match call.upload(archive, "reading the archive failed", Some(idle)).await? {
             Some(early) => early,
-            None => call.response().await?,
+            None => loop {
+                if let Next::Response(response) = call.next_within(idle).await? {
+                    break response;
+                }
+            },
         };
         match response {
             Response::TarImport(result) => Ok(result),
@@ -469,15 +763,18 @@ impl GuestClient {
     }
 
     /// Streams a tar archive of a guest path into `sink` (flushed at the end). On error
-    /// `sink` may hold a partial archive.
+    /// `sink` may hold a partial archive. Fails with [`GuestError::Stalled`] when the
+    /// guest sends nothing for [`ClientLimits::transfer_idle`] (time spent writing to
+    /// `sink` does not count).
     pub async fn tar_export<W>(&self, path: &str, mut sink: W) -> Result<TarExportResult, GuestError>
     where
         W: AsyncWrite + Unpin + Send,
     {
-        let mut call = self.start(&Request::TarExport { path: path.to_string() }).await?;
+        let idle = self.inner.limits.transfer_idle;
+        let mut call = self.start("tar_export", &Request::TarExport { path: path.to_string() })?;
         let context = "writing the archive failed";
         loop {
-            match call.next().await? {
+            match call.next_within(idle).await? {
                 Next::Data(DataChannel::Download, bytes) => {
                     sink.write_all(&bytes).await.map_err(|source| GuestError::Local { context, source })?
                 }
@@ -494,10 +791,13 @@ impl GuestClient {
     /// Asks the agent to flush filesystems and power the guest off (in `host_compat`, to
     /// end this session). A channel that closes right after the request counts as success.
     pub async fn shutdown(&self) -> Result<(), GuestError> {
-        match self.start(&Request::Shutdown).await?.response().await {
-            Ok(Response::Ok) | Err(GuestError::ChannelClosed) => Ok(()),
-            Ok(other) => Err(agent_error(other, "shutdown")),
-            Err(e) => Err(e),
-        }
+        within("shutdown", Some(self.inner.limits.call_deadline), async {
+            match self.start("shutdown", &Request::Shutdown)?.response().await {
+                Ok(Response::Ok) | Err(GuestError::ChannelClosed) => Ok(()),
+                Ok(other) => Err(agent_error(other, "shutdown")),
+                Err(e) => Err(e),
+            }
+        })
+        .await
     }
 }

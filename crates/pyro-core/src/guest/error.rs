@@ -12,9 +12,38 @@ pub enum GuestError {
     /// every pending and later call fails with this.
     #[error("guest channel closed")]
     ChannelClosed,
-    /// The agent did not say Hello in time.
-    #[error("guest agent did not become ready within {}", seconds(.0))]
-    BootTimeout(Duration),
+    /// No Hello arrived within the deadline given to [`super::GuestClient::connect`]:
+    /// the VM is still booting, or the agent or the supervisor in front of it is stopped
+    /// or hung (a stopped supervisor still accepts connections).
+    #[error("the guest agent did not say hello within {} (the VM or its supervisor is not responding)", seconds(.0))]
+    HelloTimeout(Duration),
+    /// A call hit its host-side deadline; it was cancelled in the guest.
+    #[error("the guest agent did not answer {op} within {}", seconds(after))]
+    Timeout {
+        /// The call (`exec`, `read_file`, …).
+        op: &'static str,
+        /// The deadline.
+        after: Duration,
+    },
+    /// A streaming call (tar import/export) made no progress for too long; it was
+    /// cancelled in the guest.
+    #[error("the guest agent made no progress on {op} for {}", seconds(idle))]
+    Stalled {
+        /// The call.
+        op: &'static str,
+        /// How long nothing moved.
+        idle: Duration,
+    },
+    /// The caller did not consume a call's data for too long (its queue stayed full), so
+    /// the host stopped buffering it and cancelled the call to keep the other calls on the
+    /// connection going.
+    #[error("{op} was cancelled: its output was not consumed for {}", seconds(after))]
+    SlowConsumer {
+        /// The call.
+        op: &'static str,
+        /// How long the queue stayed full.
+        after: Duration,
+    },
     /// The agent speaks another protocol version.
     #[error("guest agent speaks protocol version {agent}, this pyro speaks version {expected}")]
     ProtocolMismatch {

@@ -9,7 +9,7 @@ mod client;
 mod error;
 mod vsock;
 
-pub use client::{ExecOutput, GuestClient, OutputChunk, ReadOutput};
+pub use client::{ClientLimits, ExecOutput, GuestClient, OutputChunk, ReadOutput};
 pub use error::GuestError;
 pub use pyro_protocol::{
     DirEntry, EntryKind, ExecRequest, ExecResult, Hello, ListResult, TarExportResult, TarImportResult, WriteResult,

@@ -74,16 +74,18 @@ impl WorkspaceManager {
         if output.symlink_metadata().is_ok() {
             return Err(Error::InvalidArgument(format!("output_path already exists: {}", output.display())));
         }
-        if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).ctx("create", parent)?;
-        }
-        let tmp = output.with_file_name(format!(".{}.partial", output.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()));
+        let parent = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        std::fs::create_dir_all(parent).ctx("create", parent)?;
+        // Stage in a private (0700, randomly named) directory beside the output, so nothing
+        // else can plant a symlink where `cp` writes, then move into place without ever
+        // replacing a path that appeared meanwhile.
+        let staging = tempfile::Builder::new().prefix(".pyro-disk-export-").tempdir_in(parent).ctx("create temp dir in", parent)?;
+        let tmp = staging.path().join("disk.ext4");
         let status = std::process::Command::new("cp").arg("--sparse=always").arg(ws.disk()).arg(&tmp).status().ctx("run", "cp")?;
         if !status.success() {
-            let _ = std::fs::remove_file(&tmp);
             return Err(Error::Vmm(format!("copying the disk to {} failed", output.display())));
         }
-        std::fs::rename(&tmp, &output).ctx("create", &output)?;
+        rename_noreplace(&tmp, &output)?;
         Ok(DiskExported { workspace_id: id.into(), size_bytes: std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0), output_path: output, disk_format: "ext4" })
     }
 
@@ -104,5 +106,53 @@ impl WorkspaceManager {
         let ws = self.stopped(id).await?;
         let (bytes, size_bytes) = DiskImage::open(&ws.disk())?.read_prefix(&path, max_bytes)?;
         Ok(DiskRead { workspace_id: id.into(), path, size_bytes, max_bytes, truncated: size_bytes > bytes.len() as u64, content: String::from_utf8_lossy(&bytes).into_owned() })
+    }
+}
+
+/// Moves `from` to `to`, failing if `to` exists (`renameat2(RENAME_NOREPLACE)`; a hard link
+/// plus unlink where the filesystem lacks it).
+fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let exists = || Error::InvalidArgument(format!("output_path already exists: {}", to.display()));
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::InvalidArgument(format!("path contains a NUL byte: {}", p.display())));
+    let (src, dst) = (c(from)?, c(to)?);
+    // SAFETY: both arguments are valid NUL-terminated strings that outlive the call.
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, src.as_ptr(), libc::AT_FDCWD, dst.as_ptr(), libc::RENAME_NOREPLACE) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EEXIST) => Err(exists()),
+        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => match std::fs::hard_link(from, to) {
+            Ok(()) => std::fs::remove_file(from).ctx("remove", from),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists()),
+            Err(e) => Err(e).ctx("create", to),
+        },
+        _ => Err(err).ctx("create", to),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rename_noreplace_moves_and_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        std::fs::write(&a, "new").unwrap();
+        rename_noreplace(&a, &b).unwrap();
+        assert_eq!(std::fs::read_to_string(&b).unwrap(), "new");
+        assert!(!a.exists());
+        std::fs::write(&a, "newer").unwrap();
+        let err = rename_noreplace(&a, &b).unwrap_err().to_string();
+        assert!(err.contains("output_path already exists"), "{err}");
+        assert_eq!(std::fs::read_to_string(&b).unwrap(), "new");
+        // A dangling symlink counts as existing too.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &link).unwrap();
+        assert!(rename_noreplace(&a, &link).is_err());
+        assert!(!dir.path().join("nowhere").exists());
     }
 }

@@ -17,15 +17,36 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PYRO_LOG").unwrap_or_else(|_| "warn".into()))
         .init();
+    // Everything pyro creates (state, cache, disks, sockets, logs) is the user's alone.
+    // SAFETY: umask has no preconditions.
+    unsafe { libc::umask(0o077) };
     let json = wants_json(&cli.command);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // The supervisor runs on one thread: the VMM's death signal follows the thread that
+    // started it, which must live as long as the supervisor.
+    let builder = match cli.command {
+        Command::Supervise { .. } => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = match { builder }.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             output::print_error(&format!("cannot start the async runtime: {e}"), json);
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    let supervise = matches!(cli.command, Command::Supervise { .. });
+    let outcome = runtime.block_on(async {
+        if supervise {
+            return dispatch(cli.command).await;
+        }
+        // Ctrl-C (or SIGTERM) drops the command's future, whose guards undo what it had
+        // half-made (e.g. a workspace being created), then exits 130.
+        tokio::select! {
+            outcome = dispatch(cli.command) => outcome,
+            _ = interrupted() => Ok(130),
+        }
+    });
+    match outcome {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
             output::print_error(&e.to_string(), json);
@@ -44,6 +65,18 @@ async fn dispatch(command: Command) -> pyro_core::Result<i32> {
         Command::Demo(args) => commands::demo::run(&pyro, args).await,
         Command::Supervise { vm_dir } => pyro_core::vm::supervisor::run(vm_dir).await.map(|()| 0),
         Command::Workspace(workspace) => commands::workspace::run(&pyro, workspace).await,
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM (never if the handlers cannot be installed).
+async fn interrupted() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
     }
 }
 

@@ -5,116 +5,14 @@
 //! They boot real guests, so they are `#[ignore]`d in a plain `cargo test` and run by
 //! `scripts/test.sh` after `scripts/setup.sh --no-run`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 
-struct Sandbox {
-    state: tempfile::TempDir,
-    host: tempfile::TempDir,
-}
+mod common;
 
-impl Sandbox {
-    fn new() -> Self {
-        Self { state: tempfile::tempdir().unwrap(), host: tempfile::tempdir().unwrap() }
-    }
-
-    fn raw(&self, args: &[&str]) -> Output {
-        self.raw_env(args, &[])
-    }
-
-    fn raw_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pyro"));
-        cmd.args(args).env("PYRO_STATE_DIR", self.state.path()).stdin(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.output().expect("pyro runs")
-    }
-
-    /// Runs `pyro workspace ARGS --json` and returns the JSON, failing with diagnostics.
-    fn ws(&self, args: &[&str]) -> Value {
-        let full = with_json(args);
-        let out = self.raw(&full);
-        let text = String::from_utf8_lossy(&out.stdout);
-        let value: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("pyro {full:?} printed no JSON: {text}\nstderr: {}\n{}", String::from_utf8_lossy(&out.stderr), self.diagnostics()));
-        assert!(value.get("ok") != Some(&Value::Bool(false)), "pyro {full:?} failed: {value}\n{}", self.diagnostics());
-        value
-    }
-
-    /// Runs `pyro workspace ARGS --json` expecting a failure; returns the error message.
-    fn ws_err(&self, args: &[&str]) -> String {
-        let full = with_json(args);
-        let out = self.raw(&full);
-        assert_eq!(out.status.code(), Some(1), "pyro {full:?} should fail: {}", String::from_utf8_lossy(&out.stdout));
-        let value: Value = serde_json::from_slice(&out.stdout).expect("JSON error");
-        assert_eq!(value["ok"], false);
-        value["error"].as_str().unwrap().to_string()
-    }
-
-    fn seed(&self, name: &str, files: &[(&str, &str, u32)]) -> PathBuf {
-        let dir = self.host.path().join(name);
-        for (path, content, mode) in files {
-            let p = dir.join(path);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, content).unwrap();
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).unwrap();
-        }
-        dir
-    }
-
-    fn create(&self, seed: &Path, name: &str, labels: &[&str]) -> String {
-        let mut args = vec!["create", "debian:12", "--seed-path", seed.to_str().unwrap(), "--name", name];
-        for label in labels {
-            args.extend(["--label", label]);
-        }
-        let created = self.ws(&args);
-        assert_eq!(created["state"], "started");
-        created["workspace_id"].as_str().unwrap().to_string()
-    }
-
-    fn export_text(&self, id: &str, path: &str) -> String {
-        let out = self.host.path().join(format!("export-{}-{}", id, path.replace('/', "_")));
-        self.ws(&["export", id, path, "--output", out.to_str().unwrap()]);
-        std::fs::read_to_string(out).unwrap()
-    }
-
-    fn diagnostics(&self) -> String {
-        let mut out = String::new();
-        for ws in std::fs::read_dir(self.state.path().join("workspaces")).into_iter().flatten().flatten() {
-            for file in ["serial.log", "vmm.log", "supervisor.log", "supervisor.json"] {
-                let text = std::fs::read_to_string(ws.path().join("vm").join(file)).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(12).collect();
-                out.push_str(&format!("--- {} {file}\n{}\n", ws.path().display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
-            }
-        }
-        out
-    }
-}
-
-/// `workspace ARGS --json`, with `--json` before a trailing `-- CMD`.
-fn with_json<'a>(args: &[&'a str]) -> Vec<&'a str> {
-    let split = args.iter().position(|a| *a == "--").unwrap_or(args.len());
-    let mut full = vec!["workspace"];
-    full.extend_from_slice(&args[..split]);
-    full.push("--json");
-    full.extend_from_slice(&args[split..]);
-    full
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        // Never leave guests running behind a test.
-        if let Ok(list) = serde_json::from_slice::<Value>(&self.raw(&["workspace", "list", "--json"]).stdout) {
-            for w in list["workspaces"].as_array().into_iter().flatten() {
-                self.raw(&["workspace", "delete", w["workspace_id"].as_str().unwrap_or_default()]);
-            }
-        }
-    }
-}
+use common::{vmm_pid, wait_for, Sandbox};
 
 #[test]
 #[ignore = "boots real guests; run by scripts/test.sh"]
@@ -265,7 +163,7 @@ fn modes_git_patches_and_crash_recovery() {
 
     // Killing the VMM: status reports stopped with the reason; start recovers /workspace.
     let vmm = vmm_pid(sb.state.path()).expect("a VMM process for the workspace");
-    unsafe { libc_kill(vmm) };
+    unsafe { libc::kill(vmm, libc::SIGKILL) };
     let status = wait_for(Duration::from_secs(60), || {
         let s = sb.ws(&["status", &id]);
         (s["state"] == "stopped").then_some(s)
@@ -318,33 +216,4 @@ fn concurrent_cli_processes_lose_nothing() {
     for i in 0..4 {
         assert_eq!(labels[format!("k{i}")], format!("v{i}"), "{labels}");
     }
-}
-
-fn vmm_pid(state: &Path) -> Option<i32> {
-    let needle = state.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc").ok()?.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()).find(|pid| {
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let text = String::from_utf8_lossy(&cmdline);
-        (text.contains("qemu-system") || text.contains("firecracker")) && text.contains(&needle)
-    })
-}
-
-extern "C" {
-    fn kill(pid: i32, sig: i32) -> i32;
-}
-
-/// SIGKILL, the way an OOM killer or a crash would end the VMM.
-unsafe fn libc_kill(pid: i32) {
-    kill(pid, 9);
-}
-
-fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if let Some(v) = probe() {
-            return Some(v);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    None
 }

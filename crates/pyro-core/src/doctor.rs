@@ -39,6 +39,10 @@ pub struct SelectedReport {
     pub backend: Option<&'static str>,
     /// Why.
     pub reason: String,
+    /// What isolates guests on that backend (`kvm`, `tcg` or `none`).
+    pub isolation: Option<&'static str>,
+    /// The same in plain words.
+    pub isolation_detail: Option<&'static str>,
 }
 
 /// What the chosen backend can do.
@@ -124,12 +128,20 @@ pub async fn report(dirs: &Dirs, store: &EnvironmentStore) -> DoctorReport {
         }
     };
     let selected = match probe.choose(requested) {
-        Ok(selection) => SelectedReport { backend: Some(selection.backend.name()), reason: selection.reason },
+        Ok(selection) => SelectedReport {
+            backend: Some(selection.backend.name()),
+            reason: selection.reason,
+            isolation: Some(selection.backend.isolation()),
+            isolation_detail: Some(selection.backend.isolation_detail()),
+        },
         Err(e) => {
             issues.push(e.to_string());
-            SelectedReport { backend: None, reason: e.to_string() }
+            SelectedReport { backend: None, reason: e.to_string(), isolation: None, isolation_detail: None }
         }
     };
+    for tool in missing_host_tools(probe.qemu.as_ref().map(|q| q.path.as_path())) {
+        issues.push(format!("{tool} is not installed (scripts/setup.sh installs it)"));
+    }
     let guest = matches!(selected.backend, Some(name) if name != BackendKind::HostCompat.name());
     let agent_binary = match paths::agent_binary() {
         Ok(path) => Some(path),
@@ -162,4 +174,20 @@ pub async fn report(dirs: &Dirs, store: &EnvironmentStore) -> DoctorReport {
             ip_forward_enabled: std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").map(|v| v.trim() == "1").unwrap_or(false),
         },
     }
+}
+
+/// Host commands pyro runs that are missing: `qemu-img` (QEMU disks), and the e2fsprogs
+/// tools and `cp` that workspace disks are made with.
+fn missing_host_tools(qemu: Option<&std::path::Path>) -> Vec<&'static str> {
+    let beside_qemu = |name: &str| qemu.and_then(|q| Some(q.with_file_name(name)).filter(|p| p.is_file()));
+    let mut missing = Vec::new();
+    if qemu.is_some() && beside_qemu("qemu-img").or_else(|| find_in_path("qemu-img")).is_none() {
+        missing.push("qemu-img");
+    }
+    for tool in ["cp", "e2fsck", "resize2fs"] {
+        if find_in_path(tool).is_none() && !std::path::Path::new("/sbin").join(tool).is_file() {
+            missing.push(tool);
+        }
+    }
+    missing
 }

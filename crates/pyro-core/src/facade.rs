@@ -28,8 +28,11 @@ pub struct Pyro {
 
 impl Pyro {
     /// A facade using the directories from the environment (see [`Dirs::from_env`]).
+    /// The cache and state roots are made private first ([`Dirs::secure`]).
     pub fn from_env() -> Result<Self> {
-        Ok(Self::with_dirs(Dirs::from_env()?))
+        let dirs = Dirs::from_env()?;
+        dirs.secure()?;
+        Ok(Self::with_dirs(dirs))
     }
 
     /// A facade over explicit directories.
@@ -123,7 +126,7 @@ impl Pyro {
         progress(&format!("[run] phase=create environment={}", options.environment));
         let vm = self.create_vm(options, progress).await?;
         let outcome = async {
-            progress(&format!("[run] phase=start vm_id={} backend={}", vm.vm_id, vm.backend));
+            progress(&format!("[run] phase=start vm_id={} backend={} isolation={}", vm.vm_id, vm.backend, vm.isolation));
             self.start_vm(&vm.vm_id).await?;
             progress(&format!("[run] phase=execute vm_id={}", vm.vm_id));
             self.exec_vm(&vm.vm_id, command, timeout_seconds, output).await

@@ -4,6 +4,7 @@
 //! the public contract.
 
 pub mod catalog;
+pub mod console_log;
 pub mod disk_image;
 pub mod doctor;
 pub mod elf;
@@ -12,6 +13,7 @@ pub mod error;
 pub mod facade;
 pub mod fsutil;
 pub mod guest;
+pub mod host_process;
 pub mod paths;
 pub mod vm;
 pub mod vmm;

@@ -34,6 +34,16 @@ impl Dirs {
         Ok(Self { cache, state })
     }
 
+    /// Makes the cache and state roots private: created 0700 when missing, tightened to
+    /// 0700 when looser, refused when another user owns them (a pre-created shared
+    /// directory could hold another user's symlinks).
+    pub fn secure(&self) -> Result<()> {
+        for root in [&self.cache, &self.state] {
+            secure_root(root)?;
+        }
+        Ok(())
+    }
+
     /// Directory of installed environments for this platform.
     pub fn environments(&self) -> PathBuf {
         self.cache.join("environments").join(crate::catalog::PLATFORM)
@@ -43,6 +53,24 @@ impl Dirs {
     pub fn build(&self) -> PathBuf {
         self.cache.join("build")
     }
+}
+
+fn secure_root(root: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(root).map_err(|e| Error::io("create", root, e))?;
+    let meta = std::fs::symlink_metadata(root).map_err(|e| Error::io("inspect", root, e))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Err(Error::InvalidArgument(format!("refusing to use {}: it belongs to uid {}, not to this user (uid {me})", root.display(), meta.uid())));
+    }
+    if !meta.is_dir() {
+        return Err(Error::InvalidArgument(format!("refusing to use {}: it is not a directory", root.display())));
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700)).map_err(|e| Error::io("restrict permissions of", root, e))?;
+    }
+    Ok(())
 }
 
 fn env_dir(var: &str) -> Option<PathBuf> {
@@ -117,6 +145,23 @@ pub fn is_static_elf(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn roots_are_private_and_foreign_ones_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = Dirs { cache: tmp.path().join("cache/pyro"), state: tmp.path().join("state") };
+        std::fs::create_dir(&dirs.state).unwrap();
+        std::fs::set_permissions(&dirs.state, std::fs::Permissions::from_mode(0o755)).unwrap();
+        dirs.secure().unwrap();
+        for root in [&dirs.cache, &dirs.state] {
+            assert_eq!(std::fs::metadata(root).unwrap().permissions().mode() & 0o777, 0o700, "{}", root.display());
+        }
+        // A symlink to a directory is not a private directory either.
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&dirs.state, &link).unwrap();
+        assert!(Dirs { cache: dirs.cache.clone(), state: link }.secure().is_err());
+    }
 
     #[test]
     fn env_override_wins() {

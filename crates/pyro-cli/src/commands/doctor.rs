@@ -36,6 +36,9 @@ pub async fn run(pyro: &Pyro, args: DoctorArgs) -> Result<i32> {
     }
     println!("Backend: {}", report.selected.backend.unwrap_or("none"));
     println!("Backend reason: {}", report.selected.reason);
+    if let Some(detail) = report.selected.isolation_detail {
+        println!("Isolation: {detail}");
+    }
     let caps = &report.capabilities;
     println!("Capabilities: vm_boot={} guest_exec={} guest_network={}", yes_no(caps.vm_boot), yes_no(caps.guest_exec), yes_no(caps.guest_network));
     println!("Environment cache: {}", report.cache_dir.display());

@@ -103,11 +103,14 @@ async fn run_script(name: &str, script: &str, args: &[String], progress: Progres
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    // SAFETY: prctl only sets a flag of the child; if pyro is killed mid-build the
+    // SAFETY: prctl and umask only set attributes of the child; if pyro is killed mid-build the
     // script gets SIGTERM and its trap removes its half-built work.
     unsafe {
         command.pre_exec(|| {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            // Files inside the guest image keep the usual modes (pyro itself runs with
+            // umask 077); the image sits in the private cache either way.
+            libc::umask(0o022);
             Ok(())
         });
     }

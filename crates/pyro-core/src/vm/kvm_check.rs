@@ -38,6 +38,7 @@ pub async fn run(dirs: &Dirs, installed: &InstalledEnvironment, cache_file: &Pat
             }
         }
     };
+    let inconclusive = matches!(&detail, Err(reason) if reason.contains(supervisor::BOOT_TIMEOUT_MARK));
     let check = KvmBootCheck {
         host_kernel: host_kernel_release(),
         guest_kernel_sha256: installed.manifest.artifacts.get(KERNEL_FILE).map(|a| a.sha256.clone()).unwrap_or_default(),
@@ -45,8 +46,11 @@ pub async fn run(dirs: &Dirs, installed: &InstalledEnvironment, cache_file: &Pat
         boots: detail.is_ok(),
         detail: match detail {
             Ok(()) => "our kernel booted to the agent under KVM".into(),
+            Err(reason) if inconclusive => format!("the KVM boot check timed out, which proves nothing (re-checked within a day): {}", first_clause(&reason)),
             Err(reason) => format!("KVM is present but did not boot our kernel: {}", first_clause(&reason)),
         },
+        inconclusive,
+        checked_at: crate::fsutil::unix_now(),
     };
     let _ = write_atomic(cache_file, &serde_json::to_vec_pretty(&check).expect("check serialises"));
 }
@@ -55,7 +59,19 @@ pub async fn run(dirs: &Dirs, installed: &InstalledEnvironment, cache_file: &Pat
 fn first_clause(reason: &str) -> String {
     let (head, log) = reason.split_once("; serial log: ").unwrap_or((reason, ""));
     let last = log.rsplit(" | ").next().unwrap_or("").trim();
-    let mut text = if last.is_empty() || last == "(empty)" { head.to_string() } else { format!("{head} (last output: {last})") };
-    text.truncate(400);
-    text
+    let text = if last.is_empty() || last == "(empty)" { head.to_string() } else { format!("{head} (last output: {last})") };
+    // At most 400 characters, cut on a character boundary (paths may be non-ASCII).
+    text.chars().take(400).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::first_clause;
+
+    #[test]
+    fn long_non_ascii_reasons_are_cut_on_a_character_boundary() {
+        let reason = format!("guest boot failed: {}; serial log: x", "é".repeat(500));
+        let clause = first_clause(&reason);
+        assert_eq!(clause.chars().count(), 400);
+    }
 }

@@ -5,6 +5,7 @@
 //! owned by its [`supervisor`] process; CLI processes talk to the guest through it.
 
 pub mod record;
+mod relay;
 pub mod supervisor;
 
 use std::path::{Path, PathBuf};
@@ -23,6 +24,9 @@ use crate::guest::{ExecOutput, GuestClient, OutputChunk};
 use crate::paths::Dirs;
 use crate::vmm::select::{backend_from_env, HostProbe, Selection};
 use crate::vmm::{self, BackendKind, LaunchSpec};
+
+/// How long a supervisor whose guest is ready may take to greet a new client.
+const READY_HELLO_DEADLINE: Duration = Duration::from_secs(10);
 
 /// Default exec output cap per stream (bytes); more is drained and flagged truncated.
 pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 64 << 20;
@@ -126,6 +130,8 @@ pub struct VmStatus {
     pub execution_mode: &'static str,
     /// Backend running the VM.
     pub backend: &'static str,
+    /// What isolates it: `kvm`, `tcg` (software emulation) or `none`.
+    pub isolation: &'static str,
     /// Why that backend.
     pub backend_reason: String,
     /// Milliseconds from launch to the agent's hello on the last start.
@@ -476,23 +482,47 @@ impl VmManager {
 }
 
 /// Stops the supervisor of `record`, if any: the agent is asked to power off, then the
-/// supervisor forces the VMM down.
+/// supervisor forces the VMM down. A VMM that outlived its supervisor is killed too.
 pub(crate) async fn stop_supervisor(record: &VmRecord) {
-    let Some(pid) = record.supervisor_pid else { return };
     let dir = record.dir();
-    if !supervisor::is_alive(pid, dir) {
-        return;
+    if let Some(pid) = record.supervisor_pid.filter(|pid| supervisor::is_alive(*pid, dir)) {
+        // SAFETY: plain signal delivery to a process we verified is our supervisor.
+        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        let mut gone = false;
+        for _ in 0..200 {
+            if !supervisor::is_alive(pid, dir) {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !gone {
+            // SAFETY: as above; the supervisor ignored SIGTERM for 10 s.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            for _ in 0..100 {
+                if !supervisor::is_alive(pid, dir) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
     }
-    // SAFETY: plain signal delivery to a process we verified is our supervisor.
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-    for _ in 0..200 {
-        if !supervisor::is_alive(pid, dir) {
+    kill_stray_vmm(dir).await;
+}
+
+/// Kills the VMM recorded in `dir` if it still runs without a supervisor (by pid *and*
+/// start time, never a reused pid), and forgets it.
+pub(crate) async fn kill_stray_vmm(dir: &Path) {
+    let path = dir.join(supervisor::VMM_IDENTITY_FILE);
+    let Some(vmm) = crate::host_process::ProcessIdentity::load(&path) else { return };
+    if vmm.is_alive() {
+        tracing::warn!("stopping a VMM (pid {}) left running without its supervisor", vmm.pid);
+        if !vmm.kill_and_wait(Duration::from_secs(10)).await {
+            tracing::warn!("the stray VMM (pid {}) did not exit after SIGKILL", vmm.pid);
             return;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // SAFETY: as above; the supervisor ignored SIGTERM for 10 s.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let _ = std::fs::remove_file(&path);
 }
 
 fn process_exists(pid: u32) -> bool {
@@ -518,8 +548,17 @@ pub(crate) async fn connect(dir: &Path) -> Result<(GuestClient, Hello)> {
             }
         }
     };
-    let timeout = supervisor::boot_timeout() + Duration::from_secs(15);
-    GuestClient::connect(stream, timeout).await.map_err(|e| Error::Vmm(guest_failure(dir, e)))
+    // A ready supervisor answers at once; only a booting one may take the boot timeout.
+    let ready = SupervisorStatus::load(dir).is_some_and(|s| s.phase == Phase::Ready);
+    let timeout = if ready { READY_HELLO_DEADLINE } else { supervisor::boot_timeout() + Duration::from_secs(15) };
+    match GuestClient::connect(stream, timeout).await {
+        Ok(connected) => Ok(connected),
+        Err(crate::guest::GuestError::HelloTimeout(_)) if ready => Err(Error::Vmm(format!(
+            "the VM supervisor did not answer within {}s (is it stopped or hung? `pyro workspace stop` and `start` recover)",
+            READY_HELLO_DEADLINE.as_secs()
+        ))),
+        Err(e) => Err(Error::Vmm(guest_failure(dir, e))),
+    }
 }
 
 /// Explains a guest channel failure, preferring what the supervisor recorded.
@@ -547,6 +586,7 @@ fn status_of(record: &VmRecord) -> VmStatus {
         tap_name: None,
         execution_mode: if record.state == VmState::Created { "pending" } else { record.backend.execution_mode() },
         backend: record.backend.name(),
+        isolation: record.backend.isolation(),
         backend_reason: record.backend_reason.clone(),
         boot_ms: record.boot_ms,
         guest_kernel: record.guest_kernel.clone(),
@@ -571,10 +611,20 @@ pub(crate) fn refreshed(dir: &Path) -> Result<VmRecord> {
     Ok(record)
 }
 
+/// [`refreshed`], also stopping a VMM that outlived its supervisor, so "stopped" is true.
+pub(crate) async fn refreshed_and_reaped(dir: &Path) -> Result<VmRecord> {
+    let record = refreshed(dir)?;
+    if record.state != VmState::Started {
+        kill_stray_vmm(dir).await;
+    }
+    Ok(record)
+}
+
 /// Starts the supervisor of a VM directory and waits for the agent's hello; the record
 /// says started (with boot time and guest kernel) or stopped (with the failure).
 pub(crate) async fn boot_dir(mut record: VmRecord) -> Result<VmRecord> {
     let dir = record.dir().to_path_buf();
+    kill_stray_vmm(&dir).await;
     let _ = std::fs::remove_file(dir.join(supervisor::STATUS_FILE));
     record.supervisor_pid = Some(supervisor::spawn(&dir)?);
     record.state = VmState::Started;

@@ -8,10 +8,7 @@
 //! when the TTL passes, when the owning CLI process dies (`pyro run`), or on SIGTERM, and
 //! records what happened in `supervisor.json`.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pyro_protocol::{read_frame, write_frame, Frame, FrameKind, Hello, Request, PROTOCOL_VERSION};
@@ -20,6 +17,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
 
 use super::record::VmRecord;
+use super::relay::{accept_clients, pump_guest, Relay};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{unix_now, write_atomic};
 use crate::vmm::{self, BackendKind, Launched};
@@ -28,9 +26,17 @@ use crate::vmm::{self, BackendKind, Launched};
 pub const CONTROL_SOCKET: &str = "control.sock";
 /// Status file name inside the VM directory.
 pub const STATUS_FILE: &str = "supervisor.json";
+/// The running VMM's identity (pid and start time), so a VMM left behind by a killed
+/// supervisor can be found and stopped.
+pub const VMM_IDENTITY_FILE: &str = "vmm.json";
+/// Held (flock) by the supervisor and inherited by its VMM for their whole lives: while
+/// either runs, no second supervisor can boot this VM's disk.
+pub const RUN_LOCK_FILE: &str = "run.lock";
 /// Environment variable overriding the boot timeout (seconds).
 pub const BOOT_TIMEOUT_ENV: &str = "PYRO_BOOT_TIMEOUT_SECONDS";
 const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+/// The words a boot-timeout error contains (the KVM check tells timeouts apart by them).
+pub(crate) const BOOT_TIMEOUT_MARK: &str = "did not answer within";
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Supervisor phase, as recorded in `supervisor.json`.
@@ -100,8 +106,12 @@ pub fn spawn(vm_dir: &Path) -> Result<u32> {
             Ok(())
         });
     }
-    let child = command.spawn().map_err(|e| Error::Vmm(format!("cannot start the VM supervisor: {e}")))?;
-    Ok(child.id())
+    let mut child = command.spawn().map_err(|e| Error::Vmm(format!("cannot start the VM supervisor: {e}")))?;
+    let pid = child.id();
+    // Reap it when it exits, so long-lived hosts (the MCP server, the SDK's child)
+    // collect no zombies.
+    std::thread::spawn(move || child.wait());
+    Ok(pid)
 }
 
 /// Whether `pid` is a live supervisor of `vm_dir` (guards against PID reuse).
@@ -121,6 +131,9 @@ pub async fn run(vm_dir: PathBuf) -> Result<()> {
     let mut status = SupervisorStatus { pid, phase: Phase::Booting, boot_ms: None, hello: None, error: None, updated_at: unix_now() };
     status.store(&vm_dir);
 
+    // One supervisor per VM: the run lock is held by a live supervisor or by a VMM that
+    // outlived one. Wait briefly for a predecessor that is shutting down.
+    let run_lock = acquire_run_lock(&vm_dir).await?;
     let control_path = vm_dir.join(CONTROL_SOCKET);
     vmm::remove_stale(&control_path);
     let listener = UnixListener::bind(&control_path).ctx("bind", &control_path)?;
@@ -129,7 +142,7 @@ pub async fn run(vm_dir: PathBuf) -> Result<()> {
     tokio::spawn(accept_clients(listener, relay.clone(), ready_rx));
 
     let started = Instant::now();
-    let outcome = boot(&record, boot_timeout()).await;
+    let outcome = boot_holding(&record, boot_timeout(), Some(&run_lock)).await;
     let (mut child, hello, channel) = match outcome {
         Ok(parts) => parts,
         Err(message) => {
@@ -194,15 +207,35 @@ pub async fn run(vm_dir: PathBuf) -> Result<()> {
     status.store(&vm_dir);
     let _ = std::fs::remove_file(&control_path);
     let _ = std::fs::remove_file(record.launch.channel_socket());
+    let _ = std::fs::remove_file(vm_dir.join(VMM_IDENTITY_FILE));
     if remove_vm {
         let _ = std::fs::remove_dir_all(&vm_dir);
     }
     Ok(())
 }
 
+/// Takes the VM's run lock, waiting up to a few seconds for a previous holder to exit.
+async fn acquire_run_lock(vm_dir: &Path) -> Result<std::fs::File> {
+    let path = vm_dir.join(RUN_LOCK_FILE);
+    for _ in 0..100 {
+        if let Some(lock) = crate::fsutil::try_lock_file(&path)? {
+            return Ok(lock);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(Error::Vmm("this VM is already running under another supervisor (or its VMM outlived one)".into()))
+}
+
 /// Launches the VMM and waits for the agent's hello; errors are user-facing one-liners.
 pub(crate) async fn boot(record: &VmRecord, timeout: Duration) -> Result<(tokio::process::Child, Hello, UnixStream), String> {
+    boot_holding(record, timeout, None).await
+}
+
+/// [`boot`], with the VMM inheriting `run_lock` and its identity recorded in the VM
+/// directory.
+async fn boot_holding(record: &VmRecord, timeout: Duration, run_lock: Option<&std::fs::File>) -> Result<(tokio::process::Child, Hello, UnixStream), String> {
     let spec = &record.launch;
+    let _inherit = run_lock.map(vmm::InheritedFd::new);
     let launched = match record.backend {
         BackendKind::QemuTcg | BackendKind::QemuKvm => {
             let accel = if record.backend == BackendKind::QemuKvm { vmm::qemu::Accel::Kvm } else { vmm::qemu::Accel::Tcg };
@@ -219,6 +252,11 @@ pub(crate) async fn boot(record: &VmRecord, timeout: Duration) -> Result<(tokio:
         }
     };
     let Launched { mut child, channel } = launched.map_err(|e| e.to_string())?;
+    if let Some(identity) = child.id().and_then(crate::host_process::ProcessIdentity::of) {
+        if let Err(e) = identity.store(&record.dir().join(VMM_IDENTITY_FILE)) {
+            tracing::warn!("cannot record the VMM's identity: {e}");
+        }
+    }
     let (mut read, mut write) = channel.into_split();
     let knock = async {
         loop {
@@ -243,7 +281,7 @@ pub(crate) async fn boot(record: &VmRecord, timeout: Duration) -> Result<(tokio:
         hello = hello => hello,
         _ = knock => Err("the guest channel closed".into()),
         exit = child.wait() => Err(format!("the VMM exited during boot ({})", exit.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()))),
-        _ = tokio::time::sleep(timeout) => Err(format!("the guest agent did not answer within {}s (boot timeout; raise {BOOT_TIMEOUT_ENV})", timeout.as_secs())),
+        _ = tokio::time::sleep(timeout) => Err(format!("the guest agent {BOOT_TIMEOUT_MARK} {}s (boot timeout; raise {BOOT_TIMEOUT_ENV})", timeout.as_secs())),
     };
     match outcome {
         Ok(hello) if hello.protocol_version == PROTOCOL_VERSION => {
@@ -262,12 +300,11 @@ pub(crate) async fn boot(record: &VmRecord, timeout: Duration) -> Result<(tokio:
     }
 }
 
-/// The last lines of the guest console, folded into one line.
+/// The last lines of the guest console (and the VMM's stderr), folded into one line;
+/// only the ends of the capped logs are read.
 pub fn serial_tail(record: &VmRecord) -> String {
-    let mut text = std::fs::read(record.launch.serial_log()).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-    if let Ok(vmm_log) = std::fs::read_to_string(record.dir().join("vmm.log")) {
-        text.push_str(&vmm_log);
-    }
+    let mut text = crate::console_log::tail(&record.launch.serial_log());
+    text.push_str(&crate::console_log::tail(&record.launch.vmm_log()));
     let lines: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     if lines.is_empty() {
         return "(empty)".into();
@@ -277,17 +314,20 @@ pub fn serial_tail(record: &VmRecord) -> String {
 
 async fn ttl_expired(record: &VmRecord) {
     let remaining = (record.expires_at - unix_now()).max(0.0);
-    tokio::time::sleep(Duration::from_secs_f64(remaining)).await;
+    // A corrupt record (huge, infinite or NaN expiry) means "never", not a panic.
+    match Duration::try_from_secs_f64(remaining) {
+        Ok(remaining) => tokio::time::sleep(remaining).await,
+        Err(_) => std::future::pending().await,
+    }
 }
 
-/// Resolves when `pid` exits (never when there is no owner).
+/// Resolves when the owner `pid` exits (never when there is no owner). The owner is
+/// identified by pid and start time when the supervisor starts, so a reused pid does
+/// not keep the VM alive.
 async fn owner_gone(pid: Option<u32>) {
     let Some(pid) = pid else { return std::future::pending().await };
-    loop {
-        // SAFETY: kill with signal 0 only checks for existence.
-        if unsafe { libc::kill(pid as i32, 0) } != 0 {
-            return;
-        }
+    let Some(owner) = crate::host_process::ProcessIdentity::of(pid) else { return };
+    while owner.is_alive() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -329,163 +369,3 @@ fn spawn_guest_writer(mut write: tokio::net::unix::OwnedWriteHalf) -> mpsc::Send
     tx
 }
 
-/// Routes frames between clients and the guest.
-#[derive(Clone)]
-struct Relay {
-    inner: Arc<Mutex<RelayState>>,
-    next_stream: Arc<AtomicU32>,
-}
-
-struct RelayState {
-    /// Last time a client sent a frame or a request was open.
-    last_activity: Instant,
-    guest: Option<mpsc::Sender<Frame>>,
-    clients: HashMap<u64, mpsc::UnboundedSender<Frame>>,
-    /// guest stream → (client, client stream)
-    routes: HashMap<u32, (u64, u32)>,
-    /// (client, client stream) → guest stream
-    reverse: HashMap<(u64, u32), u32>,
-    next_client: u64,
-}
-
-impl Default for RelayState {
-    fn default() -> Self {
-        Self { last_activity: Instant::now(), guest: None, clients: HashMap::new(), routes: HashMap::new(), reverse: HashMap::new(), next_client: 0 }
-    }
-}
-
-impl Relay {
-    fn new() -> Self {
-        Self { inner: Arc::new(Mutex::new(RelayState::default())), next_stream: Arc::new(AtomicU32::new(1)) }
-    }
-
-    fn next_stream(&self) -> u32 {
-        self.next_stream.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// How long nothing has happened: zero while any request is open.
-    fn idle_time(&self) -> Duration {
-        let mut state = self.inner.lock().expect("relay lock");
-        if !state.routes.is_empty() {
-            state.last_activity = Instant::now();
-        }
-        state.last_activity.elapsed()
-    }
-
-    fn attach_guest(&self, tx: mpsc::Sender<Frame>) {
-        self.inner.lock().expect("relay lock").guest = Some(tx);
-    }
-
-    fn add_client(&self, tx: mpsc::UnboundedSender<Frame>) -> u64 {
-        let mut state = self.inner.lock().expect("relay lock");
-        state.next_client += 1;
-        let id = state.next_client;
-        state.clients.insert(id, tx);
-        id
-    }
-
-    /// Drops a client and cancels whatever it still had running in the guest.
-    fn remove_client(&self, client: u64) -> Vec<Frame> {
-        let mut state = self.inner.lock().expect("relay lock");
-        state.clients.remove(&client);
-        let open: Vec<(u32, u32)> = state.reverse.iter().filter(|((c, _), _)| *c == client).map(|((_, s), g)| (*s, *g)).collect();
-        open.into_iter()
-            .map(|(client_stream, guest_stream)| {
-                state.reverse.remove(&(client, client_stream));
-                state.routes.remove(&guest_stream);
-                Frame::empty(guest_stream, FrameKind::Cancel)
-            })
-            .collect()
-    }
-
-    /// Rewrites a client frame for the guest.
-    fn to_guest(&self, client: u64, mut frame: Frame) -> Option<(mpsc::Sender<Frame>, Frame)> {
-        let mut state = self.inner.lock().expect("relay lock");
-        state.last_activity = Instant::now();
-        let guest = state.guest.clone()?;
-        let guest_stream = if frame.kind == FrameKind::Request {
-            let id = self.next_stream();
-            state.routes.insert(id, (client, frame.stream));
-            state.reverse.insert((client, frame.stream), id);
-            id
-        } else {
-            *state.reverse.get(&(client, frame.stream))?
-        };
-        frame.stream = guest_stream;
-        Some((guest, frame))
-    }
-
-    /// Delivers a guest frame to the client that owns its stream.
-    fn to_client(&self, mut frame: Frame) {
-        let mut state = self.inner.lock().expect("relay lock");
-        let Some(&(client, client_stream)) = state.routes.get(&frame.stream) else { return };
-        if frame.kind == FrameKind::Response {
-            state.routes.remove(&frame.stream);
-            state.reverse.remove(&(client, client_stream));
-        }
-        frame.stream = client_stream;
-        if let Some(tx) = state.clients.get(&client) {
-            let _ = tx.send(frame);
-        }
-    }
-
-    fn close_all(&self) {
-        let mut state = self.inner.lock().expect("relay lock");
-        state.clients.clear();
-        state.guest = None;
-    }
-}
-
-async fn pump_guest(mut read: tokio::net::unix::OwnedReadHalf, relay: Relay) {
-    while let Ok(Some(frame)) = read_frame(&mut read).await {
-        if frame.kind != FrameKind::Hello {
-            relay.to_client(frame);
-        }
-    }
-}
-
-async fn accept_clients(listener: UnixListener, relay: Relay, ready: watch::Receiver<Option<Result<Hello, String>>>) {
-    while let Ok((stream, _)) = listener.accept().await {
-        tokio::spawn(serve_client(stream, relay.clone(), ready.clone()));
-    }
-}
-
-async fn serve_client(stream: UnixStream, relay: Relay, mut ready: watch::Receiver<Option<Result<Hello, String>>>) {
-    let hello = match ready.wait_for(|state| state.is_some()).await {
-        Ok(state) => match state.as_ref() {
-            Some(Ok(hello)) => hello.clone(),
-            _ => return, // boot failed: closing tells the client to read supervisor.json
-        },
-        Err(_) => return,
-    };
-    let (mut read, mut write) = stream.into_split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
-    let _ = tx.send(Frame::json(0, FrameKind::Hello, &hello));
-    let client = relay.add_client(tx.clone());
-    let writer = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            if write_frame(&mut write, &frame).await.is_err() {
-                break;
-            }
-        }
-    });
-    while let Ok(Some(frame)) = read_frame(&mut read).await {
-        if frame.kind == FrameKind::Hello {
-            let _ = tx.send(Frame::json(0, FrameKind::Hello, &hello));
-            continue;
-        }
-        if let Some((guest, frame)) = relay.to_guest(client, frame) {
-            if guest.send(frame).await.is_err() {
-                break;
-            }
-        }
-    }
-    let cancels = relay.remove_client(client);
-    if let Some(guest) = relay.inner.lock().expect("relay lock").guest.clone() {
-        for cancel in cancels {
-            let _ = guest.try_send(cancel);
-        }
-    }
-    drop(tx);
-    writer.abort();
-}

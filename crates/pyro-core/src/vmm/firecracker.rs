@@ -22,6 +22,7 @@ use tokio::net::UnixStream;
 use tokio::process::Child;
 use tokio::time::Instant;
 
+use super::spawn::spawn_confined;
 use super::{kernel_cmdline, remove_stale, LaunchSpec, Launched, RebootMethod};
 use crate::error::{Error, IoContext, Result};
 use crate::guest::connect_firecracker_vsock;
@@ -177,7 +178,8 @@ impl Firecracker {
     }
 
     /// Writes the config and starts Firecracker for `spec`: stale sockets removed, stdout
-    /// and stderr (the guest console) to the serial log, its own process group, killed
+    /// (the guest console) to the capped serial log and stderr to the capped VMM log,
+    /// confined and tied to this process (see `spawn`), its own process group, killed
     /// when the returned child is dropped. Returns once the API socket answers; fails with
     /// the end of the logs if Firecracker exits first (e.g. it rejected the config).
     pub async fn launch(&self, spec: &LaunchSpec) -> Result<Child> {
@@ -185,21 +187,9 @@ impl Firecracker {
         let api = api_socket(spec);
         remove_stale(&api);
         remove_stale(&spec.channel_socket());
-        let serial_path = spec.serial_log();
-        let serial = std::fs::File::create(&serial_path).ctx("create", &serial_path)?;
-        let serial_err = serial.try_clone().ctx("open", &serial_path)?;
-        let mut child = tokio::process::Command::new(&self.binary)
-            .arg("--api-sock")
-            .arg(&api)
-            .arg("--config-file")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(serial)
-            .stderr(serial_err)
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .ctx("start", &self.binary)?;
+        let mut command = tokio::process::Command::new(&self.binary);
+        command.arg("--api-sock").arg(&api).arg("--config-file").arg(&config);
+        let mut child = spawn_confined(command, &self.binary, &spec.serial_log(), &spec.vmm_log())?;
         let deadline = Instant::now() + API_READY_TIMEOUT;
         loop {
             if let Some(status) = child.try_wait().ctx("wait for", &self.binary)? {
@@ -225,7 +215,12 @@ impl Firecracker {
     pub async fn launch_connected(&self, spec: &LaunchSpec, connect_timeout: Duration) -> Result<Launched> {
         let mut child = self.launch(spec).await?;
         match connect_agent(spec, connect_timeout).await {
-            Ok(channel) => Ok(Launched { child, channel }),
+            Ok(channel) => {
+                // The API could re-point a drive at any host file; once the guest runs,
+                // nobody needs it, so its socket path goes away.
+                remove_stale(&api_socket(spec));
+                Ok(Launched { child, channel })
+            }
             Err(e) => {
                 let _ = stop(&mut child, spec).await;
                 Err(e)
@@ -241,10 +236,11 @@ fn parse_version(stdout: &str) -> Option<String> {
 }
 
 /// The most telling line of the VM's logs after a failed start: Firecracker prints
-/// config errors to stderr (the serial log) or, once its logger is set up, to the log file.
+/// config errors to stderr (the VMM log) or, once its logger is set up, to the log file.
 fn startup_failure(spec: &LaunchSpec) -> String {
-    let serial = std::fs::read_to_string(spec.serial_log()).unwrap_or_default();
-    let log = std::fs::read_to_string(log_file(spec)).unwrap_or_default();
+    let mut serial = crate::console_log::tail(&spec.serial_log());
+    serial.push_str(&crate::console_log::tail(&spec.vmm_log()));
+    let log = crate::console_log::tail(&log_file(spec));
     let interesting = |text: &str| {
         text.lines()
             .rev()
@@ -283,52 +279,6 @@ pub async fn stop(child: &mut Child, spec: &LaunchSpec) -> Result<()> {
     remove_stale(&api_socket(spec));
     remove_stale(&spec.channel_socket());
     Ok(())
-}
-
-/// Stops a Firecracker started by another pyro process, known only by `pid`: only if
-/// that process still is the Firecracker of `spec` (its command line names the VM's API
-/// socket), SIGTERM, up to 5 s grace, then SIGKILL. Removes the sockets either way.
-pub async fn stop_pid(pid: u32, spec: &LaunchSpec) -> Result<()> {
-    let api = api_socket(spec);
-    if is_our_firecracker(pid, &api) {
-        // SAFETY: plain syscalls on a pid whose command line we just checked.
-        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + STOP_GRACE;
-        while is_alive(pid) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if is_alive(pid) {
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            let deadline = Instant::now() + STOP_GRACE;
-            while is_alive(pid) && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            if is_alive(pid) {
-                return Err(Error::Vmm(format!("firecracker (pid {pid}) did not exit after SIGKILL")));
-            }
-        }
-    }
-    remove_stale(&api);
-    remove_stale(&spec.channel_socket());
-    Ok(())
-}
-
-/// Whether `pid` is a live `firecracker` whose arguments include `api_sock`.
-fn is_our_firecracker(pid: u32, api_sock: &Path) -> bool {
-    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    let names_binary = args.first().is_some_and(|a| a.ends_with(b"firecracker"));
-    let names_socket = args.contains(&api_sock.as_os_str().as_encoded_bytes());
-    names_binary && names_socket && is_alive(pid)
-}
-
-/// Whether `pid` exists and is not a zombie.
-fn is_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // Field 3 (after the parenthesised command name) is the state.
-        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with(['Z', 'X'])),
-        Err(_) => false,
-    }
 }
 
 /// A response of the Firecracker API.

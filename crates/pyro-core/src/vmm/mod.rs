@@ -8,6 +8,9 @@ pub mod firecracker;
 pub mod host_compat;
 pub mod qemu;
 pub mod select;
+mod spawn;
+
+pub use spawn::InheritedFd;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -49,6 +52,27 @@ impl BackendKind {
         [Self::Firecracker, Self::QemuKvm, Self::QemuTcg, Self::HostCompat].into_iter().find(|k| k.name() == name)
     }
 
+    /// What stands between the guest and the host, as a short token for phase lines:
+    /// `kvm` (hardware virtualization), `tcg` (QEMU software emulation) or `none`.
+    pub fn isolation(self) -> &'static str {
+        match self {
+            Self::Firecracker | Self::QemuKvm => "kvm",
+            Self::QemuTcg => "tcg",
+            Self::HostCompat => "none",
+        }
+    }
+
+    /// [`BackendKind::isolation`] in plain words, for `pyro doctor`.
+    pub fn isolation_detail(self) -> &'static str {
+        match self {
+            Self::Firecracker | Self::QemuKvm => "hardware virtualization (KVM): a guest kernel behind the CPU's virtualization boundary",
+            Self::QemuTcg => {
+                "software emulation (QEMU TCG), not KVM: a real guest kernel, but no hardware virtualization boundary, and QEMU's security policy does not cover TCG"
+            }
+            Self::HostCompat => "none: commands run as host processes (host compatibility mode)",
+        }
+    }
+
     /// The `execution_mode` reported in results.
     pub fn execution_mode(self) -> &'static str {
         match self {
@@ -76,9 +100,14 @@ pub struct LaunchSpec {
 }
 
 impl LaunchSpec {
-    /// Guest console output (and VMM stderr).
+    /// Guest console output (a capped log, see [`crate::console_log`]).
     pub fn serial_log(&self) -> PathBuf {
         self.vm_dir.join("serial.log")
+    }
+
+    /// The VMM's own stderr (a capped log).
+    pub fn vmm_log(&self) -> PathBuf {
+        self.vm_dir.join("vmm.log")
     }
 
     /// Host end of the agent channel.
@@ -142,7 +171,9 @@ pub(crate) async fn connect_when_listening(child: &mut Child, socket: &Path, tim
             return Ok(stream);
         }
         if let Some(status) = child.try_wait().map_err(|e| Error::Vmm(format!("cannot watch {what}: {e}")))? {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
+            // Give the drain a moment to flush what the child printed before exiting.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let text = crate::console_log::tail(log);
             return Err(Error::Vmm(format!("{what} exited during startup ({status}): {}", qemu::last_line(&text))));
         }
         if tokio::time::Instant::now() >= deadline {

@@ -6,12 +6,27 @@
 //! agent's hello is never lost.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 
+use super::spawn::{running_as_root, spawn_confined, UNPRIVILEGED_USER};
 use super::{connect_when_listening, kernel_cmdline, remove_stale, Launched, LaunchSpec, RebootMethod};
 use crate::error::{Error, IoContext, Result};
+
+/// QEMU's seccomp sandbox: no obsolete syscalls, no new processes, no scheduler or
+/// resource changes, and no set*id calls — except that a VMM started by root must drop
+/// to [`UNPRIVILEGED_USER`] once its files are open (`-runas`, which runs after the
+/// filter is installed); as that user, with no capabilities left, it cannot regain root.
+fn sandbox_option(as_root: bool) -> String {
+    let elevate = if as_root { "allow" } else { "deny" };
+    format!("on,obsolete=deny,elevateprivileges={elevate},spawn=deny,resourcecontrol=deny")
+}
+
+/// A path inside a QEMU option string: commas are doubled, so a directory name with a
+/// comma cannot end the value and inject options.
+fn opt_path(path: &Path) -> String {
+    path.display().to_string().replace(',', ",,")
+}
 
 /// QEMU acceleration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +42,8 @@ pub enum Accel {
 pub struct Qemu {
     binary: PathBuf,
     accel: Accel,
+    /// pyro runs as root: QEMU drops to an unprivileged user.
+    as_root: bool,
 }
 
 /// Finds `qemu-system-x86_64` (`$PYRO_QEMU`, else PATH).
@@ -47,7 +64,7 @@ pub(crate) fn find_in_path(name: &str) -> Option<PathBuf> {
 impl Qemu {
     /// A QEMU backend using `binary` with `accel`.
     pub fn new(binary: PathBuf, accel: Accel) -> Self {
-        Self { binary, accel }
+        Self { binary, accel, as_root: running_as_root() }
     }
 
     /// `QEMU emulator version X` first line of `--version`.
@@ -90,9 +107,9 @@ impl Qemu {
         if !spec.debug_console {
             cmdline.push_str(" 8250.nr_uarts=0");
         }
-        let serial_log = spec.serial_log().display().to_string();
-        // Ephemeral VMs run on qcow2 overlays; workspaces on their own raw ext4.
-        let disk_format = if spec.disk.extension().is_some_and(|e| e == "qcow2") { "qcow2" } else { "raw" };
+        // Ephemeral VMs run on qcow2 overlays (disposable: no flushes needed); workspaces
+        // on their own raw ext4, whose flushes must reach the host disk.
+        let (disk_format, cache) = if spec.disk.extension().is_some_and(|e| e == "qcow2") { ("qcow2", "unsafe") } else { ("raw", "writeback") };
         let mut args: Vec<String> = vec![
             "-M".into(),
             format!("microvm,acpi=off,rtc=on,x-option-roms=off,isa-serial={serial}"),
@@ -105,6 +122,8 @@ impl Qemu {
             "-m".into(),
             format!("{}M", spec.mem_mib),
             "-nodefaults".into(),
+            "-sandbox".into(),
+            sandbox_option(self.as_root),
             "-no-user-config".into(),
             "-nographic".into(),
             "-no-reboot".into(),
@@ -113,7 +132,7 @@ impl Qemu {
             "-append".into(),
             cmdline,
             "-drive".into(),
-            format!("id=root,file={},format={disk_format},if=none,cache=unsafe,discard=unmap", spec.disk.display()),
+            format!("id=root,file={},format={disk_format},if=none,cache={cache},discard=unmap", opt_path(&spec.disk)),
             "-device".into(),
             "virtio-blk-device,drive=root".into(),
             "-device".into(),
@@ -121,12 +140,17 @@ impl Qemu {
             "-device".into(),
             "virtio-serial-device,max_ports=2".into(),
             "-chardev".into(),
-            format!("file,id=console,path={serial_log}"),
+            // The console goes to QEMU's stdout, a pipe the supervisor drains into a
+            // capped log.
+            "stdio,id=console,signal=off".into(),
             "-chardev".into(),
-            format!("socket,id=agent,path={},server=on,wait=on", spec.channel_socket().display()),
+            format!("socket,id=agent,path={},server=on,wait=on", opt_path(&spec.channel_socket())),
             "-device".into(),
             "virtserialport,chardev=agent,name=pyro.0,nr=1".into(),
         ];
+        if self.as_root {
+            args.extend(["-runas".into(), UNPRIVILEGED_USER.into()]);
+        }
         if spec.debug_console {
             args.extend(["-serial".into(), "chardev:console".into()]);
         } else {
@@ -139,17 +163,10 @@ impl Qemu {
     /// are connected).
     pub async fn launch(&self, spec: &LaunchSpec, connect_timeout: Duration) -> Result<Launched> {
         remove_stale(&spec.channel_socket());
-        let stderr = std::fs::File::create(spec.vm_dir.join("vmm.log")).ctx("create", spec.vm_dir.join("vmm.log"))?;
-        let mut child = tokio::process::Command::new(&self.binary)
-            .args(self.args(spec))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .ctx("start", &self.binary)?;
-        let channel = connect_when_listening(&mut child, &spec.channel_socket(), connect_timeout, "qemu", &spec.vm_dir.join("vmm.log")).await?;
+        let mut command = tokio::process::Command::new(&self.binary);
+        command.args(self.args(spec));
+        let mut child = spawn_confined(command, &self.binary, &spec.serial_log(), &spec.vmm_log())?;
+        let channel = connect_when_listening(&mut child, &spec.channel_socket(), connect_timeout, "qemu", &spec.vmm_log()).await?;
         Ok(Launched { child, channel })
     }
 }
@@ -187,6 +204,30 @@ mod tests {
         assert!(cmdline.contains("init=/opt/pyro/bin/pyro-agent"));
         assert!(cmdline.contains("8250.nr_uarts=0"));
         assert!(cmdline.contains("i8042.noaux"));
+        assert!(joined.contains("-sandbox on,obsolete=deny,elevateprivileges="));
+        assert!(joined.contains("spawn=deny,resourcecontrol=deny"));
+        assert!(joined.contains("-chardev stdio,id=console"), "the console is a drained pipe, not a file");
+    }
+
+    #[test]
+    fn root_drops_privileges_and_others_deny_them() {
+        let mut q = Qemu::new("q".into(), Accel::Tcg);
+        q.as_root = true;
+        let joined = q.args(&spec()).join(" ");
+        assert!(joined.contains("elevateprivileges=allow") && joined.contains("-runas nobody"));
+        q.as_root = false;
+        let joined = q.args(&spec()).join(" ");
+        assert!(joined.contains("elevateprivileges=deny") && !joined.contains("-runas"));
+    }
+
+    #[test]
+    fn commas_in_paths_cannot_inject_options() {
+        let mut s = spec();
+        s.vm_dir = "/state,x=y/vm".into();
+        s.disk = "/state,x=y/vm/rootfs.ext4".into();
+        let joined = Qemu::new("q".into(), Accel::Tcg).args(&s).join(" ");
+        assert!(joined.contains("file=/state,,x=y/vm/rootfs.ext4,format=raw,if=none,cache=writeback"));
+        assert!(joined.contains("path=/state,,x=y/vm/agent.sock,server=on"));
     }
 
     #[test]

@@ -41,7 +41,7 @@ impl KvmAccess {
 }
 
 /// The cached outcome of booting our kernel under QEMU/KVM on this host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KvmBootCheck {
     /// `uname -r` of the host.
     pub host_kernel: String,
@@ -53,7 +53,18 @@ pub struct KvmBootCheck {
     pub boots: bool,
     /// What happened.
     pub detail: String,
+    /// The boot neither answered nor failed within the deadline (a slow or loaded host
+    /// looks the same as a broken KVM): not a verdict, so it is redone after
+    /// [`INCONCLUSIVE_RECHECK_SECONDS`].
+    #[serde(default)]
+    pub inconclusive: bool,
+    /// Unix seconds when the check ran.
+    #[serde(default)]
+    pub checked_at: f64,
 }
+
+/// How long a timed-out (inconclusive) KVM check is trusted before it is redone.
+pub const INCONCLUSIVE_RECHECK_SECONDS: f64 = 24.0 * 3600.0;
 
 /// A located VMM binary and its version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -100,7 +111,8 @@ impl HostProbe {
         let kvm_boot = guest_kernel_sha256.and_then(|sha| {
             let check: KvmBootCheck = serde_json::from_slice(&std::fs::read(cache_file).ok()?).ok()?;
             let current = qemu.as_ref().map(|q| q.version.as_str()).unwrap_or("");
-            (check.host_kernel == host_kernel_release() && check.guest_kernel_sha256 == sha && check.qemu_version == current).then_some(check)
+            let fresh = !check.inconclusive || crate::fsutil::unix_now() - check.checked_at < INCONCLUSIVE_RECHECK_SECONDS;
+            (check.host_kernel == host_kernel_release() && check.guest_kernel_sha256 == sha && check.qemu_version == current && fresh).then_some(check)
         });
         Self { kvm: KvmAccess::probe(), firecracker, qemu, kvm_boot }
     }
@@ -177,7 +189,7 @@ mod tests {
             kvm: KvmAccess { exists: kvm, readable: kvm, writable: kvm },
             firecracker: fc.then(|| bin("/fc")),
             qemu: qemu.then(|| bin("/q")),
-            kvm_boot: boots.map(|b| KvmBootCheck { host_kernel: "h".into(), guest_kernel_sha256: "k".into(), qemu_version: "v".into(), boots: b, detail: if b { "ok".into() } else { "guest never answered under KVM".into() } }),
+            kvm_boot: boots.map(|b| KvmBootCheck { host_kernel: "h".into(), guest_kernel_sha256: "k".into(), qemu_version: "v".into(), boots: b, detail: if b { "ok".into() } else { "guest never answered under KVM".into() }, inconclusive: false, checked_at: 0.0 }),
         }
     }
 

@@ -266,8 +266,15 @@ impl WorkspaceManager {
             self.discard(&dir).await;
             return Err(Error::InvalidArgument(format!("workspace '{id}' expired and was automatically deleted")));
         }
+        if record.creation_abandoned() {
+            self.discard(&dir).await;
+            return Err(Error::InvalidArgument(format!("workspace '{id}' does not exist (its creation was interrupted and it was removed)")));
+        }
+        if record.state == WorkspaceState::Creating {
+            return Err(Error::InvalidArgument(format!("workspace '{id}' is still being created")));
+        }
         if record.state == WorkspaceState::Started {
-            let vm = vm::refreshed(&dir.join("vm"))?;
+            let vm = vm::refreshed_and_reaped(&dir.join("vm")).await?;
             if vm.state != VmState::Started {
                 record.state = WorkspaceState::Stopped;
                 record.last_error = vm.last_error.or(Some("the guest is no longer running".into()));
@@ -293,6 +300,14 @@ impl WorkspaceManager {
             return Err(Error::InvalidArgument(format!("workspace {} must be in 'started' state before {op}", ws.record.workspace_id)));
         }
         Ok(vm::connect(&ws.vm_dir()).await?.0)
+    }
+
+    /// Serialises start, stop, reset and delete of one workspace (across processes): held
+    /// from the state check through the boot or teardown to the record update. Separate
+    /// from `workspace.lock`, which guards short record updates made meanwhile.
+    pub(crate) async fn lifecycle_lock(&self, id: &str) -> Result<std::fs::File> {
+        let path = self.dir_of(id)?.join("lifecycle.lock");
+        tokio::task::spawn_blocking(move || lock_file(&path)).await.map_err(|e| Error::Vmm(format!("lifecycle lock wait failed: {e}")))?
     }
 
     /// Marks activity now.
@@ -333,50 +348,57 @@ impl WorkspaceManager {
         let id = new_id();
         let dir = root.join(&id);
         std::fs::create_dir(&dir).ctx("create", &dir)?;
+        // From here on the directory is visible (state `creating`, creator recorded), and
+        // dropping this future (Ctrl-C) removes it and whatever it started.
+        let mut guard = CreateGuard { dir: Some(dir.clone()) };
+        let now = unix_now();
+        let mut record = WorkspaceRecord {
+            workspace_id: id.clone(),
+            name,
+            labels,
+            environment: installed.spec.name.into(),
+            environment_version: installed.spec.version.into(),
+            vcpu_count: options.vm.vcpu_count,
+            mem_mib: options.vm.mem_mib,
+            ttl_seconds: options.ttl_seconds,
+            created_at: now,
+            expires_at: options.ttl_seconds.map(|t| now + t as f64),
+            last_activity_at: now,
+            state: WorkspaceState::Creating,
+            network_policy: "off".into(),
+            allow_host_compat: options.vm.allow_host_compat,
+            workspace_seed: WorkspaceSeed {
+                mode: seed.mode.name().into(),
+                seed_path: seed.source_path.clone(),
+                destination: WORKSPACE_ROOT.into(),
+                entry_count: 0,
+                bytes_written: 0,
+            },
+            command_count: 0,
+            last_command: None,
+            reset_count: 0,
+            last_reset_at: None,
+            last_error: None,
+            creator: crate::host_process::ProcessIdentity::of(std::process::id()),
+        };
         let created = async {
+            record.save(&dir)?;
             std::fs::copy(&seed.archive, dir.join("baseline.tar")).ctx("store baseline in", &dir)?;
-            let now = unix_now();
-            let mut record = WorkspaceRecord {
-                workspace_id: id.clone(),
-                name,
-                labels,
-                environment: installed.spec.name.into(),
-                environment_version: installed.spec.version.into(),
-                vcpu_count: options.vm.vcpu_count,
-                mem_mib: options.vm.mem_mib,
-                ttl_seconds: options.ttl_seconds,
-                created_at: now,
-                expires_at: options.ttl_seconds.map(|t| now + t as f64),
-                last_activity_at: now,
-                state: WorkspaceState::Stopped,
-                network_policy: "off".into(),
-                allow_host_compat: options.vm.allow_host_compat,
-                workspace_seed: WorkspaceSeed {
-                    mode: seed.mode.name().into(),
-                    seed_path: seed.source_path.clone(),
-                    destination: WORKSPACE_ROOT.into(),
-                    entry_count: 0,
-                    bytes_written: 0,
-                },
-                command_count: 0,
-                last_command: None,
-                reset_count: 0,
-                last_reset_at: None,
-                last_error: None,
-            };
             let ws = Workspace { dir: dir.clone(), record: record.clone() };
             self.fresh_disk(&ws, &installed)?;
             self.write_vm_record(&ws, &installed, selection.backend, &selection.reason, options.vm.debug_console)?;
-            progress(&format!("[workspace] phase=boot workspace_id={id} backend={}", selection.backend.name()));
+            progress(&format!("[workspace] phase=boot workspace_id={id} backend={} isolation={}", selection.backend.name(), selection.backend.isolation()));
             let client = self.boot(&ws).await?;
             let imported = client.tar_import(WORKSPACE_ROOT, tokio::fs::File::open(ws.baseline()).await.ctx("open", ws.baseline())?).await.map_err(|e| Error::Vmm(e.to_string()))?;
             record.workspace_seed.entry_count = imported.entry_count;
             record.workspace_seed.bytes_written = imported.bytes_written;
             record.state = WorkspaceState::Started;
+            record.creator = None;
             record.save(&dir)?;
-            Ok::<_, Error>(record)
+            Ok::<_, Error>(record.clone())
         }
         .await;
+        guard.dir = None;
         match created {
             Ok(record) => Ok(status_of(&record, self.backend_of(&dir))),
             Err(e) => {
@@ -428,6 +450,7 @@ impl WorkspaceManager {
         if let Ok(record) = VmRecord::load(&dir.join("vm")) {
             vm::stop_supervisor(&record).await;
         }
+        vm::kill_stray_vmm(&dir.join("vm")).await;
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -440,9 +463,15 @@ impl WorkspaceManager {
             if validate_id(&id).is_err() || !entry.path().join(record::RECORD_FILE).exists() {
                 continue;
             }
+            if let Ok(record) = WorkspaceRecord::load(&entry.path()) {
+                if record.state == WorkspaceState::Creating && !record.creation_abandoned() {
+                    rows.push(summary_of(&record));
+                    continue;
+                }
+            }
             rows.push(match self.open(&id).await {
                 Ok(ws) => summary_of(&ws.record),
-                Err(_) if !entry.path().exists() => continue, // expired and reaped just now
+                Err(_) if !entry.path().exists() => continue, // expired or abandoned, removed just now
                 Err(e) => WorkspaceSummary {
                     workspace_id: id,
                     name: None,
@@ -499,6 +528,7 @@ impl WorkspaceManager {
 
     /// Stops the guest, keeping the disk, snapshots and history.
     pub async fn stop(&self, id: &str) -> Result<WorkspaceStatus> {
+        let _lifecycle = self.lifecycle_lock(id).await?;
         let ws = self.open(id).await?;
         let vm_record = VmRecord::load(&ws.vm_dir())?;
         vm::stop_supervisor(&vm_record).await;
@@ -514,6 +544,8 @@ impl WorkspaceManager {
 
     /// Boots a stopped workspace with `/workspace` intact.
     pub async fn start(&self, id: &str) -> Result<WorkspaceStatus> {
+        // Two racing starts: the second waits here, then finds the workspace started.
+        let _lifecycle = self.lifecycle_lock(id).await?;
         let ws = self.open(id).await?;
         if ws.record.state == WorkspaceState::Stopped {
             if let Err(e) = self.boot(&ws).await {
@@ -535,6 +567,7 @@ impl WorkspaceManager {
 
     /// Deletes a workspace and everything it holds.
     pub async fn delete(&self, id: &str) -> Result<WorkspaceDeleted> {
+        let _lifecycle = self.lifecycle_lock(id).await?;
         let dir = self.dir_of(id)?;
         self.discard(&dir).await;
         Ok(WorkspaceDeleted { workspace_id: id.into(), deleted: true, reason: "explicit_delete" })
@@ -647,5 +680,29 @@ fn summary_of(record: &WorkspaceRecord) -> WorkspaceSummary {
         service_count: 0,
         running_service_count: 0,
         error: None,
+    }
+}
+
+/// Removes a workspace whose `create` was dropped midway (Ctrl-C): synchronously, since
+/// it runs in `Drop`. The supervisor is killed (its VMM dies with it), then the directory
+/// goes.
+struct CreateGuard {
+    dir: Option<PathBuf>,
+}
+
+impl Drop for CreateGuard {
+    fn drop(&mut self) {
+        let Some(dir) = self.dir.take() else { return };
+        let vm_dir = dir.join("vm");
+        if let Some(pid) = VmRecord::load(&vm_dir).ok().and_then(|r| r.supervisor_pid) {
+            if vm::supervisor::is_alive(pid, &vm_dir) {
+                // SAFETY: plain signal delivery to a process verified to be this VM's supervisor.
+                unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            }
+        }
+        if let Some(vmm) = crate::host_process::ProcessIdentity::load(&vm_dir.join(vm::supervisor::VMM_IDENTITY_FILE)) {
+            vmm.signal(libc::SIGKILL);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -15,6 +15,8 @@ pub const RECORD_FILE: &str = "workspace.json";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkspaceState {
+    /// `create` is still booting or seeding it (its creator is recorded).
+    Creating,
     /// A guest is running.
     Started,
     /// No guest is running; the disk is kept.
@@ -25,6 +27,7 @@ impl WorkspaceState {
     /// Lower-case name.
     pub fn name(self) -> &'static str {
         match self {
+            Self::Creating => "creating",
             Self::Started => "started",
             Self::Stopped => "stopped",
         }
@@ -104,9 +107,18 @@ pub struct WorkspaceRecord {
     pub last_reset_at: Option<f64>,
     /// Why the workspace last stopped unexpectedly.
     pub last_error: Option<String>,
+    /// The process creating it, while [`WorkspaceState::Creating`]: when it is gone, the
+    /// creation was interrupted and the workspace is removed on next sight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creator: Option<crate::host_process::ProcessIdentity>,
 }
 
 impl WorkspaceRecord {
+    /// A creation that was cut short (its creator no longer runs).
+    pub fn creation_abandoned(&self) -> bool {
+        self.state == WorkspaceState::Creating && !self.creator.is_some_and(|c| c.is_alive())
+    }
+
     /// Loads the record of `dir`.
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(RECORD_FILE);

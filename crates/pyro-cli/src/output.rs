@@ -1,14 +1,141 @@
 //! Rendering conventions shared by every command: `--json` prints pretty JSON with sorted
 //! keys on stdout; failures print `[error] <message>` on stderr, or
 //! `{"ok": false, "error": <message>}` on stdout with `--json`.
+//!
+//! Every write of the CLI goes through here:
+//! - Human lines ([`say!`], [`tell!`], [`print_error`]) pass through [`sanitize`], so text
+//!   that came from a guest (names, link targets, error messages, serial tails, diff
+//!   bodies) cannot drive the user's terminal. JSON is printed exactly (serde escapes C0
+//!   controls itself). The raw output of a guest command ([`raw_stdout`], [`raw_stderr`])
+//!   passes through untouched, as a terminal would show it.
+//! - A closed stdout (`pyro doctor | head -1`) ends the process quietly with status 0
+//!   instead of panicking; SIGPIPE stays ignored because pyro also writes to sockets.
+//!   Failed writes to stderr are ignored.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::Serialize;
+
+/// Prints one sanitised line on stdout: `say!("x={}", x)`.
+macro_rules! say {
+    () => {
+        $crate::output::line("")
+    };
+    ($($arg:tt)*) => {
+        $crate::output::line(&format!($($arg)*))
+    };
+}
+
+/// Prints one sanitised line on stderr: `tell!("[run] exit_code={}", code)`.
+macro_rules! tell {
+    ($($arg:tt)*) => {
+        $crate::output::err_line(&format!($($arg)*))
+    };
+}
+
+pub(crate) use {say, tell};
+
+/// Whether `c` can move the cursor, rewrite the screen or talk to the terminal: C0
+/// controls other than `\n` and `\t`, DEL, C1 controls, and the bidirectional overrides
+/// and isolates that reorder what a reviewer sees.
+fn is_terminal_control(c: char) -> bool {
+    matches!(c, '\u{0}'..='\u{8}' | '\u{b}'..='\u{1f}' | '\u{7f}'..='\u{9f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Renders terminal controls visibly (`\x1b`, `\r`-as-`\x0d`, `\u{9b}`, `\u{202e}`);
+/// keeps `\n`, `\t` and everything printable as is.
+pub fn sanitize(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(is_terminal_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if !is_terminal_control(c) {
+            out.push(c);
+        } else if (c as u32) < 0x80 {
+            let _ = write!(out, "\\x{:02x}", c as u32);
+        } else {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Whether [`sanitize`] would change `text`.
+pub fn has_terminal_controls(text: &str) -> bool {
+    text.chars().any(is_terminal_control)
+}
+
+/// Set once stdout is found closed by [`raw_stdout_or_drop`].
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Writes `bytes` to stdout and flushes; a closed pipe exits quietly with status 0, any
+/// other failure exits 1 with one line on stderr.
+fn write_stdout(bytes: &[u8]) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        std::process::exit(0);
+    }
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(bytes).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        let _ = writeln!(std::io::stderr(), "[error] cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Prints `text` (sanitised) and a newline on stdout. Use [`say!`].
+pub fn line(text: &str) {
+    let mut text = sanitize(text).into_owned();
+    text.push('\n');
+    write_stdout(text.as_bytes());
+}
+
+/// Prints `text` (sanitised) on stdout without adding a newline.
+pub fn part(text: &str) {
+    write_stdout(sanitize(text).as_bytes());
+}
+
+/// Prints `text` (sanitised) and a newline on stderr, ignoring failures. Use [`tell!`].
+pub fn err_line(text: &str) {
+    let mut text = sanitize(text).into_owned();
+    text.push('\n');
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
+/// Passes a guest command's stdout (or file content) through untouched.
+pub fn raw_stdout(bytes: &[u8]) {
+    write_stdout(bytes);
+}
+
+/// Like [`raw_stdout`], for output streamed while a VM is still running: a closed stdout
+/// drops the rest instead of exiting, so the command still cleans up after itself.
+pub fn raw_stdout_or_drop(bytes: &[u8]) {
+    if STDOUT_CLOSED.load(Ordering::Relaxed) {
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    if out.write_all(bytes).and_then(|()| out.flush()).is_err() {
+        STDOUT_CLOSED.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Passes a guest command's stderr through untouched, ignoring failures.
+pub fn raw_stderr(bytes: &[u8]) {
+    let _ = std::io::stderr().lock().write_all(bytes);
+}
 
 /// Prints `value` as pretty JSON with sorted keys.
 pub fn print_json<T: Serialize>(value: &T) {
     // Converting through `Value` (a BTreeMap without `preserve_order`) sorts the keys.
     let value = serde_json::to_value(value).expect("results always serialise");
-    println!("{}", serde_json::to_string_pretty(&value).expect("JSON values always print"));
+    let mut text = serde_json::to_string_pretty(&value).expect("JSON values always print");
+    text.push('\n');
+    write_stdout(text.as_bytes());
 }
 
 /// Reports a failure in the mode the command was asked for.
@@ -16,15 +143,15 @@ pub fn print_error(message: &str, json: bool) {
     if json {
         print_json(&serde_json::json!({ "ok": false, "error": message }));
     } else {
-        eprintln!("[error] {message}");
+        err_line(&format!("[error] {message}"));
     }
 }
 
-/// A progress sink: stderr lines in human mode, nothing with `--json`.
+/// A progress sink: sanitised stderr lines in human mode, nothing with `--json`.
 pub fn progress(json: bool) -> impl Fn(&str) + Send + Sync {
     move |line: &str| {
         if !json {
-            eprintln!("{line}");
+            err_line(line);
         }
     }
 }
@@ -32,4 +159,28 @@ pub fn progress(json: bool) -> impl Fn(&str) + Send + Sync {
 /// "yes"/"no" for human output.
 pub fn yes_no(value: bool) -> &'static str {
     if value { "yes" } else { "no" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controls_are_rendered_visibly() {
+        assert_eq!(sanitize("plain\ttext\nnext é ✓"), "plain\ttext\nnext é ✓");
+        assert!(matches!(sanitize("plain"), Cow::Borrowed(_)));
+        assert_eq!(sanitize("\u{1b}[2J\u{1b}]52;c;aGk=\u{7}"), "\\x1b[2J\\x1b]52;c;aGk=\\x07");
+        assert_eq!(sanitize("over\rwrite\u{8}\u{0}\u{7f}"), "over\\x0dwrite\\x08\\x00\\x7f");
+        assert_eq!(sanitize("c1 \u{9b}31m \u{85} \u{80}"), "c1 \\u{9b}31m \\u{85} \\u{80}");
+        assert_eq!(sanitize("a\u{202e}b\u{2066}c"), "a\\u{202e}b\\u{2066}c");
+        assert!(has_terminal_controls("x\u{1b}") && !has_terminal_controls("x\n\ty"));
+    }
+
+    #[test]
+    fn every_char_that_survives_is_harmless() {
+        for c in (0..=0x3000u32).filter_map(char::from_u32) {
+            let shown = sanitize(&c.to_string()).into_owned();
+            assert!(shown.chars().all(|s| s == '\n' || s == '\t' || !s.is_control()), "{c:?} -> {shown:?}");
+        }
+    }
 }

@@ -3,7 +3,7 @@
 use pyro_core::{Pyro, Result};
 
 use crate::cli::DoctorArgs;
-use crate::output::{print_json, yes_no};
+use crate::output::{print_json, say, yes_no};
 
 /// Prints the host report; exits 0 even when issues are found (they are listed).
 pub async fn run(pyro: &Pyro, args: DoctorArgs) -> Result<i32> {
@@ -15,10 +15,10 @@ pub async fn run(pyro: &Pyro, args: DoctorArgs) -> Result<i32> {
         print_json(&report);
         return Ok(0);
     }
-    println!("Platform: {}", report.platform);
-    println!("Runtime: {}", if report.runtime_ok { "PASS" } else { "FAIL" });
+    say!("Platform: {}", report.platform);
+    say!("Runtime: {}", if report.runtime_ok { "PASS" } else { "FAIL" });
     let kvm = &report.kvm;
-    println!(
+    say!(
         "KVM: exists={} readable={} writable={} boots_guest={}",
         yes_no(kvm.access.exists),
         yes_no(kvm.access.readable),
@@ -26,30 +26,30 @@ pub async fn run(pyro: &Pyro, args: DoctorArgs) -> Result<i32> {
         kvm.boots_guest.map(yes_no).unwrap_or("not checked")
     );
     if let Some(check) = &kvm.boot_check {
-        println!("KVM boot check: {check}");
+        say!("KVM boot check: {check}");
     }
     for (name, binary) in [("Firecracker", &report.backends.firecracker), ("QEMU", &report.backends.qemu)] {
         match binary {
-            Some(b) => println!("{name}: {} ({})", b.version, b.path.display()),
-            None => println!("{name}: not found"),
+            Some(b) => say!("{name}: {} ({})", b.version, b.path.display()),
+            None => say!("{name}: not found"),
         }
     }
-    println!("Backend: {}", report.selected.backend.unwrap_or("none"));
-    println!("Backend reason: {}", report.selected.reason);
+    say!("Backend: {}", report.selected.backend.unwrap_or("none"));
+    say!("Backend reason: {}", report.selected.reason);
     if let Some(detail) = report.selected.isolation_detail {
-        println!("Isolation: {detail}");
+        say!("Isolation: {detail}");
     }
     let caps = &report.capabilities;
-    println!("Capabilities: vm_boot={} guest_exec={} guest_network={}", yes_no(caps.vm_boot), yes_no(caps.guest_exec), yes_no(caps.guest_network));
-    println!("Environment cache: {}", report.cache_dir.display());
-    println!("State dir: {}", report.state_dir.display());
-    println!("Installed environments: {}", if report.installed_environments.is_empty() { "none".into() } else { report.installed_environments.join(", ") });
+    say!("Capabilities: vm_boot={} guest_exec={} guest_network={}", yes_no(caps.vm_boot), yes_no(caps.guest_exec), yes_no(caps.guest_network));
+    say!("Environment cache: {}", report.cache_dir.display());
+    say!("State dir: {}", report.state_dir.display());
+    say!("Installed environments: {}", if report.installed_environments.is_empty() { "none".into() } else { report.installed_environments.join(", ") });
     let net = &report.networking;
-    println!("Networking: tun={} ip_forward={}", yes_no(net.tun_available), yes_no(net.ip_forward_enabled));
+    say!("Networking: tun={} ip_forward={}", yes_no(net.tun_available), yes_no(net.ip_forward_enabled));
     if !report.issues.is_empty() {
-        println!("Issues:");
+        say!("Issues:");
         for issue in &report.issues {
-            println!("- {issue}");
+            say!("- {issue}");
         }
     }
     Ok(0)

@@ -4,7 +4,7 @@ use pyro_core::environments::{EnvironmentInfo, PullOptions, PullSource};
 use pyro_core::{Pyro, Result};
 
 use crate::cli::{EnvCommand, PullSourceArg};
-use crate::output::{print_json, progress, yes_no};
+use crate::output::{print_json, progress, say, yes_no};
 
 /// Runs one `env` subcommand.
 pub async fn run(pyro: &Pyro, command: EnvCommand) -> Result<i32> {
@@ -17,9 +17,9 @@ pub async fn run(pyro: &Pyro, command: EnvCommand) -> Result<i32> {
                     "environments": environments,
                 }));
             } else {
-                println!("Catalog version: {}", pyro_core::catalog::CATALOG_VERSION);
+                say!("Catalog version: {}", pyro_core::catalog::CATALOG_VERSION);
                 for env in &environments {
-                    println!("{} [{}] {}", env.spec.name, state_word(env), env.spec.description);
+                    say!("{} [{}] {}", env.spec.name, state_word(env), env.spec.description);
                 }
             }
         }
@@ -42,7 +42,7 @@ pub async fn run(pyro: &Pyro, command: EnvCommand) -> Result<i32> {
             } else {
                 let header = if report.already_installed { "Already installed" } else { "Pulled" };
                 print_details(header, &report.info);
-                println!("Duration: {} ms", report.duration_ms);
+                say!("Duration: {} ms", report.duration_ms);
             }
         }
         EnvCommand::Inspect(args) => {
@@ -59,9 +59,9 @@ pub async fn run(pyro: &Pyro, command: EnvCommand) -> Result<i32> {
                 print_json(&report);
             } else {
                 let noun = if report.count == 1 { "entry" } else { "entries" };
-                println!("Deleted {} cached environment {noun}.", report.count);
+                say!("Deleted {} cached environment {noun}.", report.count);
                 for name in &report.deleted_environment_dirs {
-                    println!("- {name}");
+                    say!("- {name}");
                 }
             }
         }
@@ -71,8 +71,8 @@ pub async fn run(pyro: &Pyro, command: EnvCommand) -> Result<i32> {
             if json {
                 print_json(&published);
             } else {
-                println!("Published: {}", published.reference);
-                println!("Digest: {}", published.digest);
+                say!("Published: {}", published.reference);
+                say!("Digest: {}", published.digest);
             }
         }
     }
@@ -88,27 +88,27 @@ fn state_word(env: &EnvironmentInfo) -> String {
 }
 
 fn print_details(header: &str, env: &EnvironmentInfo) {
-    println!("{header}: {}", env.spec.name);
-    println!("Version: {}", env.spec.version);
-    println!("Distribution: {} {}", env.spec.distribution, env.spec.distribution_version);
-    println!("Installed: {}", yes_no(env.installed));
+    say!("{header}: {}", env.spec.name);
+    say!("Version: {}", env.spec.version);
+    say!("Distribution: {} {}", env.spec.distribution, env.spec.distribution_version);
+    say!("Installed: {}", yes_no(env.installed));
     if let pyro_core::environments::InstallState::Corrupt(problem) = &env.state {
-        println!("Problem: {problem}");
+        say!("Problem: {problem}");
     }
-    println!("Cache dir: {}", env.cache_dir.display());
-    println!("Default packages: {}", env.spec.default_packages.join(", "));
-    println!("Description: {}", env.spec.description);
+    say!("Cache dir: {}", env.cache_dir.display());
+    say!("Default packages: {}", env.spec.default_packages.join(", "));
+    say!("Description: {}", env.spec.description);
     if env.installed {
-        println!("Install dir: {}", env.install_dir.display());
+        say!("Install dir: {}", env.install_dir.display());
         if let Some(manifest) = &env.install_manifest {
-            println!("Install manifest: {}", manifest.display());
+            say!("Install manifest: {}", manifest.display());
         }
         for artifact in [&env.kernel, &env.rootfs].into_iter().flatten() {
-            println!("Artifact: {} ({} bytes, sha256 {})", artifact.path.display(), artifact.size_bytes, artifact.sha256);
+            say!("Artifact: {} ({} bytes, sha256 {})", artifact.path.display(), artifact.size_bytes, artifact.sha256);
         }
         if let Some(source) = &env.source {
-            println!("Source: {source}");
+            say!("Source: {source}");
         }
     }
-    println!("OCI repository: {}:{}", env.oci_repository, env.oci_reference);
+    say!("OCI repository: {}:{}", env.oci_repository, env.oci_reference);
 }

@@ -1,14 +1,12 @@
 //! `pyro run ENV [...] -- CMD…`: one command in a fresh microVM.
 
-use std::io::Write;
-
 use pyro_core::guest::{shell_quote, OutputChunk};
 use pyro_core::vm::CreateVmOptions;
 use pyro_core::vmm::select::parse_backend;
 use pyro_core::{Error, Pyro, Result};
 
 use crate::cli::RunArgs;
-use crate::output::{print_json, progress};
+use crate::output::{print_json, progress, raw_stderr, raw_stdout_or_drop, tell};
 
 /// Runs `pyro run`; the exit code is the guest command's.
 pub async fn run(pyro: &Pyro, args: RunArgs) -> Result<i32> {
@@ -26,10 +24,12 @@ pub async fn run(pyro: &Pyro, args: RunArgs) -> Result<i32> {
     let sink = progress(json);
     let stream = |chunk: OutputChunk<'_>| {
         // Live output in human mode; the JSON result carries it otherwise.
-        let _ = match chunk {
-            OutputChunk::Stdout(bytes) => std::io::stdout().lock().write_all(bytes).and_then(|_| std::io::stdout().flush()),
-            OutputChunk::Stderr(bytes) => std::io::stderr().lock().write_all(bytes),
-        };
+        // The command's own bytes pass through unescaped, as a terminal would show them; a
+        // closed stdout drops the rest but the VM is still torn down.
+        match chunk {
+            OutputChunk::Stdout(bytes) => raw_stdout_or_drop(bytes),
+            OutputChunk::Stderr(bytes) => raw_stderr(bytes),
+        }
     };
     let output: pyro_core::facade::OutputSink<'_> = if json { None } else { Some(&stream) };
     let report = pyro.run_in_vm(&options, &command, args.timeout_seconds, &sink, output).await?;
@@ -37,9 +37,9 @@ pub async fn run(pyro: &Pyro, args: RunArgs) -> Result<i32> {
         print_json(&report);
     } else {
         if report.output.stdout_truncated || report.output.stderr_truncated {
-            eprintln!("[run] output truncated at {} bytes per stream", pyro_core::vm::DEFAULT_MAX_OUTPUT_BYTES);
+            tell!("[run] output truncated at {} bytes per stream", pyro_core::vm::DEFAULT_MAX_OUTPUT_BYTES);
         }
-        eprintln!(
+        tell!(
             "[run] environment={} execution_mode={} exit_code={} duration_ms={}",
             report.environment, report.execution_mode, report.output.exit_code, report.output.duration_ms
         );

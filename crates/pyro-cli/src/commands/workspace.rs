@@ -1,7 +1,6 @@
 //! `pyro workspace …`: persistent workspaces.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
 
 use pyro_core::vm::CreateVmOptions;
@@ -13,7 +12,7 @@ use serde::Serialize;
 use super::pending::not_yet;
 use super::run::shell_join;
 use crate::cli::{DiskCommand, FileCommand, PatchCommand, SnapshotCommand, SyncCommand, WorkspaceCommand};
-use crate::output::{print_json, progress};
+use crate::output::{has_terminal_controls, part, print_json, progress, raw_stderr, raw_stdout, say, tell};
 
 /// Prints `value` as JSON, or runs `human` to print it for people.
 fn emit<T: Serialize>(json: bool, value: &T, human: impl FnOnce(&T)) {
@@ -48,20 +47,20 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand) -> Result<i32> {
             };
             let status = pyro.create_workspace(&options, &progress(args.json || args.id_only)).await?;
             if args.id_only {
-                println!("{}", status.workspace_id);
+                say!("{}", status.workspace_id);
             } else {
                 emit(args.json, &status, |s| print_status("Workspace", s));
             }
         }
         W::List(flag) => emit(flag.json, &pyro.list_workspaces().await?, |list| {
             if list.workspaces.is_empty() {
-                println!("No workspaces.");
+                say!("No workspaces.");
             }
             for w in &list.workspaces {
                 let name = w.name.as_ref().map(|n| format!(" name='{n}'")).unwrap_or_default();
                 let labels = if w.labels.is_empty() { String::new() } else { format!(" labels={}", join_labels(&w.labels, ",")) };
                 let error = w.error.as_ref().map(|e| format!(" error={e}")).unwrap_or_default();
-                println!(
+                say!(
                     "[workspace] workspace_id={}{name} state={} environment={}{labels} last_activity_at={} commands={} services={}/{}{error}",
                     w.workspace_id, w.state, w.environment, w.last_activity_at, w.command_count, w.running_service_count, w.service_count
                 );
@@ -70,7 +69,7 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand) -> Result<i32> {
         W::Sync(SyncCommand::Push { id, source_path, dest, json }) => {
             emit(json.json, &pyro.push_workspace_sync(&id.workspace_id, &source_path, &dest).await?, |r| {
                 let s = &r.workspace_sync;
-                println!(
+                say!(
                     "[workspace-sync] workspace_id={} mode={} source={} destination={} entry_count={} bytes_written={}",
                     r.workspace_id,
                     s.mode,
@@ -91,9 +90,9 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand) -> Result<i32> {
             let result = pyro.exec_workspace(&args.id.workspace_id, &command, args.timeout_seconds).await?;
             let code = result.output.exit_code;
             emit(args.json.json, &result, |r| {
-                let _ = std::io::stdout().write_all(&r.output.stdout);
-                let _ = std::io::stderr().write_all(&r.output.stderr);
-                eprintln!(
+                raw_stdout(&r.output.stdout);
+                raw_stderr(&r.output.stderr);
+                tell!(
                     "[workspace-exec] workspace_id={} sequence={} cwd={} execution_mode={} exit_code={} duration_ms={}",
                     r.workspace_id, r.sequence, r.cwd, r.execution_mode, r.output.exit_code, r.output.duration_ms
                 );
@@ -101,24 +100,24 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand) -> Result<i32> {
             return Ok(code);
         }
         W::File(FileCommand::List(a)) => emit(a.json.json, &pyro.list_workspace_files(&a.id.workspace_id, &a.path, a.recursive).await?, |l| {
-            println!("Workspace path: {} (recursive={})", l.path, if l.recursive { "yes" } else { "no" });
+            say!("Workspace path: {} (recursive={})", l.path, if l.recursive { "yes" } else { "no" });
             if l.entries.is_empty() {
-                println!("No workspace entries found.");
+                say!("No workspace entries found.");
             }
             for e in &l.entries {
                 let target = e.link_target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
-                println!("{} [{}] size={} mode={}{target}", e.path, e.artifact_type, e.size_bytes, e.mode);
+                say!("{} [{}] size={} mode={}{target}", e.path, e.artifact_type, e.size_bytes, e.mode);
             }
         }),
         W::File(FileCommand::Read(a)) => {
             let r = pyro.read_workspace_file(&a.id.workspace_id, &a.path, a.max_bytes).await?;
             emit(a.json, &r, |r| {
-                print!("{}", r.content);
+                raw_stdout(r.content.as_bytes());
                 if !a.content_only {
                     if !r.content.ends_with('\n') {
-                        println!();
+                        say!();
                     }
-                    eprintln!("[workspace-file-read] workspace_id={} path={} size_bytes={} truncated={}", r.workspace_id, r.path, r.size_bytes, if r.truncated { "yes" } else { "no" });
+                    tell!("[workspace-file-read] workspace_id={} path={} size_bytes={} truncated={}", r.workspace_id, r.path, r.size_bytes, if r.truncated { "yes" } else { "no" });
                 }
             })
         }
@@ -129,11 +128,11 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand) -> Result<i32> {
                 (None, None) => return Err(Error::InvalidArgument("one of --text or --text-file is required".into())),
             };
             emit(json.json, &pyro.write_workspace_file(&id.workspace_id, &path, &text).await?, |r| {
-                println!("[workspace-file-write] workspace_id={} path={} bytes_written={} mode={} execution_mode={}", r.workspace_id, r.path, r.bytes_written, r.mode, r.execution_mode)
+                say!("[workspace-file-write] workspace_id={} path={} bytes_written={} mode={} execution_mode={}", r.workspace_id, r.path, r.bytes_written, r.mode, r.execution_mode)
             })
         }
         W::Export(a) => emit(a.json.json, &pyro.export_workspace(&a.id.workspace_id, &a.path, &a.output).await?, |r| {
-            println!(
+            say!(
                 "[workspace-export] workspace_id={} workspace_path={} output_path={} artifact_type={} entry_count={} bytes_written={}",
                 r.workspace_id,
                 r.workspace_path,
@@ -151,57 +150,62 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand) -> Result<i32> {
             };
             emit(json.json, &pyro.apply_workspace_patch(&id.workspace_id, &patch).await?, |r| {
                 let s = &r.summary;
-                println!("[workspace-patch] workspace_id={} total={} added={} modified={} deleted={}", r.workspace_id, s.total, s.added, s.modified, s.deleted)
+                say!("[workspace-patch] workspace_id={} total={} added={} modified={} deleted={}", r.workspace_id, s.total, s.added, s.modified, s.deleted)
             })
         }
         W::Disk(DiskCommand::Export { id, output, json }) => emit(json.json, &pyro.export_workspace_disk(&id.workspace_id, &output).await?, |r| {
-            println!("[workspace-disk-export] workspace_id={} output_path={} disk_format={} size_bytes={}", r.workspace_id, r.output_path.display(), r.disk_format, r.size_bytes)
+            say!("[workspace-disk-export] workspace_id={} output_path={} disk_format={} size_bytes={}", r.workspace_id, r.output_path.display(), r.disk_format, r.size_bytes);
+            tell!("[workspace-disk-export] note: the guest wrote this filesystem; mounting it hands guest-crafted metadata to the host kernel's ext4 driver (prefer `pyro workspace disk list/read`, or debugfs)");
         }),
         W::Disk(DiskCommand::List(a)) => emit(a.json.json, &pyro.list_workspace_disk(&a.id.workspace_id, &a.path, a.recursive).await?, |l| {
-            println!("Disk path: {} (recursive={})", l.path, if l.recursive { "yes" } else { "no" });
+            say!("Disk path: {} (recursive={})", l.path, if l.recursive { "yes" } else { "no" });
             for e in &l.entries {
                 let target = e.link_target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
-                println!("{} [{}] size={} mode={}{target}", e.path, e.artifact_type, e.size_bytes, e.mode);
+                say!("{} [{}] size={} mode={}{target}", e.path, e.artifact_type, e.size_bytes, e.mode);
             }
         }),
         W::Disk(DiskCommand::Read(a)) => {
             let r = pyro.read_workspace_disk(&a.id.workspace_id, &a.path, a.max_bytes).await?;
             emit(a.json, &r, |r| {
-                print!("{}", r.content);
+                raw_stdout(r.content.as_bytes());
                 if !a.content_only {
                     if !r.content.ends_with('\n') {
-                        println!();
+                        say!();
                     }
-                    eprintln!("[workspace-disk-read] workspace_id={} path={} size_bytes={} truncated={}", r.workspace_id, r.path, r.size_bytes, if r.truncated { "yes" } else { "no" });
+                    tell!("[workspace-disk-read] workspace_id={} path={} size_bytes={} truncated={}", r.workspace_id, r.path, r.size_bytes, if r.truncated { "yes" } else { "no" });
                 }
             })
         }
         W::Diff(a) => emit(a.json.json, &pyro.diff_workspace(&a.id.workspace_id).await?, |d| {
             let s = &d.diff.summary;
             if !d.diff.changed {
-                println!("No workspace changes.");
+                say!("No workspace changes.");
                 return;
             }
-            println!(
+            say!(
                 "[workspace-diff] workspace_id={} total={} added={} modified={} deleted={} type_changed={} text_patched={} non_text={}",
                 d.workspace_id, s.total, s.added, s.modified, s.deleted, s.type_changed, s.text_patched, s.non_text
             );
-            print!("{}", d.diff.patch);
+            // Patch bodies are guest file content a person reviews: controls are shown, not run.
+            part(&d.diff.patch);
+            if has_terminal_controls(&d.diff.patch) {
+                tell!("[workspace-diff] note: the patch contains terminal control characters, shown escaped (\\x1b, \\u{{9b}}, ...); --json carries the exact text");
+            }
         }),
         W::Snapshot(SnapshotCommand::Create(a)) => emit(a.json.json, &pyro.create_snapshot(&a.id.workspace_id, &a.snapshot_name).await?, |r| {
-            println!("[workspace-snapshot-create] workspace_id={} snapshot_name={} size_bytes={}", r.workspace_id, r.snapshot.snapshot_name, r.snapshot.size_bytes)
+            say!("[workspace-snapshot-create] workspace_id={} snapshot_name={} size_bytes={}", r.workspace_id, r.snapshot.snapshot_name, r.snapshot.size_bytes)
         }),
         W::Snapshot(SnapshotCommand::List(a)) => emit(a.json.json, &pyro.list_snapshots(&a.id.workspace_id).await?, |l| {
             for s in &l.snapshots {
-                println!("{} [{}] created_at={} size_bytes={}", s.snapshot_name, s.kind, s.created_at, s.size_bytes);
+                say!("{} [{}] created_at={} size_bytes={}", s.snapshot_name, s.kind, s.created_at, s.size_bytes);
             }
         }),
         W::Snapshot(SnapshotCommand::Delete(a)) => emit(a.json.json, &pyro.delete_snapshot(&a.id.workspace_id, &a.snapshot_name).await?, |r| {
-            println!("[workspace-snapshot-delete] workspace_id={} snapshot_name={} deleted=yes", r.workspace_id, r.snapshot.snapshot_name)
+            say!("[workspace-snapshot-delete] workspace_id={} snapshot_name={} deleted=yes", r.workspace_id, r.snapshot.snapshot_name)
         }),
         W::Reset(a) => emit(a.json.json, &pyro.reset_workspace(&a.id.workspace_id, &a.snapshot).await?, |r| {
             print_status("Reset workspace", &r.status);
-            println!("Restored snapshot: {}", r.workspace_reset.snapshot_name);
+            say!("Restored snapshot: {}", r.workspace_reset.snapshot_name);
         }),
         W::Service(_) => return Err(not_yet("workspace service", "the shells and services issue")),
         W::Shell(_) => return Err(not_yet("workspace shell", "the shells and services issue")),
@@ -212,19 +216,19 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand) -> Result<i32> {
         }
         W::Logs(a) => emit(a.json.json, &pyro.logs_workspace(&a.id.workspace_id).await?, |logs| {
             if logs.entries.is_empty() {
-                println!("No workspace logs found.");
+                say!("No workspace logs found.");
             }
             for e in &logs.entries {
-                println!("#{} exit_code={} duration_ms={} cwd={}", e.summary.sequence, e.summary.exit_code, e.summary.duration_ms, e.summary.cwd);
-                println!("$ {}", e.summary.command);
-                let _ = std::io::stdout().write_all(&e.stdout);
+                say!("#{} exit_code={} duration_ms={} cwd={}", e.summary.sequence, e.summary.exit_code, e.summary.duration_ms, e.summary.cwd);
+                say!("$ {}", e.summary.command);
+                raw_stdout(&e.stdout);
                 if !e.stdout.is_empty() && !e.stdout.ends_with(b"\n") {
-                    println!();
+                    say!();
                 }
-                let _ = std::io::stderr().write_all(&e.stderr);
+                raw_stderr(&e.stderr);
             }
         }),
-        W::Delete(a) => emit(a.json.json, &pyro.delete_workspace(&a.id.workspace_id).await?, |r| println!("Deleted workspace: {}", r.workspace_id)),
+        W::Delete(a) => emit(a.json.json, &pyro.delete_workspace(&a.id.workspace_id).await?, |r| say!("Deleted workspace: {}", r.workspace_id)),
     }
     Ok(0)
 }
@@ -257,34 +261,34 @@ fn join_labels(labels: &BTreeMap<String, String>, sep: &str) -> String {
 }
 
 fn print_status(action: &str, s: &WorkspaceStatus) {
-    println!("{action} ID: {}", s.workspace_id);
+    say!("{action} ID: {}", s.workspace_id);
     if let Some(name) = &s.name {
-        println!("Name: {name}");
+        say!("Name: {name}");
     }
     if !s.labels.is_empty() {
-        println!("Labels: {}", join_labels(&s.labels, ", "));
+        say!("Labels: {}", join_labels(&s.labels, ", "));
     }
-    println!("Environment: {}", s.environment);
-    println!("State: {}", s.state);
-    println!("Workspace: {}", s.workspace_path);
-    println!("Last activity at: {}", s.last_activity_at);
-    println!("Network policy: {}", s.network_policy);
+    say!("Environment: {}", s.environment);
+    say!("State: {}", s.state);
+    say!("Workspace: {}", s.workspace_path);
+    say!("Last activity at: {}", s.last_activity_at);
+    say!("Network policy: {}", s.network_policy);
     match &s.workspace_seed.seed_path {
-        Some(path) => println!("Workspace seed: {} from {}", s.workspace_seed.mode, path.display()),
-        None => println!("Workspace seed: {}", s.workspace_seed.mode),
+        Some(path) => say!("Workspace seed: {} from {}", s.workspace_seed.mode, path.display()),
+        None => say!("Workspace seed: {}", s.workspace_seed.mode),
     }
-    println!("Execution mode: {} ({})", s.execution_mode, s.backend);
-    println!("Resources: {} vCPU / {} MiB", s.vcpu_count, s.mem_mib);
-    println!("Command count: {}", s.command_count);
-    println!("Reset count: {}", s.reset_count);
+    say!("Execution mode: {} ({})", s.execution_mode, s.backend);
+    say!("Resources: {} vCPU / {} MiB", s.vcpu_count, s.mem_mib);
+    say!("Command count: {}", s.command_count);
+    say!("Reset count: {}", s.reset_count);
     if let Some(at) = s.last_reset_at {
-        println!("Last reset at: {at}");
+        say!("Last reset at: {at}");
     }
-    println!("Services: {}/{} running", s.running_service_count, s.service_count);
+    say!("Services: {}/{} running", s.running_service_count, s.service_count);
     if let Some(last) = &s.last_command {
-        println!("Last command: {} (exit_code={})", last.command, last.exit_code);
+        say!("Last command: {} (exit_code={})", last.command, last.exit_code);
     }
     if let Some(error) = &s.last_error {
-        println!("Last error: {error}");
+        say!("Last error: {error}");
     }
 }

@@ -48,6 +48,10 @@ pub enum Error {
     /// Launching or talking to a VMM failed.
     #[error("{0}")]
     Vmm(String),
+    /// Guest output broke a size limit (archive bytes, members, header sizes); the
+    /// transfer was cancelled.
+    #[error("{0}")]
+    LimitExceeded(String),
     /// A capability that a later release delivers.
     #[error("{0}")]
     NotYetAvailable(String),

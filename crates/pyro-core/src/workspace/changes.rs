@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::files::guest_error;
 use super::record::{is_valid_key, WorkspaceState, NAME_PATTERN};
-use super::tree::{diff, Tree, TreeDiff};
+use super::archive::{spool_tar, TarLimits};
+use super::tree::{diff_archives, TreeDiff};
 use super::{history, status_of, Workspace, WorkspaceManager, WorkspaceStatus, WORKSPACE_ROOT};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{unix_now, write_atomic};
@@ -86,15 +87,19 @@ fn validate_snapshot_name(name: &str) -> Result<String> {
     Ok(name.to_string())
 }
 
-/// Streams `/workspace` out of the guest into a new file at `target`.
-async fn export_tree(client: &GuestClient, target: &Path) -> Result<()> {
-    let file = tokio::fs::File::create(target).await.ctx("create", target)?;
-    client.tar_export(WORKSPACE_ROOT, file).await.map_err(guest_error)?;
-    Ok(())
+/// Budgets for a tar stream of `/workspace`: what its disk can hold.
+pub(crate) fn workspace_limits() -> TarLimits {
+    TarLimits::for_disk(super::DISK_SIZE_BYTES)
 }
 
-fn read_tree(path: &Path) -> Result<Tree> {
-    Tree::from_tar(std::io::BufReader::new(std::fs::File::open(path).ctx("open", path)?))
+/// Streams `/workspace` out of the guest into a new temporary file in `dir`, within
+/// [`workspace_limits`] (a stream past them is cancelled and its partial file removed).
+async fn export_tree(client: &GuestClient, dir: &Path) -> Result<tempfile::NamedTempFile> {
+    let (spooled, _) = spool_tar(dir, workspace_limits(), |sink| async move {
+        client.tar_export(WORKSPACE_ROOT, sink).await.map_err(guest_error)
+    })
+    .await?;
+    Ok(spooled)
 }
 
 impl WorkspaceManager {
@@ -102,10 +107,9 @@ impl WorkspaceManager {
     pub async fn diff(&self, id: &str) -> Result<WorkspaceDiff> {
         let ws = self.open(id).await?;
         let client = self.guest(&ws, "workspace_diff").await?;
-        let current = tempfile::NamedTempFile::new_in(&ws.dir).ctx("create temp file in", &ws.dir)?;
-        export_tree(&client, current.path()).await?;
-        let baseline = read_tree(&ws.baseline())?;
-        Ok(WorkspaceDiff { workspace_id: id.into(), diff: diff(&baseline, &read_tree(current.path())?) })
+        let current = export_tree(&client, &ws.dir).await?;
+        let diff = diff_archives(&ws.baseline(), current.path(), workspace_limits())?;
+        Ok(WorkspaceDiff { workspace_id: id.into(), diff })
     }
 
     /// Captures `/workspace` under `name`.
@@ -122,8 +126,7 @@ impl WorkspaceManager {
         }
         let client = self.guest(&ws, "workspace_snapshot_create").await?;
         std::fs::create_dir_all(&dir).ctx("create", &dir)?;
-        let staging = tempfile::NamedTempFile::new_in(&dir).ctx("create temp file in", &dir)?;
-        export_tree(&client, staging.path()).await?;
+        let staging = export_tree(&client, &dir).await?;
         let info = SnapshotInfo { snapshot_name: name.clone(), kind: "named".into(), created_at: unix_now(), size_bytes: std::fs::metadata(staging.path()).map(|m| m.len()).unwrap_or(0) };
         write_atomic(&dir.join(format!("{name}.json")), &serde_json::to_vec_pretty(&info).expect("snapshot info serialises"))?;
         staging.persist(&archive).map_err(|e| Error::io("store", &archive, e.error))?;

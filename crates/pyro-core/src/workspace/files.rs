@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::archive::{self, extract_export, ExportSummary};
+use super::archive::{self, extract_export_with, ExportSummary};
 use super::patch::{apply_all, parse_patch, FileChangeKind};
 use super::paths::{normalize_destination, normalize_workspace_path};
 use super::WorkspaceManager;
@@ -293,11 +293,13 @@ impl WorkspaceManager {
         }
         let ws = self.open(id).await?;
         let client = self.guest(&ws, "workspace_export").await?;
-        let staging = tempfile::NamedTempFile::new_in(&ws.dir).ctx("create temp file in", &ws.dir)?;
-        let sink = tokio::fs::File::create(staging.path()).await.ctx("create", staging.path())?;
-        let exported = client.tar_export(&path, sink).await.map_err(guest_error)?;
+        let limits = super::changes::workspace_limits();
+        let (staging, exported) = archive::spool_tar(&ws.dir, limits, |sink| async {
+            client.tar_export(&path, sink).await.map_err(guest_error)
+        })
+        .await?;
         let archive = std::fs::File::open(staging.path()).ctx("open", staging.path())?;
-        let summary = extract_export(std::io::BufReader::new(archive), &output, exported.kind)?;
+        let summary = extract_export_with(std::io::BufReader::new(archive), &output, exported.kind, limits)?;
         Ok(Exported { workspace_id: id.into(), workspace_path: path, output_path: output, artifact_type: kind_name(exported.kind), summary, execution_mode: "guest_vsock" })
     }
 

@@ -1,22 +1,30 @@
 //! Snapshot trees read from workspace archives, and the diff between two of them for
 //! `workspace diff`.
 //!
-//! A [`Tree`] maps relative paths to files (bytes and mode), symlinks (target) and
-//! directories. [`diff`] compares a baseline with the current tree: every file, symlink
-//! and *leaf* (empty) directory is an entry; non-empty directories are not. Text changes
-//! come with git-style patches (`diff --git`, mode headers, 3 lines of context,
-//! `\ No newline at end of file` markers) that `git apply` and `workspace patch apply`
-//! accept and that reproduce the current files exactly.
+//! A [`Tree`] maps relative paths to files, symlinks (target) and directories. A file is
+//! either held with its bytes ([`Node::File`]) or known by size and SHA-256 only
+//! ([`Node::Hashed`]): reading never holds a whole workspace in memory. [`diff`] compares
+//! a baseline with the current tree: every file, symlink and *leaf* (empty) directory is
+//! an entry; non-empty directories are not. Text changes come with git-style patches
+//! (`diff --git`, mode headers, 3 lines of context, `\ No newline at end of file`
+//! markers) that `git apply` and `workspace patch apply` accept and that reproduce the
+//! current files exactly. [`diff_archives`] diffs two archives on disk, fetching the
+//! bytes of changed text files (at most [`MAX_PATCH_FILE_BYTES`] each,
+//! [`MAX_PATCH_TOTAL_BYTES`] in all) in a second pass; larger, binary or over-budget
+//! files are reported as changed without a patch, by hash.
 
-use std::collections::BTreeMap;
-use std::io::{self, Read};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use similar::{Algorithm, DiffOp, DiffTag};
 
-use super::archive::{MemberKind, MemberRules, SymlinkPolicy};
-use crate::error::{Error, Result};
+use super::archive::{Member, MemberKind, MemberRules, Refused, TarGuard, TarLimits};
+use crate::error::{Error, IoContext, Result};
 
 /// Prefix of the paths reported in [`DiffEntry::path`].
 const WORKSPACE_ROOT: &str = "/workspace";
@@ -28,15 +36,35 @@ const CONTEXT_LINES: usize = 3;
 /// settles for a correct but longer one.
 const DIFF_DEADLINE: Duration = Duration::from_secs(2);
 
+/// Largest file whose bytes are kept for a text patch; larger files are compared by hash.
+pub const MAX_PATCH_FILE_BYTES: u64 = 1 << 20;
+
+/// File bytes [`diff_archives`] holds for patches altogether; changed text files past it
+/// are reported without a patch.
+pub const MAX_PATCH_TOTAL_BYTES: u64 = 128 << 20;
+
 /// One node of a [`Tree`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Node {
-    /// A regular file.
+    /// A regular file held with its content.
     File {
         /// Its content.
         bytes: Vec<u8>,
         /// Permission bits.
         mode: u32,
+    },
+    /// A regular file known by size and digest only (binary, larger than
+    /// [`MAX_PATCH_FILE_BYTES`], or not needed for a patch).
+    Hashed {
+        /// Its size in bytes.
+        size: u64,
+        /// SHA-256 of its content.
+        sha256: [u8; 32],
+        /// Permission bits.
+        mode: u32,
+        /// Whether the content is text (UTF-8, no NUL, at most [`MAX_PATCH_FILE_BYTES`]),
+        /// i.e. could be fetched for a patch.
+        text: bool,
     },
     /// A symbolic link.
     Symlink {
@@ -53,9 +81,44 @@ pub enum Node {
 impl Node {
     fn artifact_type(&self) -> ArtifactType {
         match self {
-            Node::File { .. } => ArtifactType::File,
+            Node::File { .. } | Node::Hashed { .. } => ArtifactType::File,
             Node::Symlink { .. } => ArtifactType::Symlink,
             Node::Dir { .. } => ArtifactType::Directory,
+        }
+    }
+
+    /// A regular file's content and mode.
+    fn file(&self) -> Option<(Content<'_>, u32)> {
+        match self {
+            Node::File { bytes, mode } => Some((Content::Bytes(bytes), *mode)),
+            Node::Hashed { size, sha256, mode, .. } => Some((Content::Hashed(*size, sha256), *mode)),
+            _ => None,
+        }
+    }
+}
+
+/// A file's content as a [`Node`] knows it.
+enum Content<'a> {
+    Bytes(&'a [u8]),
+    Hashed(u64, &'a [u8; 32]),
+}
+
+impl Content<'_> {
+    fn same_as(&self, other: &Content<'_>) -> bool {
+        match (self, other) {
+            (Content::Bytes(a), Content::Bytes(b)) => a == b,
+            (Content::Hashed(sa, ha), Content::Hashed(sb, hb)) => sa == sb && ha == hb,
+            (Content::Bytes(bytes), Content::Hashed(size, hash)) | (Content::Hashed(size, hash), Content::Bytes(bytes)) => {
+                bytes.len() as u64 == *size && Sha256::digest(bytes)[..] == hash[..]
+            }
+        }
+    }
+
+    /// The content as text, when held.
+    fn text(&self) -> Option<&str> {
+        match self {
+            Content::Bytes(bytes) => as_text(bytes),
+            Content::Hashed(..) => None,
         }
     }
 }
@@ -64,33 +127,125 @@ impl Node {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tree(pub BTreeMap<String, Node>);
 
+/// What reading a file member found.
+struct Scanned {
+    size: u64,
+    sha256: [u8; 32],
+    /// The content is text of at most [`MAX_PATCH_FILE_BYTES`] (then held in the scratch
+    /// buffer).
+    text: bool,
+}
+
+/// Reads an archive through a [`TarGuard`] and the guest member rules, calling `visit`
+/// for every member; file members come hashed, with their content in the scratch slice
+/// when it is a text-patch candidate.
+fn for_each_member(
+    reader: impl Read,
+    limits: TarLimits,
+    mut visit: impl FnMut(Member, Option<Scanned>, &[u8]) -> Result<()>,
+) -> Result<()> {
+    let failed = |e: io::Error| match Refused::from_io(&e) {
+        Some(refused) => refused.into(),
+        None => Error::Io { context: "read workspace archive".into(), source: e },
+    };
+    let mut rules = MemberRules::guest();
+    let mut archive = tar::Archive::new(TarGuard::new(reader, limits));
+    let mut chunk = vec![0u8; 64 << 10];
+    let mut scratch = Vec::new();
+    for entry in archive.entries().map_err(failed)? {
+        let mut entry = entry.map_err(failed)?;
+        let Some(member) = rules.check_entry(&entry)? else { continue };
+        let scanned = match member.kind {
+            MemberKind::File { size } => {
+                let scanned = scan_file(&mut entry, size, &mut chunk, &mut scratch).map_err(failed)?;
+                if scanned.size != size {
+                    return Err(Error::InvalidArgument(format!(
+                        "workspace archive is truncated: {} holds {} of {size} bytes",
+                        String::from_utf8_lossy(&member.name),
+                        scanned.size
+                    )));
+                }
+                Some(scanned)
+            }
+            _ => None,
+        };
+        let content: &[u8] = if scanned.as_ref().is_some_and(|s| s.text) { &scratch } else { &[] };
+        visit(member, scanned, content)?;
+    }
+    Ok(())
+}
+
+/// Hashes the rest of a file member, keeping it in `scratch` while it may still be a
+/// text-patch candidate.
+fn scan_file(data: &mut impl Read, declared: u64, chunk: &mut [u8], scratch: &mut Vec<u8>) -> io::Result<Scanned> {
+    scratch.clear();
+    let mut keep = declared <= MAX_PATCH_FILE_BYTES;
+    if keep {
+        scratch.reserve(declared as usize);
+    }
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    loop {
+        let n = match data.read(chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&chunk[..n]);
+        size += n as u64;
+        if keep {
+            if size <= MAX_PATCH_FILE_BYTES {
+                scratch.extend_from_slice(&chunk[..n]);
+            } else {
+                keep = false;
+                scratch.clear();
+            }
+        }
+    }
+    let text = keep && as_text(scratch).is_some();
+    if !text {
+        scratch.clear();
+    }
+    Ok(Scanned { size, sha256: hasher.finalize().into(), text })
+}
+
 impl Tree {
     /// Reads an uncompressed tar as produced by the agent's `TarExport` or by
-    /// [`super::archive::prepare_source`]. Names follow the archive member rules (a
-    /// leading `./` is ignored, `./` itself skipped, absolute or escaping names refused);
-    /// hard-link members take the bytes and mode of their target; symlink targets are
-    /// kept whatever they are (they are only compared).
+    /// [`super::archive::prepare_source`], within the default [`TarLimits`]. Text files
+    /// of at most [`MAX_PATCH_FILE_BYTES`] are held with their bytes, every other file is
+    /// [`Node::Hashed`] (see [`Tree::from_tar_with`]).
     pub fn from_tar(reader: impl Read) -> Result<Tree> {
-        let failed = |e: io::Error| Error::Io { context: "read workspace archive".into(), source: e };
-        let mut rules = MemberRules::new(SymlinkPolicy::Any);
-        let mut nodes = BTreeMap::new();
-        let mut archive = tar::Archive::new(reader);
-        for entry in archive.entries().map_err(failed)? {
-            let mut entry = entry.map_err(failed)?;
-            let Some(member) = rules.check_entry(&entry)? else { continue };
+        Self::from_tar_with(reader, TarLimits::default(), true)
+    }
+
+    /// Reads an archive through a [`TarGuard`] with `limits`. Names follow the archive
+    /// member rules (a leading `./` is ignored, `./` itself skipped, absolute or escaping
+    /// names refused, only the member types the agent emits); hard-link members take the
+    /// node and mode of their target; symlink targets are kept whatever they are (they
+    /// are only compared). With `keep_text`, text files of at most
+    /// [`MAX_PATCH_FILE_BYTES`] are [`Node::File`]s; every other file (all of them
+    /// without `keep_text`) is a [`Node::Hashed`], so memory stays bounded by the number
+    /// of members, not their size.
+    pub fn from_tar_with(reader: impl Read, limits: TarLimits, keep_text: bool) -> Result<Tree> {
+        let mut nodes: BTreeMap<String, Node> = BTreeMap::new();
+        for_each_member(reader, limits, |member, scanned, content| {
             let name = String::from_utf8_lossy(&member.name).into_owned();
             let node = match member.kind {
                 MemberKind::Dir => Node::Dir { mode: member.mode },
-                MemberKind::File { size } => {
-                    let mut bytes = Vec::with_capacity(usize::try_from(size.min(1 << 20)).unwrap_or(0));
-                    entry.read_to_end(&mut bytes).map_err(failed)?;
-                    Node::File { bytes, mode: member.mode }
+                MemberKind::File { .. } => {
+                    let s = scanned.expect("file members are scanned");
+                    if keep_text && s.text {
+                        Node::File { bytes: content.to_vec(), mode: member.mode }
+                    } else {
+                        Node::Hashed { size: s.size, sha256: s.sha256, mode: member.mode, text: s.text }
+                    }
                 }
                 MemberKind::Symlink { target } => Node::Symlink { target: String::from_utf8_lossy(&target).into_owned() },
                 MemberKind::HardLink { target } => {
                     let target = String::from_utf8_lossy(&target).into_owned();
                     match nodes.get(&target) {
-                        Some(node @ (Node::File { .. } | Node::Symlink { .. })) => node.clone(),
+                        Some(node @ (Node::File { .. } | Node::Hashed { .. } | Node::Symlink { .. })) => node.clone(),
                         _ => {
                             return Err(Error::InvalidArgument(format!(
                                 "hard link {name} must point at an earlier file member: {target}"
@@ -100,7 +255,8 @@ impl Tree {
                 }
             };
             nodes.insert(name, node);
-        }
+            Ok(())
+        })?;
         Ok(Tree(nodes))
     }
 
@@ -122,6 +278,81 @@ impl Tree {
         let prefix = format!("{path}/");
         self.0.range(prefix.clone()..).next().is_some_and(|(k, _)| k.starts_with(&prefix))
     }
+}
+
+/// Diffs the archive `current` against `baseline` (both uncompressed tars on disk, read
+/// within `limits`) without holding either tree's contents: both are first read as
+/// hashes; then the bytes of text files that differ from the other side (at most
+/// [`MAX_PATCH_FILE_BYTES`] each, [`MAX_PATCH_TOTAL_BYTES`] in all, in path order) are
+/// fetched in a second pass so that they get patches. The result is what [`diff`] gives
+/// for the fully read trees, except that files past those limits are changed without a
+/// patch.
+pub fn diff_archives(baseline: &Path, current: &Path, limits: TarLimits) -> Result<TreeDiff> {
+    let open = |path: &Path| File::open(path).map(BufReader::new).ctx("open", path);
+    let mut old = Tree::from_tar_with(open(baseline)?, limits, false)?;
+    let mut new = Tree::from_tar_with(open(current)?, limits, false)?;
+    let paths: BTreeSet<&String> = old.0.keys().chain(new.0.keys()).collect();
+    let needs = |this: Option<&Node>, other: Option<&Node>| match this {
+        Some(Node::Hashed { size, text: true, .. }) => {
+            let same = match (this.and_then(Node::file), other.and_then(Node::file)) {
+                (Some((a, _)), Some((b, _))) => a.same_as(&b),
+                _ => false,
+            };
+            (!same).then_some(*size)
+        }
+        _ => None,
+    };
+    let mut budget = MAX_PATCH_TOTAL_BYTES;
+    let mut chosen: Vec<(String, bool, bool)> = Vec::new();
+    let mut wanted: HashSet<[u8; 32]> = HashSet::new();
+    for path in paths {
+        let (a, b) = (old.0.get(path), new.0.get(path));
+        let (need_a, need_b) = (needs(a, b), needs(b, a));
+        if need_a.is_none() && need_b.is_none() {
+            continue;
+        }
+        let cost = need_a.unwrap_or(0) + need_b.unwrap_or(0);
+        if cost > budget {
+            continue;
+        }
+        budget -= cost;
+        for (node, needed) in [(a, need_a), (b, need_b)] {
+            if let (Some(Node::Hashed { sha256, .. }), Some(_)) = (node, needed) {
+                wanted.insert(*sha256);
+            }
+        }
+        chosen.push((path.clone(), need_a.is_some(), need_b.is_some()));
+    }
+    let mut found: HashMap<[u8; 32], Vec<u8>> = HashMap::new();
+    for archive in [baseline, current] {
+        if found.len() == wanted.len() {
+            break;
+        }
+        for_each_member(open(archive)?, limits, |_, scanned, content| {
+            if let Some(s) = scanned.filter(|s| s.text && wanted.contains(&s.sha256)) {
+                found.entry(s.sha256).or_insert_with(|| content.to_vec());
+            }
+            Ok(())
+        })?;
+    }
+    let hydrate = |node: Option<&mut Node>| {
+        if let Some(node) = node {
+            if let Node::Hashed { sha256, mode, .. } = node {
+                if let Some(bytes) = found.get(sha256) {
+                    *node = Node::File { bytes: bytes.clone(), mode: *mode };
+                }
+            }
+        }
+    };
+    for (path, need_old, need_new) in chosen {
+        if need_old {
+            hydrate(old.0.get_mut(&path));
+        }
+        if need_new {
+            hydrate(new.0.get_mut(&path));
+        }
+    }
+    Ok(diff(&old, &new))
 }
 
 /// How an entry changed.
@@ -198,11 +429,12 @@ pub struct TreeDiff {
 
 /// Compares `baseline` with `current`.
 ///
-/// Files are compared by bytes and by executable bit (the only mode bit a git patch can
-/// carry); a mode-only change is `modified` with an `old mode`/`new mode` patch. Symlink
-/// retargets are `modified` without a patch; a kind change is `type_changed` without a
-/// patch; directories only appear when they are leaves (added/deleted empty directories).
-/// A file is text when it has no NUL byte and is valid UTF-8; text files (both sides for
+/// Files are compared by content (bytes, or size and SHA-256 for [`Node::Hashed`]) and
+/// by executable bit (the only mode bit a git patch can carry); a mode-only change is
+/// `modified` with an `old mode`/`new mode` patch. Symlink retargets are `modified`
+/// without a patch; a kind change is `type_changed` without a patch; directories only
+/// appear when they are leaves (added/deleted empty directories). A file is text when it
+/// is held with its bytes, has no NUL byte and is valid UTF-8; text files (both sides for
 /// modifications) get a patch, an added or deleted empty file a header-only one.
 pub fn diff(baseline: &Tree, current: &Tree) -> TreeDiff {
     let old_entries = baseline.entries();
@@ -216,43 +448,40 @@ pub fn diff(baseline: &Tree, current: &Tree) -> TreeDiff {
         let (status, artifact_type, text_patch) = match (old_entries.get(rel), new_entries.get(rel)) {
             (None, None) => continue,
             (None, Some(new)) => {
-                let patch = match new {
-                    Node::File { bytes, mode } => as_text(bytes).map(|text| file_patch(rel, None, Some((text, *mode)))),
-                    _ => None,
-                };
+                let patch = new.file().and_then(|(content, mode)| content.text().map(|text| file_patch(rel, None, Some((text, mode)))));
                 (DiffStatus::Added, new.artifact_type(), patch)
             }
             (Some(old), None) => {
-                let patch = match old {
-                    Node::File { bytes, mode } => as_text(bytes).map(|text| file_patch(rel, Some((text, *mode)), None)),
-                    _ => None,
-                };
+                let patch = old.file().and_then(|(content, mode)| content.text().map(|text| file_patch(rel, Some((text, mode)), None)));
                 (DiffStatus::Deleted, old.artifact_type(), patch)
             }
-            (Some(old), Some(new)) => match (old, new) {
-                (Node::Dir { .. }, Node::Dir { .. }) => continue,
-                (Node::Symlink { target: a }, Node::Symlink { target: b }) => {
-                    if a == b {
+            (Some(old), Some(new)) => match (old.file(), new.file()) {
+                (Some((a, ma)), Some((b, mb))) => {
+                    let mode_changed = is_executable(ma) != is_executable(mb);
+                    let same = a.same_as(&b);
+                    if same && !mode_changed {
                         continue;
                     }
-                    (DiffStatus::Modified, ArtifactType::Symlink, None)
-                }
-                (Node::File { bytes: a, mode: ma }, Node::File { bytes: b, mode: mb }) => {
-                    let mode_changed = is_executable(*ma) != is_executable(*mb);
-                    if a == b && !mode_changed {
-                        continue;
-                    }
-                    let patch = if a == b {
-                        Some(mode_header(rel, *ma, *mb))
+                    let patch = if same {
+                        Some(mode_header(rel, ma, mb))
                     } else {
-                        match (as_text(a), as_text(b)) {
-                            (Some(ta), Some(tb)) => Some(file_patch(rel, Some((ta, *ma)), Some((tb, *mb)))),
+                        match (a.text(), b.text()) {
+                            (Some(ta), Some(tb)) => Some(file_patch(rel, Some((ta, ma)), Some((tb, mb)))),
                             _ => None,
                         }
                     };
                     (DiffStatus::Modified, ArtifactType::File, patch)
                 }
-                _ => (DiffStatus::TypeChanged, new.artifact_type(), None),
+                _ => match (old, new) {
+                    (Node::Dir { .. }, Node::Dir { .. }) => continue,
+                    (Node::Symlink { target: a }, Node::Symlink { target: b }) => {
+                        if a == b {
+                            continue;
+                        }
+                        (DiffStatus::Modified, ArtifactType::Symlink, None)
+                    }
+                    _ => (DiffStatus::TypeChanged, new.artifact_type(), None),
+                },
             },
         };
         summary.total += 1;
@@ -628,6 +857,7 @@ mod tests {
                     fs::set_permissions(&path, fs::Permissions::from_mode(*mode)).unwrap();
                 }
                 Node::Symlink { target } => std::os::unix::fs::symlink(target, &path).unwrap(),
+                Node::Hashed { .. } => unreachable!("test trees hold their bytes"),
             }
         }
     }

@@ -37,6 +37,13 @@ pub enum Command {
         /// The VM's directory.
         vm_dir: PathBuf,
     },
+    /// Internal: runs a VMM that drops privileges, keeping its parent-death signal.
+    #[command(name = "__vmm-guard", hide = true)]
+    VmmGuard {
+        /// The VMM and its arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        argv: Vec<std::ffi::OsString>,
+    },
 }
 
 /// `--json` for commands that print structured results.

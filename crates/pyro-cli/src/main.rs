@@ -13,6 +13,10 @@ use commands::pending::not_yet;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::VmmGuard { argv } = &cli.command {
+        // Synchronous and tiny: no runtime, no logging setup.
+        pyro_core::vmm::guard::run(argv);
+    }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PYRO_LOG").unwrap_or_else(|_| "warn".into()))
@@ -64,6 +68,8 @@ async fn dispatch(command: Command) -> pyro_core::Result<i32> {
         Command::Doctor(args) => commands::doctor::run(&pyro, args).await,
         Command::Demo(args) => commands::demo::run(&pyro, args).await,
         Command::Supervise { vm_dir } => pyro_core::vm::supervisor::run(vm_dir).await.map(|()| 0),
+        // Handled before the runtime starts (its signal mask must cover every thread).
+        Command::VmmGuard { argv } => pyro_core::vmm::guard::run(&argv),
         Command::Workspace(workspace) => commands::workspace::run(&pyro, workspace).await,
     }
 }
@@ -91,6 +97,6 @@ fn wants_json(command: &Command) -> bool {
         Command::Run(a) => a.json.json,
         Command::Doctor(a) => a.json.json,
         Command::Workspace(w) => w.json(),
-        Command::Mcp(_) | Command::Demo(_) | Command::Supervise { .. } => false,
+        Command::Mcp(_) | Command::Demo(_) | Command::Supervise { .. } | Command::VmmGuard { .. } => false,
     }
 }

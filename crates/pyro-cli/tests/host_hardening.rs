@@ -50,8 +50,10 @@ fn killing_the_supervisor_takes_its_vmm_along_and_start_recovers() {
     sb.ws(&["file", "write", &id, "kept.txt", "--text", "kept\n"]);
     assert!(vmm_pid(sb.state.path()).is_some(), "a VMM runs\n{}", sb.diagnostics());
     signal(supervisor_pid(&sb, &id), libc::SIGKILL);
-    let gone = wait_for(Duration::from_secs(30), || processes_with(sb.state.path(), "qemu-system").is_empty().then_some(()));
-    assert!(gone.is_some(), "the VMM outlived its supervisor\n{}", sb.diagnostics());
+    let gone = wait_for(Duration::from_secs(30), || {
+        (processes_with(sb.state.path(), "qemu-system").is_empty() && processes_with(sb.state.path(), "__vmm-guard").is_empty()).then_some(())
+    });
+    assert!(gone.is_some(), "the VMM (or its guard) outlived its supervisor\n{}", sb.diagnostics());
     assert_eq!(sb.ws(&["status", &id])["state"], "stopped");
     let started = sb.ws(&["start", &id]);
     assert_eq!(started["state"], "started", "{started}");

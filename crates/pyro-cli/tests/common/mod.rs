@@ -115,21 +115,22 @@ impl Drop for Sandbox {
 }
 
 
-/// The pid of a VMM (QEMU or Firecracker) whose command line names `state`.
+/// The pid of a VMM (QEMU or Firecracker) whose command line names `state` (not the
+/// guard pyro may run in front of it).
 pub fn vmm_pid(state: &Path) -> Option<i32> {
-    let needle = state.to_string_lossy().into_owned();
-    pids().into_iter().find(|pid| {
-        let text = cmdline(*pid);
-        (text.contains("qemu-system") || text.contains("firecracker")) && text.contains(&needle)
-    })
+    let mut vmms = processes_with(state, "qemu-system");
+    vmms.extend(processes_with(state, "firecracker"));
+    vmms.into_iter().next()
 }
 
-/// Every process whose command line names `state` and contains `what`.
+/// Every live process whose command line names `state` and contains `what`; the VMM
+/// guard (`pyro __vmm-guard qemu-system…`) counts only when `what` names it.
 pub fn processes_with(state: &Path, what: &str) -> Vec<i32> {
     let needle = state.to_string_lossy().into_owned();
     pids().into_iter().filter(|pid| {
         let text = cmdline(*pid);
-        text.contains(what) && text.contains(&needle) && !is_zombie(*pid)
+        let guard = text.contains("__vmm-guard") && !what.contains("__vmm-guard");
+        text.contains(what) && text.contains(&needle) && !guard && !is_zombie(*pid)
     }).collect()
 }
 

@@ -30,7 +30,7 @@ pub async fn run(dirs: &Dirs, installed: &InstalledEnvironment, cache_file: &Pat
             let record = VmRecord::new("kvmcheck0000".into(), installed, launch, 60, selection, false);
             match supervisor::boot(&record, KVM_CHECK_TIMEOUT).await {
                 Ok((mut child, _hello, _channel)) => {
-                    let _ = child.start_kill();
+                    crate::vmm::kill_group(&mut child);
                     let _ = child.wait().await;
                     Ok(())
                 }

@@ -196,7 +196,7 @@ pub async fn run(vm_dir: PathBuf) -> Result<()> {
         // Ask the agent to sync and power off; force the VMM down if it does not.
         let _ = guest_tx.send(Frame::json(relay.next_stream(), FrameKind::Request, &Request::Shutdown)).await;
         if tokio::time::timeout(SHUTDOWN_GRACE, child.wait()).await.is_err() {
-            let _ = child.start_kill();
+            vmm::kill_group(&mut child);
             let _ = child.wait().await;
         }
     }
@@ -251,8 +251,8 @@ async fn boot_holding(record: &VmRecord, timeout: Duration, run_lock: Option<&st
             vmm::host_compat::launch(&agent, spec, Duration::from_secs(10)).await
         }
     };
-    let Launched { mut child, channel } = launched.map_err(|e| e.to_string())?;
-    if let Some(identity) = child.id().and_then(crate::host_process::ProcessIdentity::of) {
+    let Launched { mut child, vmm_pid, channel } = launched.map_err(|e| e.to_string())?;
+    if let Some(identity) = vmm_pid.and_then(crate::host_process::ProcessIdentity::of) {
         if let Err(e) = identity.store(&record.dir().join(VMM_IDENTITY_FILE)) {
             tracing::warn!("cannot record the VMM's identity: {e}");
         }
@@ -289,11 +289,11 @@ async fn boot_holding(record: &VmRecord, timeout: Duration, run_lock: Option<&st
             Ok((child, hello, channel))
         }
         Ok(hello) => {
-            let _ = child.start_kill();
+            vmm::kill_group(&mut child);
             Err(format!("guest agent speaks protocol {} but this pyro speaks {PROTOCOL_VERSION}; re-pull the environment", hello.protocol_version))
         }
         Err(reason) => {
-            let _ = child.start_kill();
+            vmm::kill_group(&mut child);
             let _ = child.wait().await;
             Err(format!("guest boot failed: {reason}; serial log: {}", serial_tail(record)))
         }

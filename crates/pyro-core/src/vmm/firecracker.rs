@@ -187,9 +187,8 @@ impl Firecracker {
         let api = api_socket(spec);
         remove_stale(&api);
         remove_stale(&spec.channel_socket());
-        let mut command = tokio::process::Command::new(&self.binary);
-        command.arg("--api-sock").arg(&api).arg("--config-file").arg(&config);
-        let mut child = spawn_confined(command, &self.binary, &spec.serial_log(), &spec.vmm_log())?;
+        let args = vec!["--api-sock".into(), api.display().to_string(), "--config-file".into(), config.display().to_string()];
+        let mut child = spawn_confined(&self.binary, args, false, &spec.serial_log(), &spec.vmm_log())?;
         let deadline = Instant::now() + API_READY_TIMEOUT;
         loop {
             if let Some(status) = child.try_wait().ctx("wait for", &self.binary)? {
@@ -219,7 +218,8 @@ impl Firecracker {
                 // The API could re-point a drive at any host file; once the guest runs,
                 // nobody needs it, so its socket path goes away.
                 remove_stale(&api_socket(spec));
-                Ok(Launched { child, channel })
+                let vmm_pid = child.id();
+                Ok(Launched { child, vmm_pid, channel })
             }
             Err(e) => {
                 let _ = stop(&mut child, spec).await;

@@ -15,9 +15,9 @@ pub async fn launch(agent: &Path, spec: &LaunchSpec, connect_timeout: Duration) 
     remove_stale(&socket);
     let root = spec.vm_dir.join("root");
     std::fs::create_dir_all(&root).ctx("create", &root)?;
-    let mut command = tokio::process::Command::new(agent);
-    command.arg("--listen-unix").arg(&socket).arg("--cwd-root").arg(&root);
-    let mut child = spawn_confined(command, agent, &spec.vmm_log(), &spec.serial_log())?;
+    let args = vec!["--listen-unix".into(), socket.display().to_string(), "--cwd-root".into(), root.display().to_string()];
+    let mut child = spawn_confined(agent, args, false, &spec.vmm_log(), &spec.serial_log())?;
     let channel = connect_when_listening(&mut child, &socket, connect_timeout, "the host agent", &spec.serial_log()).await?;
-    Ok(Launched { child, channel })
+    let vmm_pid = child.id();
+    Ok(Launched { child, vmm_pid, channel })
 }

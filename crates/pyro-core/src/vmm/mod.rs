@@ -5,12 +5,13 @@
 //! isolation, opt-in only). [`select`] decides which one this host uses.
 
 pub mod firecracker;
+pub mod guard;
 pub mod host_compat;
 pub mod qemu;
 pub mod select;
 mod spawn;
 
-pub use spawn::InheritedFd;
+pub use spawn::{kill_group, InheritedFd};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -156,8 +157,10 @@ pub fn host_tsc_khz() -> Option<u64> {
 
 /// A launched VMM process and the connected agent channel.
 pub struct Launched {
-    /// The VMM (or host agent) process.
+    /// The VMM (or host agent) process, or the guard in front of it.
     pub child: Child,
+    /// The VMM's own pid (differs from the child's when a guard runs it).
+    pub vmm_pid: Option<u32>,
     /// Connected byte stream to the guest agent.
     pub channel: UnixStream,
 }
@@ -177,7 +180,7 @@ pub(crate) async fn connect_when_listening(child: &mut Child, socket: &Path, tim
             return Err(Error::Vmm(format!("{what} exited during startup ({status}): {}", qemu::last_line(&text))));
         }
         if tokio::time::Instant::now() >= deadline {
-            let _ = child.start_kill();
+            kill_group(child);
             return Err(Error::Vmm(format!("{what} did not open its agent socket within {}s", timeout.as_secs())));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;

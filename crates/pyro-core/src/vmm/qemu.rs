@@ -163,11 +163,11 @@ impl Qemu {
     /// are connected).
     pub async fn launch(&self, spec: &LaunchSpec, connect_timeout: Duration) -> Result<Launched> {
         remove_stale(&spec.channel_socket());
-        let mut command = tokio::process::Command::new(&self.binary);
-        command.args(self.args(spec));
-        let mut child = spawn_confined(command, &self.binary, &spec.serial_log(), &spec.vmm_log())?;
+        // Dropping privileges (-runas) clears QEMU's death signal; a guard keeps it.
+        let mut child = spawn_confined(&self.binary, self.args(spec), self.as_root, &spec.serial_log(), &spec.vmm_log())?;
         let channel = connect_when_listening(&mut child, &spec.channel_socket(), connect_timeout, "qemu", &spec.vmm_log()).await?;
-        Ok(Launched { child, channel })
+        let vmm_pid = if self.as_root { child.id().and_then(super::guard::vmm_of) } else { child.id() };
+        Ok(Launched { child, vmm_pid, channel })
     }
 }
 

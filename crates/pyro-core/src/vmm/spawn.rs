@@ -20,6 +20,7 @@ use tokio::process::{Child, Command};
 use crate::console_log::drain_into;
 use crate::error::{IoContext, Result};
 
+
 /// The only environment a VMM gets.
 const VMM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -44,9 +45,21 @@ impl Drop for InheritedFd {
     }
 }
 
-/// Spawns `command` confined as described in the module docs; its stdout goes to the
-/// capped log `stdout_log` and its stderr to `stderr_log`.
-pub(crate) fn spawn_confined(mut command: Command, what: &Path, stdout_log: &Path, stderr_log: &Path) -> Result<Child> {
+/// Spawns `program args…` confined as described in the module docs; its stdout goes to
+/// the capped log `stdout_log` and its stderr to `stderr_log`. A VMM that will drop
+/// privileges itself (`guarded`) runs under the [`super::guard`], which keeps the death
+/// signal the kernel would otherwise clear.
+pub(crate) fn spawn_confined(program: &Path, args: Vec<String>, guarded: bool, stdout_log: &Path, stderr_log: &Path) -> Result<Child> {
+    let mut command = if guarded {
+        let mut command = Command::new(crate::paths::pyro_binary()?);
+        command.arg(super::guard::GUARD_SUBCOMMAND).arg(program);
+        command
+    } else {
+        Command::new(program)
+    };
+    command.args(args);
+    // The guard catches SIGTERM to take its VMM along; anything else just dies.
+    let death_signal = if guarded { libc::SIGTERM } else { libc::SIGKILL };
     let parent = std::process::id() as libc::pid_t;
     let inherit: RawFd = INHERITED_FD.load(Ordering::SeqCst);
     command
@@ -57,11 +70,11 @@ pub(crate) fn spawn_confined(mut command: Command, what: &Path, stdout_log: &Pat
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    // SAFETY: prctl, getppid and close_range are async-signal-safe syscalls that touch no
-    // memory of the parent; nothing here allocates.
+    // SAFETY: prctl, getppid, close_range and fcntl are async-signal-safe syscalls that
+    // touch no memory of the parent; nothing here allocates.
     unsafe {
         command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, death_signal) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             // The parent died between fork and prctl: the signal will never come.
@@ -78,7 +91,7 @@ pub(crate) fn spawn_confined(mut command: Command, what: &Path, stdout_log: &Pat
             Ok(())
         });
     }
-    let mut child = command.spawn().ctx("start", what)?;
+    let mut child = command.spawn().ctx("start", program)?;
     if let Some(stdout) = child.stdout.take() {
         tokio::spawn(drain_into(stdout, stdout_log.to_path_buf()));
     }
@@ -86,6 +99,15 @@ pub(crate) fn spawn_confined(mut command: Command, what: &Path, stdout_log: &Pat
         tokio::spawn(drain_into(stderr, stderr_log.to_path_buf()));
     }
     Ok(child)
+}
+
+/// SIGKILLs `child` and its process group (a guard and its VMM share one).
+pub fn kill_group(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        // SAFETY: the group of our own unreaped child, which leads it (process_group(0)).
+        unsafe { libc::kill(-(pid as libc::pid_t), libc::SIGKILL) };
+    }
+    let _ = child.start_kill();
 }
 
 /// Whether pyro runs as root, in which case VMMs drop to an unprivileged user once

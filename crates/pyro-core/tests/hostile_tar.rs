@@ -657,6 +657,19 @@ fn fuzz_input(seed_count: usize) -> impl Strategy<Value = FuzzInput> {
         .prop_map(|((seed, mutations, random), chunk)| FuzzInput { seed, mutations, random, chunk })
 }
 
+/// How many fuzz cases got how far: (scanner accepted, tree read, export succeeded).
+#[derive(Debug, Default)]
+struct Reached {
+    cases: u64,
+    scanned: u64,
+    tree: u64,
+    exported: u64,
+}
+
+thread_local! {
+    static REACHED: std::cell::RefCell<Reached> = std::cell::RefCell::new(Reached::default());
+}
+
 /// The checks of one fuzz case.
 fn fuzz_case(bytes: &[u8], chunk: usize, work: &Path, outside: &Path) {
     let limits = TarLimits::default();
@@ -667,6 +680,36 @@ fn fuzz_case(bytes: &[u8], chunk: usize, work: &Path, outside: &Path) {
     let chunked = bytes.chunks(chunk).try_for_each(|piece| pieces.feed(piece));
     assert_eq!(verdict, chunked, "chunk size {chunk}");
     assert_eq!((whole.members(), whole.file_bytes()), (pieces.members(), pieces.file_bytes()));
+
+    // Framing oracle: the tar crate on its own (the input is small, and sparse members,
+    // whose holes it would expand, are refused) must see the members the scanner saw.
+    if verdict.is_ok() {
+        let (mut count, mut file_bytes, mut complete) = (0u64, 0u64, true);
+        match tar::Archive::new(bytes).entries() {
+            Ok(entries) => {
+                for entry in entries {
+                    match entry {
+                        Ok(e) => {
+                            count += 1;
+                            if e.header().entry_type() == EntryType::Regular {
+                                file_bytes += e.size();
+                            }
+                        }
+                        Err(_) => {
+                            complete = false;
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(_) => complete = false,
+        }
+        if complete {
+            assert_eq!((count, file_bytes), (whole.members(), whole.file_bytes()), "framing differs from the tar crate's");
+        } else {
+            assert!(count <= whole.members(), "the tar crate saw {count} members, the scanner {}", whole.members());
+        }
+    }
 
     let bound = 8 * MIB + 16 * bytes.len() as u64;
     let (tree, peak, largest) = measured(|| Tree::from_tar_with(bytes, limits, true));
@@ -679,6 +722,13 @@ fn fuzz_case(bytes: &[u8], chunk: usize, work: &Path, outside: &Path) {
 
     let out = work.join("out");
     let (exported, peak, largest) = measured(|| export(bytes, &out, limits));
+    REACHED.with(|r| {
+        let mut r = r.borrow_mut();
+        r.cases += 1;
+        r.scanned += u64::from(verdict.is_ok());
+        r.tree += u64::from(tree.is_ok());
+        r.exported += u64::from(exported.is_ok());
+    });
     assert!(peak <= bound && largest as u64 <= 2 * MIB, "export: peak {peak}, largest {largest}");
     match exported {
         Ok(_) => {
@@ -724,7 +774,15 @@ fn fuzz_archive_validation() {
         Ok(())
     });
     let elapsed = start.elapsed();
-    eprintln!("fuzz_archive_validation: {cases} cases (+{seed_count} seeds) in {:.1} s", elapsed.as_secs_f64());
+    let reached = REACHED.with(|r| std::mem::take(&mut *r.borrow_mut()));
+    eprintln!(
+        "fuzz_archive_validation: {cases} cases (+{seed_count} seeds) in {:.1} s; scanner accepted {}, tree read {}, export succeeded {} of {} runs",
+        elapsed.as_secs_f64(),
+        reached.scanned,
+        reached.tree,
+        reached.exported,
+        reached.cases
+    );
     if let Err(e) = result {
         panic!("{e}");
     }

@@ -507,7 +507,10 @@ mod tests {
     use std::os::unix::fs::symlink;
     use tar::{EntryType, Header};
 
-    fn archive(members: &[(&str, EntryType, Option<&str>, &[u8], u32)]) -> Vec<u8> {
+    /// (name, type, link target, data, mode).
+    type Raw<'a> = (&'a str, EntryType, Option<&'a str>, &'a [u8], u32);
+
+    fn archive(members: &[Raw<'_>]) -> Vec<u8> {
         let mut builder = tar::Builder::new(Vec::new());
         for (name, kind, link, data, mode) in members {
             let mut header = Header::new_ustar();

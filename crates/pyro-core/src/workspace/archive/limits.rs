@@ -122,7 +122,7 @@ impl From<Refused> for Error {
 /// `1 GiB`, `64 KiB`, `1000 bytes`.
 pub(crate) fn show_bytes(n: u64) -> String {
     for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
-        if n >= 1 << shift && n % (1 << shift) == 0 {
+        if n >= 1 << shift && n & ((1 << shift) - 1) == 0 {
             return format!("{} {unit}", n >> shift);
         }
     }

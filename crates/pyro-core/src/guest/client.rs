@@ -368,7 +368,7 @@ fn agent_error(response: Response, op: &str) -> GuestError {
                     cut -= 1;
                 }
                 message.truncate(cut);
-                message.push_str("…");
+                message.push('…');
             }
             GuestError::Agent(message)
         }

@@ -387,13 +387,16 @@ mod tests {
         let started = Instant::now();
         let mut sent = 0usize;
         let mut max_queued = 0usize;
-        while sent < (1 << 30) {
-            relay.to_client(Frame::data(guest_stream, DataChannel::Stdout, &chunk)).await;
-            sent += chunk.len();
-            let state = relay.inner.lock().unwrap();
-            let Some(queue) = state.clients.values().next() else { break };
-            max_queued = max_queued.max(budget - queue.budget.available_permits());
-        }
+        let flood = async {
+            while sent < (1 << 30) {
+                relay.to_client(Frame::data(guest_stream, DataChannel::Stdout, &chunk)).await;
+                sent += chunk.len();
+                let state = relay.inner.lock().unwrap();
+                let Some(queue) = state.clients.values().next() else { break };
+                max_queued = max_queued.max(budget - queue.budget.available_permits());
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), flood).await.expect("the relay never gave up on the client");
         assert!(sent < (1 << 30), "the relay never disconnected the client");
         assert!(max_queued <= budget, "queued {max_queued} bytes, budget {budget}");
         assert!(started.elapsed() < Duration::from_secs(10));
@@ -405,11 +408,8 @@ mod tests {
         // The client's connection is closed: what it can still read is bounded by the
         // budget plus the kernel socket buffers, then EOF.
         let mut buffered = 0usize;
-        loop {
-            match tokio::time::timeout(Duration::from_secs(5), read_frame(&mut client)).await.expect("EOF in time") {
-                Ok(Some(frame)) => buffered += frame.payload.len(),
-                Ok(None) | Err(_) => break,
-            }
+        while let Ok(Some(frame)) = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut client)).await.expect("EOF in time") {
+            buffered += frame.payload.len();
         }
         assert!(buffered <= budget + (8 << 20), "client could read {buffered} bytes after the flood");
     }
@@ -435,9 +435,12 @@ mod tests {
             got
         });
         let chunk = vec![1u8; 256 * 1024];
-        for _ in 0..total / chunk.len() {
-            relay.to_client(Frame::data(guest_stream, DataChannel::Stdout, &chunk)).await;
-        }
+        let feed = async {
+            for _ in 0..total / chunk.len() {
+                relay.to_client(Frame::data(guest_stream, DataChannel::Stdout, &chunk)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), feed).await.expect("feeding the slow client took too long");
         assert_eq!(reader.await.unwrap(), total);
         assert!(relay.inner.lock().unwrap().routes.contains_key(&guest_stream), "the slow client was disconnected");
     }

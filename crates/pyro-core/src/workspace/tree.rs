@@ -952,4 +952,93 @@ mod tests {
         }
         out
     }
+
+    /// (name, content, mode); a content of `None` makes a hard link to the previous file.
+    type Spec = Vec<(String, Option<Vec<u8>>, u32)>;
+
+    fn tar_of(files: &Spec) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        let mut last: Option<&str> = None;
+        for (name, content, mode) in files {
+            let mut h = Header::new_ustar();
+            h.set_mode(*mode);
+            match (content, last) {
+                (None, Some(target)) => {
+                    h.set_entry_type(EntryType::Link);
+                    h.set_size(0);
+                    builder.append_link(&mut h, name, target).unwrap();
+                }
+                (content, _) => {
+                    let data = content.clone().unwrap_or_default();
+                    h.set_entry_type(EntryType::Regular);
+                    h.set_size(data.len() as u64);
+                    builder.append_data(&mut h, name, data.as_slice()).unwrap();
+                    last = Some(name);
+                }
+            }
+        }
+        builder.into_inner().unwrap()
+    }
+
+    fn via_archives(old: &Spec, new: &Spec) -> TreeDiff {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a.tar"), tmp.path().join("b.tar"));
+        fs::write(&a, tar_of(old)).unwrap();
+        fs::write(&b, tar_of(new)).unwrap();
+        diff_archives(&a, &b, TarLimits::default()).unwrap()
+    }
+
+    fn in_memory(old: &Spec, new: &Spec) -> TreeDiff {
+        diff(&Tree::from_tar(tar_of(old).as_slice()).unwrap(), &Tree::from_tar(tar_of(new).as_slice()).unwrap())
+    }
+
+    #[test]
+    fn files_past_the_patch_limit_are_changed_without_a_patch() {
+        let big = "line\n".repeat((MAX_PATCH_FILE_BYTES / 5) as usize + 1).into_bytes();
+        let mut bigger = big.clone();
+        bigger.extend_from_slice(b"more\n");
+        let old: Spec = vec![("big.txt".into(), Some(big.clone()), 0o644), ("same.txt".into(), Some(big), 0o644)];
+        let new: Spec = vec![("big.txt".into(), Some(bigger), 0o644), ("same.txt".into(), old[1].1.clone(), 0o755)];
+        let d = via_archives(&old, &new);
+        assert_eq!(
+            statuses(&d),
+            [
+                ("/workspace/big.txt", DiffStatus::Modified, ArtifactType::File, false),
+                ("/workspace/same.txt", DiffStatus::Modified, ArtifactType::File, true)
+            ]
+        );
+        assert_eq!(d.patch, "diff --git a/same.txt b/same.txt\nold mode 100644\nnew mode 100755\n");
+        let t = Tree::from_tar(tar_of(&old).as_slice()).unwrap();
+        assert!(t.nodes().values().all(|n| matches!(n, Node::Hashed { text: false, .. })));
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn content() -> impl Strategy<Value = Option<Vec<u8>>> {
+            prop_oneof![
+                4 => proptest::collection::vec(prop_oneof![Just(b'a'), Just(b'b'), Just(b'\n')], 0..24).prop_map(Some),
+                1 => proptest::collection::vec(any::<u8>(), 0..8).prop_map(Some),
+                1 => Just(None),
+            ]
+        }
+
+        fn spec() -> impl Strategy<Value = Spec> {
+            let name = proptest::sample::select(vec!["a.txt", "b", "d/c.txt", "d/e/f", "g.bin"]);
+            proptest::collection::btree_map(name, (content(), proptest::sample::select(vec![0o644u32, 0o755])), 0..5)
+                .prop_map(|m| m.into_iter().map(|(k, (c, mode))| (k.to_string(), c, mode)).collect())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
+
+            /// For workspaces without large files, reading hashes and fetching only changed
+            /// text files gives exactly the diff of the fully read trees.
+            #[test]
+            fn diff_archives_matches_the_in_memory_diff(old in spec(), new in spec()) {
+                prop_assert_eq!(via_archives(&old, &new), in_memory(&old, &new));
+            }
+        }
+    }
 }

@@ -22,7 +22,8 @@ pub fn try_lock_file(path: &Path) -> Result<Option<File>> {
     }
 }
 
-/// Writes `bytes` to `path` via a temp file in the same directory and a rename.
+/// Writes `bytes` to `path` via a temp file in the same directory, a rename and a sync of
+/// the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -30,6 +31,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.write_all(bytes).ctx("write", tmp.path().to_path_buf())?;
     tmp.as_file().sync_all().ctx("sync", tmp.path().to_path_buf())?;
     tmp.persist(path).map_err(|e| Error::io("write", path, e.error))?;
+    // The rename itself is durable only once the directory is synced.
+    if let Ok(handle) = std::fs::File::open(dir) {
+        let _ = handle.sync_all();
+    }
     Ok(())
 }
 

@@ -426,6 +426,10 @@ impl VmManager {
         let dir = self.vm_dir(vm_id)?;
         let record = VmRecord::load(&dir)?;
         stop_supervisor(&record).await;
+        // Never remove a directory under a live guest: its disk would vanish beneath it.
+        if supervisor_running(&dir) || !kill_stray_vmm(&dir).await {
+            return Err(Error::Vmm(format!("vm {vm_id} would not stop; it was not deleted")));
+        }
         match std::fs::remove_dir_all(&dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io("remove", &dir, e)),
             _ => {}
@@ -510,19 +514,25 @@ pub(crate) async fn stop_supervisor(record: &VmRecord) {
     kill_stray_vmm(dir).await;
 }
 
+/// Whether the supervisor recorded in the VM directory `dir` still runs.
+pub(crate) fn supervisor_running(dir: &Path) -> bool {
+    VmRecord::load(dir).ok().and_then(|r| r.supervisor_pid).is_some_and(|pid| supervisor::is_alive(pid, dir))
+}
+
 /// Kills the VMM recorded in `dir` if it still runs without a supervisor (by pid *and*
-/// start time, never a reused pid), and forgets it.
-pub(crate) async fn kill_stray_vmm(dir: &Path) {
+/// start time, never a reused pid), and forgets it. False if it would not die.
+pub(crate) async fn kill_stray_vmm(dir: &Path) -> bool {
     let path = dir.join(supervisor::VMM_IDENTITY_FILE);
-    let Some(vmm) = crate::host_process::ProcessIdentity::load(&path) else { return };
+    let Some(vmm) = crate::host_process::ProcessIdentity::load(&path) else { return true };
     if vmm.is_alive() {
         tracing::warn!("stopping a VMM (pid {}) left running without its supervisor", vmm.pid);
         if !vmm.kill_and_wait(Duration::from_secs(10)).await {
             tracing::warn!("the stray VMM (pid {}) did not exit after SIGKILL", vmm.pid);
-            return;
+            return false;
         }
     }
     let _ = std::fs::remove_file(&path);
+    true
 }
 
 fn process_exists(pid: u32) -> bool {
@@ -563,6 +573,11 @@ pub(crate) async fn connect(dir: &Path) -> Result<(GuestClient, Hello)> {
 
 /// Explains a guest channel failure, preferring what the supervisor recorded.
 fn guest_failure(dir: &Path, error: crate::guest::GuestError) -> String {
+    use crate::guest::GuestError;
+    // A deadline the host enforced says more than whatever the supervisor last recorded.
+    if matches!(error, GuestError::Timeout { .. } | GuestError::Stalled { .. } | GuestError::SlowConsumer { .. }) {
+        return error.to_string();
+    }
     match SupervisorStatus::load(dir).and_then(|s| s.error) {
         Some(recorded) => recorded,
         None => error.to_string(),
@@ -614,8 +629,8 @@ pub(crate) fn refreshed(dir: &Path) -> Result<VmRecord> {
 /// [`refreshed`], also stopping a VMM that outlived its supervisor, so "stopped" is true.
 pub(crate) async fn refreshed_and_reaped(dir: &Path) -> Result<VmRecord> {
     let record = refreshed(dir)?;
-    if record.state != VmState::Started {
-        kill_stray_vmm(dir).await;
+    if record.state != VmState::Started && !kill_stray_vmm(dir).await {
+        return Err(Error::Vmm("the VM's VMM outlived its supervisor and would not exit".into()));
     }
     Ok(record)
 }
@@ -624,7 +639,9 @@ pub(crate) async fn refreshed_and_reaped(dir: &Path) -> Result<VmRecord> {
 /// says started (with boot time and guest kernel) or stopped (with the failure).
 pub(crate) async fn boot_dir(mut record: VmRecord) -> Result<VmRecord> {
     let dir = record.dir().to_path_buf();
-    kill_stray_vmm(&dir).await;
+    if !kill_stray_vmm(&dir).await {
+        return Err(Error::Vmm("a previous VMM of this VM would not exit; not booting a second one on its disk".into()));
+    }
     let _ = std::fs::remove_file(dir.join(supervisor::STATUS_FILE));
     record.supervisor_pid = Some(supervisor::spawn(&dir)?);
     record.state = VmState::Started;

@@ -128,8 +128,16 @@ impl WorkspaceManager {
         std::fs::create_dir_all(&dir).ctx("create", &dir)?;
         let staging = export_tree(&client, &dir).await?;
         let info = SnapshotInfo { snapshot_name: name.clone(), kind: "named".into(), created_at: unix_now(), size_bytes: std::fs::metadata(staging.path()).map(|m| m.len()).unwrap_or(0) };
-        write_atomic(&dir.join(format!("{name}.json")), &serde_json::to_vec_pretty(&info).expect("snapshot info serialises"))?;
-        staging.persist(&archive).map_err(|e| Error::io("store", &archive, e.error))?;
+        // The archive lands first, without replacing one a racing create stored; the
+        // record, which makes the snapshot visible, follows.
+        staging.persist_noclobber(&archive).map_err(|e| match e.error.kind() {
+            std::io::ErrorKind::AlreadyExists => Error::InvalidArgument(format!("snapshot '{name}' already exists in workspace '{id}'")),
+            _ => Error::io("store", &archive, e.error),
+        })?;
+        if let Err(e) = write_atomic(&dir.join(format!("{name}.json")), &serde_json::to_vec_pretty(&info).expect("snapshot info serialises")) {
+            let _ = std::fs::remove_file(&archive);
+            return Err(e);
+        }
         self.touch(id)?;
         Ok(SnapshotResult { workspace_id: id.into(), snapshot: info, deleted: false })
     }
@@ -182,12 +190,14 @@ impl WorkspaceManager {
     /// Recreates the sandbox from the environment and restores `/workspace` from a
     /// snapshot; history is cleared and `reset_count` bumped.
     pub async fn reset(&self, id: &str, snapshot: &str) -> Result<ResetResult> {
+        // Held through teardown, the new disk and the boot: a racing start or reset waits.
+        let _lifecycle = self.lifecycle_lock(id).await?;
         let ws = self.open(id).await?;
         let (info, archive) = self.snapshot(&ws, snapshot.trim())?;
         let installed = self.vms.ensure_installed(&ws.record.environment, &|_: &str| {}).await?;
         let vm_record = VmRecord::load(&ws.vm_dir())?;
         vm::stop_supervisor(&vm_record).await;
-        let _ = vm::refreshed(&ws.vm_dir());
+        vm::refreshed_and_reaped(&ws.vm_dir()).await?;
         self.update_record(id, |r| {
             r.state = WorkspaceState::Stopped;
             Ok(())

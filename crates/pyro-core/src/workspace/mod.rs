@@ -263,11 +263,11 @@ impl WorkspaceManager {
         let dir = self.dir_of(id)?;
         let mut record = WorkspaceRecord::load(&dir)?;
         if record.expires_at.is_some_and(|expires| expires <= unix_now()) {
-            self.discard(&dir).await;
+            self.discard(&dir).await?;
             return Err(Error::InvalidArgument(format!("workspace '{id}' expired and was automatically deleted")));
         }
         if record.creation_abandoned() {
-            self.discard(&dir).await;
+            self.discard(&dir).await?;
             return Err(Error::InvalidArgument(format!("workspace '{id}' does not exist (its creation was interrupted and it was removed)")));
         }
         if record.state == WorkspaceState::Creating {
@@ -402,7 +402,9 @@ impl WorkspaceManager {
         match created {
             Ok(record) => Ok(status_of(&record, self.backend_of(&dir))),
             Err(e) => {
-                self.discard(&dir).await;
+                if let Err(cleanup) = self.discard(&dir).await {
+                    tracing::warn!("cleanup after a failed create: {cleanup}");
+                }
                 Err(e)
             }
         }
@@ -446,12 +448,15 @@ impl WorkspaceManager {
     }
 
     /// Stops whatever runs and removes a workspace directory.
-    async fn discard(&self, dir: &Path) {
+    async fn discard(&self, dir: &Path) -> Result<()> {
         if let Ok(record) = VmRecord::load(&dir.join("vm")) {
             vm::stop_supervisor(&record).await;
         }
-        vm::kill_stray_vmm(&dir.join("vm")).await;
-        let _ = std::fs::remove_dir_all(dir);
+        // Never remove a directory under a live guest: its disk would vanish beneath it.
+        if !vm::kill_stray_vmm(&dir.join("vm")).await || vm::supervisor_running(&dir.join("vm")) {
+            return Err(Error::Vmm(format!("the VMM of {} would not exit; its directory was kept", dir.display())));
+        }
+        std::fs::remove_dir_all(dir).or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }).ctx("remove", dir)
     }
 
     /// All workspaces, most recently active first; an unreadable record is reported in
@@ -532,7 +537,7 @@ impl WorkspaceManager {
         let ws = self.open(id).await?;
         let vm_record = VmRecord::load(&ws.vm_dir())?;
         vm::stop_supervisor(&vm_record).await;
-        let _ = vm::refreshed(&ws.vm_dir());
+        vm::refreshed_and_reaped(&ws.vm_dir()).await?;
         let (_, record) = self.update_record(id, |r| {
             r.state = WorkspaceState::Stopped;
             r.last_error = None;
@@ -569,7 +574,7 @@ impl WorkspaceManager {
     pub async fn delete(&self, id: &str) -> Result<WorkspaceDeleted> {
         let _lifecycle = self.lifecycle_lock(id).await?;
         let dir = self.dir_of(id)?;
-        self.discard(&dir).await;
+        self.discard(&dir).await?;
         Ok(WorkspaceDeleted { workspace_id: id.into(), deleted: true, reason: "explicit_delete" })
     }
 

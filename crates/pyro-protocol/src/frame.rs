@@ -218,4 +218,147 @@ mod tests {
         let err = rt.block_on(read_frame(&mut std::io::Cursor::new(bytes))).unwrap_err();
         assert!(matches!(err, FrameError::UnknownKind(99)));
     }
+
+    /// Fuzz harness for [`read_frame`] on what a hostile guest can send: random bytes, and
+    /// valid frame streams with bytes flipped, lengths rewritten to edge values, kinds
+    /// changed and the stream cut short, read through a reader that hands out bytes in
+    /// random chunk sizes (so partial headers are exercised). Every decoded frame must
+    /// respect the size cap and re-encode to the bytes it came from. `PYRO_FUZZ_CASES`
+    /// (default 5000) sets the case count, `PYRO_FUZZ_SEED` the seed (printed); a watchdog
+    /// aborts if one case runs past 5 s. Run with scripts/fuzz.sh.
+    #[test]
+    #[ignore = "fuzz harness: scripts/fuzz.sh, or PYRO_FUZZ_CASES=N cargo test --release -p pyro-protocol fuzz -- --ignored"]
+    fn fuzz_read_frame() {
+        use std::pin::Pin;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::Arc;
+        use std::task::{Context, Poll};
+        use std::time::{Duration, Instant};
+
+        struct Rng(u64);
+        impl Rng {
+            fn next(&mut self) -> u64 {
+                self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut z = self.0;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                z ^ (z >> 31)
+            }
+            fn below(&mut self, n: usize) -> usize {
+                (self.next() % n as u64) as usize
+            }
+        }
+
+        /// Hands out at most a random number of bytes per read.
+        struct Chunky {
+            bytes: Vec<u8>,
+            at: usize,
+            rng: Rng,
+        }
+        impl AsyncRead for Chunky {
+            fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut tokio::io::ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+                let this = &mut *self;
+                let left = this.bytes.len() - this.at;
+                let n = left.min(buf.remaining()).min(1 + this.rng.below(64 * 1024));
+                buf.put_slice(&this.bytes[this.at..this.at + n]);
+                this.at += n;
+                Poll::Ready(Ok(()))
+            }
+        }
+
+        fn env(name: &str) -> Option<u64> {
+            std::env::var(name).ok().map(|v| v.trim().parse().unwrap_or_else(|_| panic!("{name} must be a number")))
+        }
+        let cases = env("PYRO_FUZZ_CASES").unwrap_or(5_000);
+        let seed = env("PYRO_FUZZ_SEED").unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
+        let only = env("PYRO_FUZZ_CASE");
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let started = Instant::now();
+        let current = Arc::new(AtomicU64::new(0));
+        let began = Arc::new(AtomicU64::new(0));
+        let watchdog = {
+            let (current, began) = (current.clone(), began.clone());
+            std::thread::spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(50));
+                let case = current.load(Ordering::Acquire);
+                if case == u64::MAX {
+                    return;
+                }
+                let since = Duration::from_nanos(began.load(Ordering::Acquire));
+                if case != 0 && current.load(Ordering::Acquire) == case && started.elapsed().saturating_sub(since) > Duration::from_secs(5) {
+                    eprintln!("[fuzz] frame decoder: case {} hangs (replay: PYRO_FUZZ_SEED={seed} PYRO_FUZZ_CASE={})", case - 1, case - 1);
+                    std::process::abort();
+                }
+            })
+        };
+        let (mut frames_read, mut ran) = (0u64, 0u64);
+        for case in 0..cases {
+            if only.is_some_and(|o| o != case) {
+                continue;
+            }
+            let mut rng = Rng(seed ^ case.wrapping_mul(0xd134_2543_de82_ef95));
+            rng.next();
+            let mut bytes = Vec::new();
+            if rng.below(4) == 0 {
+                bytes = (0..rng.below(64)).map(|_| rng.next() as u8).collect();
+            } else {
+                for _ in 0..=rng.below(4) {
+                    let len = [0, 1, 2, 100, 4096, MAX_FRAME_PAYLOAD, MAX_FRAME_PAYLOAD + 1][rng.below(7)].min(rng.below(70_000));
+                    let frame = Frame { stream: rng.next() as u32, kind: FrameKind::from_byte(rng.below(6) as u8).unwrap(), payload: vec![rng.next() as u8; len] };
+                    rt.block_on(write_frame(&mut bytes, &frame)).unwrap();
+                }
+                for _ in 0..rng.below(4) {
+                    if bytes.is_empty() {
+                        break;
+                    }
+                    let at = rng.below(bytes.len());
+                    match rng.below(4) {
+                        0 => bytes[at] ^= 1 << rng.below(8),
+                        1 => {
+                            let edge = [0u32, 1, 9, MAX_FRAME_PAYLOAD as u32, MAX_FRAME_PAYLOAD as u32 + 1, MAX_FRAME_PAYLOAD as u32 + 2, u32::MAX / 2, u32::MAX][rng.below(8)];
+                            let end = (at + 4).min(bytes.len());
+                            bytes[at..end].copy_from_slice(&edge.to_be_bytes()[..end - at]);
+                        }
+                        2 => bytes[at] = rng.below(256) as u8,
+                        _ => bytes.truncate(at),
+                    }
+                }
+            }
+            began.store(started.elapsed().as_nanos() as u64, Ordering::Release);
+            current.store(case + 1, Ordering::Release);
+            let input = bytes.clone();
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                rt.block_on(async {
+                    let mut reader = Chunky { bytes, at: 0, rng: Rng(rng.next()) };
+                    let mut consumed = 0usize;
+                    let mut read = 0u64;
+                    while let Ok(Some(frame)) = read_frame(&mut reader).await {
+                        assert!(frame.payload.len() <= MAX_FRAME_PAYLOAD + 1);
+                        let mut again = Vec::new();
+                        write_frame(&mut again, &frame).await.unwrap();
+                        assert_eq!(again[..], input[consumed..consumed + again.len()]);
+                        consumed += again.len();
+                        read += 1;
+                    }
+                    read
+                })
+            }));
+            current.store(0, Ordering::Release);
+            ran += 1;
+            match outcome {
+                Ok(read) => frames_read += read,
+                Err(_) => {
+                    current.store(u64::MAX, Ordering::Release);
+                    panic!("[fuzz] frame decoder: case {case} panicked (replay: PYRO_FUZZ_SEED={seed} PYRO_FUZZ_CASE={case})");
+                }
+            }
+        }
+        current.store(u64::MAX, Ordering::Release);
+        watchdog.join().unwrap();
+        let total = started.elapsed().as_secs_f64();
+        eprintln!(
+            "[fuzz] frame decoder: {ran} cases in {total:.1} s ({:.1} µs/case), {frames_read} frames decoded, 0 panics, 0 hangs; seed {seed}",
+            total * 1e6 / ran.max(1) as f64
+        );
+    }
 }

@@ -46,14 +46,16 @@ fn is_terminal_control(c: char) -> bool {
 }
 
 /// Renders terminal controls visibly (`\x1b`, `\r`-as-`\x0d`, `\u{9b}`, `\u{202e}`);
-/// keeps `\n`, `\t` and everything printable as is.
+/// keeps `\n`, `\t`, the `\r` of a `\r\n` line end (serial consoles write those; it
+/// cannot hide anything) and everything printable as is.
 pub fn sanitize(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(is_terminal_control) {
+    if !has_terminal_controls(text) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 16);
-    for c in text.chars() {
-        if !is_terminal_control(c) {
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if !is_terminal_control(c) || (c == '\r' && chars.peek() == Some(&'\n')) {
             out.push(c);
         } else if (c as u32) < 0x80 {
             let _ = write!(out, "\\x{:02x}", c as u32);
@@ -66,7 +68,13 @@ pub fn sanitize(text: &str) -> Cow<'_, str> {
 
 /// Whether [`sanitize`] would change `text`.
 pub fn has_terminal_controls(text: &str) -> bool {
-    text.chars().any(is_terminal_control)
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if is_terminal_control(c) && !(c == '\r' && chars.peek() == Some(&'\n')) {
+            return true;
+        }
+    }
+    false
 }
 
 /// Set once stdout is found closed by [`raw_stdout_or_drop`].
@@ -171,6 +179,8 @@ mod tests {
         assert!(matches!(sanitize("plain"), Cow::Borrowed(_)));
         assert_eq!(sanitize("\u{1b}[2J\u{1b}]52;c;aGk=\u{7}"), "\\x1b[2J\\x1b]52;c;aGk=\\x07");
         assert_eq!(sanitize("over\rwrite\u{8}\u{0}\u{7f}"), "over\\x0dwrite\\x08\\x00\\x7f");
+        assert_eq!(sanitize("serial line\r\nnext\r"), "serial line\r\nnext\\x0d");
+        assert!(!has_terminal_controls("a\r\nb") && has_terminal_controls("a\rb") && has_terminal_controls("a\r"));
         assert_eq!(sanitize("c1 \u{9b}31m \u{85} \u{80}"), "c1 \\u{9b}31m \\u{85} \\u{80}");
         assert_eq!(sanitize("a\u{202e}b\u{2066}c"), "a\\u{202e}b\\u{2066}c");
         assert!(has_terminal_controls("x\u{1b}") && !has_terminal_controls("x\n\ty"));
@@ -181,6 +191,7 @@ mod tests {
         for c in (0..=0x3000u32).filter_map(char::from_u32) {
             let shown = sanitize(&c.to_string()).into_owned();
             assert!(shown.chars().all(|s| s == '\n' || s == '\t' || !s.is_control()), "{c:?} -> {shown:?}");
+            assert_eq!(has_terminal_controls(&c.to_string()), shown != c.to_string());
         }
     }
 }

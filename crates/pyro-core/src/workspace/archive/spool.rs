@@ -71,6 +71,8 @@ impl AsyncWrite for SpoolWriter {
 /// cancelled in the guest when a write fails). When the stream breaks a limit the
 /// refusal is the error ([`Error::LimitExceeded`] for a budget) and the partial file is
 /// removed; any other failure of `produce` is returned as it is, the file removed too.
+/// `produce` must flush the writer before it returns (as `tar_export` does), so that the
+/// file is complete when this returns.
 pub async fn spool_tar<T, F, Fut>(dir: &Path, limits: TarLimits, produce: F) -> Result<(tempfile::NamedTempFile, T)>
 where
     F: FnOnce(SpoolWriter) -> Fut,

@@ -472,8 +472,9 @@ impl VmManager {
                     let owner_gone = record.owner_pid.map(|p| !process_exists(p)).unwrap_or(false);
                     record.expires_at <= now || (owner_gone && !supervised)
                 }
-                // A directory without a readable record is a VM whose creation was cut short.
-                Err(_) => !dir.join(CONTROL_SOCKET).exists(),
+                // A directory without a readable record is a VM whose creation was cut
+                // short — or one `create_vm` is still filling: only old ones are reaped.
+                Err(_) => !dir.join(CONTROL_SOCKET).exists() && older_than(&dir, UNRECORDED_VM_GRACE),
             };
             let removed = reap && (self.delete_vm(&id, "expired").await.is_ok() || (VmRecord::load(&dir).is_err() && std::fs::remove_dir_all(&dir).is_ok()));
             if removed {
@@ -533,6 +534,14 @@ pub(crate) async fn kill_stray_vmm(dir: &Path) -> bool {
     }
     let _ = std::fs::remove_file(&path);
     true
+}
+
+/// How long a VM directory without a record is left alone by `reap_expired`.
+const UNRECORDED_VM_GRACE: Duration = Duration::from_secs(600);
+
+/// Whether `path` was last modified more than `age` ago.
+fn older_than(path: &Path, age: Duration) -> bool {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|elapsed| elapsed > age)
 }
 
 fn process_exists(pid: u32) -> bool {

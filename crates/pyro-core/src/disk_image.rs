@@ -8,12 +8,18 @@
 //!   way it was reached (a cycle or a hard-linked directory) stops the walk;
 //! - walks use the entries' own byte paths, so names that are not UTF-8 are listed
 //!   (escaped as `\xNN`) instead of failing the listing;
-//! - whole-file reads and symlink targets are size-checked before anything is allocated.
+//! - whole-file reads and symlink targets are size-checked before anything is allocated;
+//! - a panic inside `ext4-view` (1.0.0 has at least one: an htree node whose `count`
+//!   exceeds its block, found by tests/fuzz_ext4.rs) is caught, reported as an error, and
+//!   retires the image; the panic message is kept off stderr.
 //!
 //! Every violation is a one-line [`Error::InvalidArgument`], never a panic.
 
+use std::cell::Cell;
 use std::io::Read;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
+use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use ext4_view::{Ext4, Ext4Read, Metadata, PathBuf as Ext4PathBuf};
@@ -39,6 +45,8 @@ const SUPERBLOCK_LEN: usize = 1024;
 /// An ext4 image opened read-only.
 pub struct DiskImage {
     fs: Ext4,
+    /// Set once the reader panicked: its state is then not to be trusted.
+    retired: Cell<bool>,
 }
 
 /// One entry of an offline listing.
@@ -65,6 +73,33 @@ struct Limits {
 }
 
 const LIMITS: Limits = Limits { max_entries: MAX_WALK_ENTRIES, max_depth: MAX_WALK_DEPTH, deadline: WALK_DEADLINE };
+
+thread_local! {
+    /// Whether this thread is inside [`contained`] (its panics are reported as errors).
+    static CONTAINING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, turning a panic in the ext4 reader into an error. The process panic hook is
+/// wrapped once so that panics on a thread inside `contained` print nothing; every other
+/// panic still reaches the previous hook.
+fn contained<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !CONTAINING.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    let outer = CONTAINING.with(|c| c.replace(true));
+    let outcome = catch_unwind(AssertUnwindSafe(f));
+    CONTAINING.with(|c| c.set(outer));
+    outcome.unwrap_or_else(|payload| {
+        let why = payload.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| payload.downcast_ref::<String>().cloned()).unwrap_or_default();
+        Err(Error::InvalidArgument(format!("the ext4 reader failed on this corrupt disk image: {}", why.lines().next().unwrap_or("panic"))))
+    })
+}
 
 fn failed(action: &str, path: &str, e: impl std::fmt::Display) -> Error {
     Error::InvalidArgument(format!("cannot {action} {path} in the disk image: {e}"))
@@ -183,12 +218,28 @@ impl DiskImage {
         }
         reader.read(SUPERBLOCK_OFFSET, &mut sb).map_err(|e| Error::InvalidArgument(format!("cannot read the superblock: {e}")))?;
         check_superblock(&sb, len).map_err(Error::InvalidArgument)?;
-        let fs = Ext4::load(reader).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-        Ok(Self { fs })
+        let fs = contained(|| Ext4::load(reader).map_err(|e| Error::InvalidArgument(e.to_string())))?;
+        Ok(Self { fs, retired: Cell::new(false) })
+    }
+
+    /// Runs one read of the image under [`contained`]; after a panic the image is retired.
+    fn guarded<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        if self.retired.get() {
+            return Err(Error::InvalidArgument("the ext4 reader already failed on this corrupt disk image".into()));
+        }
+        let outcome = contained(f);
+        if matches!(&outcome, Err(Error::InvalidArgument(m)) if m.starts_with("the ext4 reader failed")) {
+            self.retired.set(true);
+        }
+        outcome
     }
 
     /// Reads a whole regular file (following symlinks), at most [`MAX_WHOLE_READ`] bytes.
     pub fn read(&self, path: &str) -> Result<Vec<u8>> {
+        self.guarded(|| self.read_whole(path))
+    }
+
+    fn read_whole(&self, path: &str) -> Result<Vec<u8>> {
         let meta = self.fs.metadata(path).map_err(|e| failed("read", path, e))?;
         if meta.len() > MAX_WHOLE_READ {
             return Err(failed("read", path, format!("file is {} bytes, more than {MAX_WHOLE_READ}", meta.len())));
@@ -200,7 +251,7 @@ impl DiskImage {
     /// Reads at most `max` bytes of a regular file (not following a final symlink);
     /// returns the bytes and the full size.
     pub fn read_prefix(&self, path: &str, max: u64) -> Result<(Vec<u8>, u64)> {
-        self.read_file(path, max, false)
+        self.guarded(|| self.read_file(path, max, false))
     }
 
     fn read_file(&self, path: &str, max: u64, follow: bool) -> Result<(Vec<u8>, u64)> {
@@ -218,6 +269,10 @@ impl DiskImage {
     /// Names of the entries of a directory (without `.` and `..`), sorted by their bytes;
     /// bytes that are not UTF-8 as `\xNN`.
     pub fn list_names(&self, path: &str) -> Result<Vec<String>> {
+        self.guarded(|| self.names(path))
+    }
+
+    fn names(&self, path: &str) -> Result<Vec<String>> {
         let dir = Ext4PathBuf::try_from(path).map_err(|e| failed("list", path, e))?;
         let meta = self.fs.metadata(path).map_err(|e| failed("list", path, e))?;
         let mut walk = Walk { out: Vec::new(), limits: LIMITS, started: Instant::now() };
@@ -232,6 +287,10 @@ impl DiskImage {
     }
 
     fn entries_within(&self, path: &str, recursive: bool, limits: Limits) -> Result<Vec<DiskEntry>> {
+        self.guarded(|| self.list(path, recursive, limits))
+    }
+
+    fn list(&self, path: &str, recursive: bool, limits: Limits) -> Result<Vec<DiskEntry>> {
         let meta = self.fs.symlink_metadata(path).map_err(|_| Error::InvalidArgument(format!("disk path does not exist: {path}")))?;
         let start = Ext4PathBuf::try_from(path).map_err(|e| failed("list", path, e))?;
         if !meta.is_dir() {
@@ -519,6 +578,43 @@ mod tests {
         assert!(short.contains("too small"), "{short}");
         let opened = message(DiskImage::open(Path::new("/nonexistent/disk.ext4")).map(|_| ()));
         assert!(opened.starts_with("cannot read ext4 image /nonexistent/disk.ext4:"), "{opened}");
+    }
+
+    #[test]
+    fn a_panic_in_the_reader_is_an_error_that_retires_the_image() {
+        let (_dir, image) = image_of(|tree| std::fs::write(tree.join("f"), "x").unwrap());
+        let disk = DiskImage::open(&image).unwrap();
+        let err = message(disk.guarded(|| -> Result<()> { panic!("index 9 out of range\nsecond line") }));
+        assert_eq!(err, "the ext4 reader failed on this corrupt disk image: index 9 out of range");
+        assert!(message(disk.entries("/", false)).contains("already failed"));
+        // Other panics are untouched.
+        assert!(catch_unwind(|| panic!("outside")).is_err());
+    }
+
+    #[test]
+    fn an_htree_node_count_past_its_block_is_an_error_not_a_panic() {
+        // ext4-view 1.0.0 slices `block[..8 * count + 0x20]` when checksumming an htree
+        // node (dir_block.rs:134): a guest can make that panic. Found by tests/fuzz_ext4.rs.
+        let (_dir, image) = image_of(|tree| {
+            std::fs::create_dir(tree.join("many")).unwrap();
+            for i in 0..150 {
+                std::fs::write(tree.join(format!("many/entry-with-a-name-long-enough-to-fill-blocks-{i:04}")), "").unwrap();
+            }
+        });
+        let out = Command::new("e2fsck").arg("-fyD").arg(&image).output().unwrap();
+        assert!(out.status.code().is_some_and(|c| c <= 1), "{}", String::from_utf8_lossy(&out.stdout));
+        let blocks = Command::new("debugfs").args(["-R", "blocks /many"]).arg(&image).output().unwrap();
+        let first: u64 = String::from_utf8_lossy(&blocks.stdout).split_whitespace().next().unwrap().parse().unwrap();
+        assert_eq!(DiskImage::open(&image).unwrap().entries("/many", false).unwrap().len(), 150);
+        let mut bytes = std::fs::read(&image).unwrap();
+        // dx_root: `count` sits at 0x22, after the fake `.` and `..` entries and the limit.
+        let at = first as usize * 4096 + 0x22;
+        bytes[at..at + 2].copy_from_slice(&0xffffu16.to_le_bytes());
+        std::fs::write(&image, &bytes).unwrap();
+        let disk = DiskImage::open(&image).unwrap();
+        let err = message(disk.entries("/many", false));
+        assert!(err.starts_with("the ext4 reader failed on this corrupt disk image: range end index"), "{err}");
+        assert!(message(disk.read("/many/x")).contains("already failed"));
     }
 
     #[test]

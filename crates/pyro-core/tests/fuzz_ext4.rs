@@ -206,10 +206,20 @@ fn mutate(hot: &[usize], image: &mut [u8], rng: &mut Rng, undo: &mut Vec<(usize,
 /// Cases whose image opened, and whose recursive listing succeeded.
 static OPENED: AtomicU64 = AtomicU64::new(0);
 static LISTED: AtomicU64 = AtomicU64::new(0);
+/// Cases where `ext4-view` itself panicked and `DiskImage` turned that into an error.
+static CONTAINED: AtomicU64 = AtomicU64::new(0);
+
+fn contained<T>(result: &pyro_core::Result<T>) -> bool {
+    matches!(result, Err(e) if e.to_string().contains("the ext4 reader failed on this corrupt disk image"))
+}
 
 /// Everything `pyro workspace disk …` does with an image.
 fn exercise(image: &Rc<Vec<u8>>, rng: &mut Rng) {
-    let Ok(disk) = DiskImage::from_reader(Box::new(Shared(image.clone())), image.len() as u64) else {
+    let opened = DiskImage::from_reader(Box::new(Shared(image.clone())), image.len() as u64);
+    if contained(&opened) {
+        CONTAINED.fetch_add(1, Relaxed);
+    }
+    let Ok(disk) = opened else {
         return;
     };
     OPENED.fetch_add(1, Relaxed);
@@ -217,6 +227,7 @@ fn exercise(image: &Rc<Vec<u8>>, rng: &mut Rng) {
     if listed.is_ok() {
         LISTED.fetch_add(1, Relaxed);
     }
+    let mut retired = contained(&listed);
     let _ = disk.entries("/", false);
     let _ = disk.list_names("/");
     let mut paths: Vec<String> = ["/file.txt", "/a/b", "/a/b/multi.bin", "/many", "/sparse", "/short-link", "/long-link", "/a/b/c/loop", "/fifo"].map(String::from).to_vec();
@@ -226,13 +237,18 @@ fn exercise(image: &Rc<Vec<u8>>, rng: &mut Rng) {
         }
     }
     for path in &paths {
-        let _ = disk.entries(path, rng.chance(20));
-        if let Ok((bytes, size)) = disk.read_prefix(path, 1 << 16) {
+        retired |= contained(&disk.entries(path, rng.chance(20)));
+        let prefix = disk.read_prefix(path, 1 << 16);
+        retired |= contained(&prefix);
+        if let Ok((bytes, size)) = prefix {
             assert!(bytes.len() as u64 <= size.min(1 << 16));
             if size <= 1 << 16 {
-                let _ = disk.read(path);
+                retired |= contained(&disk.read(path));
             }
         }
+    }
+    if retired {
+        CONTAINED.fetch_add(1, Relaxed);
     }
 }
 
@@ -268,5 +284,10 @@ fn fuzz_ext4_reader() {
         }
         exercise(bytes, rng);
     });
-    eprintln!("[fuzz] ext4 reader: {} images opened, {} listed recursively", OPENED.load(Relaxed), LISTED.load(Relaxed));
+    eprintln!(
+        "[fuzz] ext4 reader: {} images opened, {} listed recursively, {} cases where ext4-view panicked and DiskImage reported an error",
+        OPENED.load(Relaxed),
+        LISTED.load(Relaxed),
+        CONTAINED.load(Relaxed)
+    );
 }

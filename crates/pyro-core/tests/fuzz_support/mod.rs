@@ -73,6 +73,7 @@ pub fn run(name: &str, default_cases: u64, case_limit: Duration, mut body: impl 
     let cases = env_u64("PYRO_FUZZ_CASES").unwrap_or(default_cases);
     let seed = env_u64("PYRO_FUZZ_SEED").unwrap_or_else(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64);
     let only = env_u64("PYRO_FUZZ_CASE");
+    eprintln!("[fuzz] {name}: {cases} cases, seed {seed}");
     let started = Instant::now();
     // The case in progress (+1; 0 = none) and when it began (ns after `started`).
     let current = Arc::new(AtomicU64::new(0));

@@ -6,9 +6,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
+
+mod common;
+
+use common::wait_for;
 
 /// A private state dir per test; the image cache is the user's (built by setup).
 struct Sandbox {
@@ -187,17 +191,6 @@ fn doctor_explains_the_backend_choice() {
 
 fn ready(vm_dir: &Path) -> bool {
     std::fs::read_to_string(vm_dir.join("supervisor.json")).map(|s| s.contains("\"ready\"")).unwrap_or(false)
-}
-
-fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if let Some(v) = probe() {
-            return Some(v);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
 }
 
 /// PIDs whose command line mentions `path`.

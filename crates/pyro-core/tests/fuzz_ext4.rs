@@ -209,8 +209,15 @@ static LISTED: AtomicU64 = AtomicU64::new(0);
 /// Cases where `ext4-view` itself panicked and `DiskImage` turned that into an error.
 static CONTAINED: AtomicU64 = AtomicU64::new(0);
 
+/// The distinct panic messages behind [`CONTAINED`] (worth reporting upstream).
+static PANICS: std::sync::Mutex<std::collections::BTreeSet<String>> = std::sync::Mutex::new(std::collections::BTreeSet::new());
+
 fn contained<T>(result: &pyro_core::Result<T>) -> bool {
-    matches!(result, Err(e) if e.to_string().contains("the ext4 reader failed on this corrupt disk image"))
+    let Err(e) = result else { return false };
+    let message = e.to_string();
+    let Some(why) = message.strip_prefix("the ext4 reader failed on this corrupt disk image: ") else { return false };
+    PANICS.lock().unwrap().insert(why.to_string());
+    true
 }
 
 /// Everything `pyro workspace disk …` does with an image.
@@ -290,4 +297,7 @@ fn fuzz_ext4_reader() {
         LISTED.load(Relaxed),
         CONTAINED.load(Relaxed)
     );
+    for why in PANICS.lock().unwrap().iter() {
+        eprintln!("[fuzz] ext4 reader: contained ext4-view panic: {why}");
+    }
 }

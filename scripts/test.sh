@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --no-run
+# Lints are part of the suite: any clippy warning fails it.
+cargo clippy --quiet --workspace --all-targets -- -D warnings
 export PYRO_REQUIRE_FIRECRACKER="${CI:+1}"
 # Guest-booting tests share 2 cores; keep parallelism modest and boot timeouts generous.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"

@@ -139,7 +139,8 @@ fn mutate_lines(text: &str, rng: &mut Rng) -> String {
                 for c in lines[at].chars() {
                     if c.is_ascii_digit() {
                         if !in_number {
-                            out.push_str(*rng.pick(&edge[..]));
+                            let number: &&str = rng.pick(&edge[..]);
+                            out.push_str(number);
                         }
                         in_number = true;
                     } else {

@@ -11,7 +11,7 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::{processes_with, vmm_pid, wait_for, Sandbox};
@@ -68,15 +68,7 @@ fn two_racing_starts_boot_one_vm() {
     let sb = Sandbox::new();
     let id = create(&sb);
     assert_eq!(sb.ws(&["stop", &id])["state"], "stopped");
-    let start = || {
-        Command::new(env!("CARGO_BIN_EXE_pyro"))
-            .args(["workspace", "start", &id, "--json"])
-            .env("PYRO_STATE_DIR", sb.state.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let start = || sb.command(&["workspace", "start", &id, "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let (a, b) = (start(), start());
     for child in [a, b] {
         let out = child.wait_with_output().unwrap();
@@ -95,13 +87,7 @@ fn a_stopped_supervisor_fails_calls_within_a_deadline() {
     let id = create(&sb);
     let supervisor = supervisor_pid(&sb, &id);
     signal(supervisor, libc::SIGSTOP);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pyro"))
-        .args(["workspace", "exec", &id, "--json", "--", "true"])
-        .env("PYRO_STATE_DIR", sb.state.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = sb.command(&["workspace", "exec", &id, "--json", "--", "true"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     // Generous: the deadline is seconds; this only catches "waits forever".
     let finished = wait_for(Duration::from_secs(120), || child.try_wait().unwrap());
     if finished.is_none() {
@@ -138,13 +124,7 @@ fn a_guest_flooding_its_console_is_capped_on_disk() {
 #[ignore = "boots a real guest; run by scripts/test.sh"]
 fn ctrl_c_during_create_leaves_nothing_behind() {
     let sb = Sandbox::new();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pyro"))
-        .args(["workspace", "create", ENV, "--json"])
-        .env("PYRO_STATE_DIR", sb.state.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = sb.command(&["workspace", "create", ENV, "--json"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     // Interrupt once the guest is booting.
     let booting = wait_for(Duration::from_secs(120), || vmm_pid(sb.state.path()));
     assert!(booting.is_some(), "create never started a VMM");
@@ -201,11 +181,7 @@ fn a_2_gib_guest_file_neither_blows_host_memory_nor_panics_diff() {
     sb.ws(&["file", "write", &id, "notes.txt", "--text", "small change\n"]);
     let made = sb.ws(&["exec", &id, "--", "truncate -s 2G big.bin && echo made"]);
     assert_eq!(made["stdout"], "made\n", "{made}");
-    let out = Command::new(env!("CARGO_BIN_EXE_pyro"))
-        .args(["workspace", "diff", &id, "--json"])
-        .env("PYRO_STATE_DIR", sb.state.path())
-        .output()
-        .unwrap();
+    let out = sb.raw(&["workspace", "diff", &id, "--json"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     let diff: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("no JSON: {}\n{stderr}\n{}", String::from_utf8_lossy(&out.stdout), sb.diagnostics()));

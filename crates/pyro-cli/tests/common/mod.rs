@@ -23,9 +23,15 @@ impl Sandbox {
         self.raw_env(args, &[])
     }
 
-    pub fn raw_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+    /// `pyro ARGS` on this sandbox's state dir, stdin closed, not started yet.
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_pyro"));
         cmd.args(args).env("PYRO_STATE_DIR", self.state.path()).stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn raw_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = self.command(args);
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -425,9 +425,8 @@ impl VmManager {
     pub async fn delete_vm(&self, vm_id: &str, reason: &str) -> Result<DeleteReport> {
         let dir = self.vm_dir(vm_id)?;
         let record = VmRecord::load(&dir)?;
-        stop_supervisor(&record).await;
         // Never remove a directory under a live guest: its disk would vanish beneath it.
-        if supervisor_running(&dir) || !kill_stray_vmm(&dir).await {
+        if !stop_supervisor(&record).await {
             return Err(Error::Vmm(format!("vm {vm_id} would not stop; it was not deleted")));
         }
         match std::fs::remove_dir_all(&dir) {
@@ -488,36 +487,34 @@ impl VmManager {
 
 /// Stops the supervisor of `record`, if any: the agent is asked to power off, then the
 /// supervisor forces the VMM down. A VMM that outlived its supervisor is killed too.
-pub(crate) async fn stop_supervisor(record: &VmRecord) {
+/// Returns whether both are gone (false: something would not die, so the VM's directory
+/// must stay).
+pub(crate) async fn stop_supervisor(record: &VmRecord) -> bool {
     let dir = record.dir();
     if let Some(pid) = record.supervisor_pid.filter(|pid| supervisor::is_alive(*pid, dir)) {
         // SAFETY: plain signal delivery to a process we verified is our supervisor.
         unsafe { libc::kill(pid as i32, libc::SIGTERM) };
-        let mut gone = false;
-        for _ in 0..200 {
-            if !supervisor::is_alive(pid, dir) {
-                gone = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        if !gone {
+        if !supervisor_exits(pid, dir, Duration::from_secs(10)).await {
             // SAFETY: as above; the supervisor ignored SIGTERM for 10 s.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            for _ in 0..100 {
-                if !supervisor::is_alive(pid, dir) {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+            if !supervisor_exits(pid, dir, Duration::from_secs(2)).await {
+                return false;
             }
         }
     }
-    kill_stray_vmm(dir).await;
+    kill_stray_vmm(dir).await
 }
 
-/// Whether the supervisor recorded in the VM directory `dir` still runs.
-pub(crate) fn supervisor_running(dir: &Path) -> bool {
-    VmRecord::load(dir).ok().and_then(|r| r.supervisor_pid).is_some_and(|pid| supervisor::is_alive(pid, dir))
+/// Waits up to `limit` for the supervisor `pid` of `dir` to be gone.
+async fn supervisor_exits(pid: u32, dir: &Path, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while supervisor::is_alive(pid, dir) {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
 }
 
 /// Kills the VMM recorded in `dir` if it still runs without a supervisor (by pid *and*

@@ -196,8 +196,11 @@ impl WorkspaceManager {
         let (info, archive) = self.snapshot(&ws, snapshot.trim())?;
         let installed = self.vms.ensure_installed(&ws.record.environment, &|_: &str| {}).await?;
         let vm_record = VmRecord::load(&ws.vm_dir())?;
-        vm::stop_supervisor(&vm_record).await;
-        vm::refreshed_and_reaped(&ws.vm_dir()).await?;
+        // The disk is about to be replaced: never under a guest that would not stop.
+        if !vm::stop_supervisor(&vm_record).await {
+            return Err(Error::Vmm(format!("workspace '{id}' would not stop; it was not reset")));
+        }
+        vm::refreshed(&ws.vm_dir())?;
         self.update_record(id, |r| {
             r.state = WorkspaceState::Stopped;
             Ok(())

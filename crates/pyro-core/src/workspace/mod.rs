@@ -449,11 +449,13 @@ impl WorkspaceManager {
 
     /// Stops whatever runs and removes a workspace directory.
     async fn discard(&self, dir: &Path) -> Result<()> {
-        if let Ok(record) = VmRecord::load(&dir.join("vm")) {
-            vm::stop_supervisor(&record).await;
-        }
+        let vm_dir = dir.join("vm");
+        let stopped = match VmRecord::load(&vm_dir) {
+            Ok(record) => vm::stop_supervisor(&record).await,
+            Err(_) => vm::kill_stray_vmm(&vm_dir).await,
+        };
         // Never remove a directory under a live guest: its disk would vanish beneath it.
-        if !vm::kill_stray_vmm(&dir.join("vm")).await || vm::supervisor_running(&dir.join("vm")) {
+        if !stopped {
             return Err(Error::Vmm(format!("the VMM of {} would not exit; its directory was kept", dir.display())));
         }
         std::fs::remove_dir_all(dir).or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }).ctx("remove", dir)
@@ -537,7 +539,7 @@ impl WorkspaceManager {
         let ws = self.open(id).await?;
         let vm_record = VmRecord::load(&ws.vm_dir())?;
         vm::stop_supervisor(&vm_record).await;
-        vm::refreshed_and_reaped(&ws.vm_dir()).await?;
+        vm::refreshed(&ws.vm_dir())?;
         let (_, record) = self.update_record(id, |r| {
             r.state = WorkspaceState::Stopped;
             r.last_error = None;

@@ -58,7 +58,7 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let pyro = Pyro::from_env().unwrap();
-        let quiet = |_: &str| {};
+        let quiet = pyro_core::events::ignore;
 
         let mut creates = Vec::new();
         for _ in 0..runs {

@@ -8,6 +8,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "pyro", version, about, propagate_version = true)]
 pub struct Cli {
+    /// Print results (and failures) as JSON on stdout; accepted anywhere on the command line.
+    #[arg(long, global = true)]
+    pub json: bool,
     /// Command to run.
     #[command(subcommand)]
     pub command: Command,
@@ -46,25 +49,17 @@ pub enum Command {
     },
 }
 
-/// `--json` for commands that print structured results.
-#[derive(Debug, Args, Clone, Copy)]
-pub struct JsonFlag {
-    /// Print the result as JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
 /// `pyro env …`
 #[derive(Debug, Subcommand)]
 pub enum EnvCommand {
     /// List catalog environments and whether they are installed.
-    List(JsonFlag),
+    List,
     /// Install an environment (from a registry, else by building it locally).
     Pull(EnvPullArgs),
     /// Describe one environment.
     Inspect(EnvInspectArgs),
     /// Delete interrupted, outdated and unusable installs.
-    Prune(JsonFlag),
+    Prune,
     /// Publish an installed environment to an OCI registry (maintainers).
     Publish(EnvPublishArgs),
 }
@@ -94,8 +89,6 @@ pub struct EnvPullArgs {
     /// Registry location (overrides PYRO_ENV_REGISTRY), e.g. `http://127.0.0.1:5000/pyro`.
     #[arg(long)]
     pub registry: Option<String>,
-    #[command(flatten)]
-    pub json: JsonFlag,
 }
 
 /// `pyro env inspect`
@@ -106,8 +99,6 @@ pub struct EnvInspectArgs {
     /// Re-hash the installed artifacts and report any mismatch.
     #[arg(long)]
     pub verify: bool,
-    #[command(flatten)]
-    pub json: JsonFlag,
 }
 
 /// `pyro env publish`
@@ -118,8 +109,6 @@ pub struct EnvPublishArgs {
     /// Registry location, e.g. `http://127.0.0.1:5000/pyro`.
     #[arg(long)]
     pub registry: String,
-    #[command(flatten)]
-    pub json: JsonFlag,
 }
 
 /// `pyro mcp …`
@@ -169,8 +158,6 @@ pub struct RunArgs {
     /// Give the guest outbound network access.
     #[arg(long)]
     pub network: bool,
-    #[command(flatten)]
-    pub json: JsonFlag,
     /// The command, after `--`.
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -182,8 +169,6 @@ pub struct DoctorArgs {
     /// Platform to check.
     #[arg(long, default_value = "linux-x86_64")]
     pub platform: String,
-    #[command(flatten)]
-    pub json: JsonFlag,
 }
 
 /// `pyro demo`
@@ -227,14 +212,14 @@ pub enum WorkspaceCommand {
     /// Create and start a persistent workspace.
     Create(WorkspaceCreateArgs),
     /// List workspaces, most recently active first.
-    List(JsonFlag),
+    List,
     /// Push host content into a started workspace.
     #[command(subcommand)]
     Sync(SyncCommand),
     /// Stop a workspace, keeping `/workspace`, snapshots and history.
-    Stop(IdJson),
+    Stop(WorkspaceId),
     /// Start a stopped workspace without resetting `/workspace`.
-    Start(IdJson),
+    Start(WorkspaceId),
     /// Run one command in `/workspace`.
     Exec(WorkspaceExecArgs),
     /// Live file operations under `/workspace`.
@@ -249,7 +234,7 @@ pub enum WorkspaceCommand {
     #[command(subcommand)]
     Disk(DiskCommand),
     /// Compare `/workspace` with the create-time baseline.
-    Diff(IdJson),
+    Diff(WorkspaceId),
     /// Named snapshots of `/workspace`.
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
@@ -262,22 +247,13 @@ pub enum WorkspaceCommand {
     #[command(subcommand)]
     Shell(ShellCommand),
     /// Show one workspace.
-    Status(IdJson),
+    Status(WorkspaceId),
     /// Change a workspace's name and labels.
     Update(UpdateArgs),
     /// Show a workspace's command history.
-    Logs(IdJson),
+    Logs(WorkspaceId),
     /// Delete a workspace and everything it holds.
-    Delete(IdJson),
-}
-
-/// Workspace id plus `--json`.
-#[derive(Debug, Args)]
-pub struct IdJson {
-    #[command(flatten)]
-    pub id: WorkspaceId,
-    #[command(flatten)]
-    pub json: JsonFlag,
+    Delete(WorkspaceId),
 }
 
 /// `pyro workspace create`
@@ -308,11 +284,8 @@ pub struct WorkspaceCreateArgs {
     /// Secret NAME=PATH read from a host file (repeatable).
     #[arg(long = "secret-file")]
     pub secret_files: Vec<String>,
-    /// Print the result as JSON.
-    #[arg(long, conflicts_with = "id_only")]
-    pub json: bool,
     /// Print only the new workspace id.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "json")]
     pub id_only: bool,
 }
 
@@ -328,8 +301,6 @@ pub enum SyncCommand {
         /// Destination under `/workspace`.
         #[arg(long, default_value = "/workspace")]
         dest: String,
-        #[command(flatten)]
-        json: JsonFlag,
     },
 }
 
@@ -344,8 +315,6 @@ pub struct WorkspaceExecArgs {
     /// Map a secret into the environment: SECRET[=ENV_VAR] (repeatable).
     #[arg(long = "secret-env")]
     pub secret_env: Vec<String>,
-    #[command(flatten)]
-    pub json: JsonFlag,
     /// The command, after `--`.
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -370,8 +339,6 @@ pub enum FileCommand {
         /// Host file holding the new content.
         #[arg(long)]
         text_file: Option<PathBuf>,
-        #[command(flatten)]
-        json: JsonFlag,
     },
 }
 
@@ -386,8 +353,6 @@ pub struct PathListArgs {
     /// Descend into subdirectories.
     #[arg(long)]
     pub recursive: bool,
-    #[command(flatten)]
-    pub json: JsonFlag,
 }
 
 /// Reading arguments (`file read`, `disk read`).
@@ -403,9 +368,6 @@ pub struct PathReadArgs {
     /// Print only the content.
     #[arg(long, conflicts_with = "json")]
     pub content_only: bool,
-    /// Print the result as JSON.
-    #[arg(long)]
-    pub json: bool,
 }
 
 /// `pyro workspace export`
@@ -418,8 +380,6 @@ pub struct ExportArgs {
     /// Host path to create.
     #[arg(long)]
     pub output: PathBuf,
-    #[command(flatten)]
-    pub json: JsonFlag,
 }
 
 /// `pyro workspace patch …`
@@ -435,8 +395,6 @@ pub enum PatchCommand {
         /// Host file holding the patch.
         #[arg(long)]
         patch_file: Option<PathBuf>,
-        #[command(flatten)]
-        json: JsonFlag,
     },
 }
 
@@ -450,8 +408,6 @@ pub enum DiskCommand {
         /// Host path to create.
         #[arg(long)]
         output: PathBuf,
-        #[command(flatten)]
-        json: JsonFlag,
     },
     /// List a path of the stopped rootfs offline.
     List(PathListArgs),
@@ -465,7 +421,7 @@ pub enum SnapshotCommand {
     /// Capture `/workspace` under a name.
     Create(SnapshotNameArgs),
     /// List `baseline` and the named snapshots.
-    List(IdJson),
+    List(WorkspaceId),
     /// Delete a named snapshot.
     Delete(SnapshotNameArgs),
 }
@@ -477,8 +433,6 @@ pub struct SnapshotNameArgs {
     pub id: WorkspaceId,
     /// Snapshot name.
     pub snapshot_name: String,
-    #[command(flatten)]
-    pub json: JsonFlag,
 }
 
 /// `pyro workspace reset`
@@ -489,8 +443,6 @@ pub struct ResetArgs {
     /// Snapshot to restore.
     #[arg(long, default_value = "baseline")]
     pub snapshot: String,
-    #[command(flatten)]
-    pub json: JsonFlag,
 }
 
 /// `pyro workspace update`
@@ -510,8 +462,6 @@ pub struct UpdateArgs {
     /// Remove label KEY (repeatable).
     #[arg(long = "clear-label")]
     pub clear_labels: Vec<String>,
-    #[command(flatten)]
-    pub json: JsonFlag,
 }
 
 /// Workspace id + service name.
@@ -521,8 +471,6 @@ pub struct ServiceNameArgs {
     pub id: WorkspaceId,
     /// Service name.
     pub service_name: String,
-    #[command(flatten)]
-    pub json: JsonFlag,
 }
 
 /// `pyro workspace service …`
@@ -531,7 +479,7 @@ pub enum ServiceCommand {
     /// Start a named service and wait for its readiness probe.
     Start(ServiceStartArgs),
     /// List services.
-    List(IdJson),
+    List(WorkspaceId),
     /// Show one service.
     Status(ServiceNameArgs),
     /// Show a service's output.
@@ -593,8 +541,6 @@ pub struct ShellIdArgs {
     pub id: WorkspaceId,
     /// Shell id.
     pub shell_id: String,
-    #[command(flatten)]
-    pub json: JsonFlag,
 }
 
 /// `pyro workspace shell …`
@@ -616,11 +562,8 @@ pub enum ShellCommand {
         /// Map a secret into the environment: SECRET[=ENV_VAR] (repeatable).
         #[arg(long = "secret-env")]
         secret_env: Vec<String>,
-        /// Print the result as JSON.
-        #[arg(long, conflicts_with = "id_only")]
-        json: bool,
         /// Print only the shell id.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "json")]
         id_only: bool,
     },
     /// Read shell output from a cursor.
@@ -661,33 +604,4 @@ pub enum ShellCommand {
     },
     /// Close the shell.
     Close(ShellIdArgs),
-}
-
-impl WorkspaceCommand {
-    /// Whether `--json` was given (so failures are reported as JSON too).
-    pub fn json(&self) -> bool {
-        use WorkspaceCommand as W;
-        match self {
-            W::Create(a) => a.json,
-            W::List(f) => f.json,
-            W::Sync(SyncCommand::Push { json, .. }) => json.json,
-            W::Stop(a) | W::Start(a) | W::Diff(a) | W::Status(a) | W::Logs(a) | W::Delete(a) => a.json.json,
-            W::Exec(a) => a.json.json,
-            W::File(FileCommand::List(a)) | W::Disk(DiskCommand::List(a)) => a.json.json,
-            W::File(FileCommand::Read(a)) | W::Disk(DiskCommand::Read(a)) => a.json,
-            W::File(FileCommand::Write { json, .. }) | W::Patch(PatchCommand::Apply { json, .. }) | W::Disk(DiskCommand::Export { json, .. }) => json.json,
-            W::Export(a) => a.json.json,
-            W::Snapshot(SnapshotCommand::Create(a) | SnapshotCommand::Delete(a)) => a.json.json,
-            W::Snapshot(SnapshotCommand::List(a)) => a.json.json,
-            W::Reset(a) => a.json.json,
-            W::Service(ServiceCommand::Start(a)) => a.name.json.json,
-            W::Service(ServiceCommand::List(a)) => a.json.json,
-            W::Service(ServiceCommand::Status(a) | ServiceCommand::Stop(a)) => a.json.json,
-            W::Service(ServiceCommand::Logs { name, .. }) => name.json.json,
-            W::Shell(ShellCommand::Open { json, .. }) => *json,
-            W::Shell(ShellCommand::Read { shell, .. } | ShellCommand::Write { shell, .. } | ShellCommand::Signal { shell, .. }) => shell.json.json,
-            W::Shell(ShellCommand::Close(a)) => a.json.json,
-            W::Update(a) => a.json.json,
-        }
-    }
 }

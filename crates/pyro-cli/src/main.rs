@@ -19,12 +19,12 @@ fn main() -> ExitCode {
     }
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("PYRO_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env(pyro_core::env_vars::LOG).unwrap_or_else(|_| "warn".into()))
         .init();
     // Everything pyro creates (state, cache, disks, sockets, logs) is the user's alone.
     // SAFETY: umask has no preconditions.
     unsafe { libc::umask(0o077) };
-    let json = wants_json(&cli.command);
+    let json = cli.json;
     // The supervisor runs on one thread: the VMM's death signal follows the thread that
     // started it, which must live as long as the supervisor.
     let builder = match cli.command {
@@ -34,43 +34,43 @@ fn main() -> ExitCode {
     let runtime = match { builder }.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
-            output::print_error(&format!("cannot start the async runtime: {e}"), json);
+            output::print_error(&format!("cannot start the async runtime: {e}"), "io", json);
             return ExitCode::FAILURE;
         }
     };
     let supervise = matches!(cli.command, Command::Supervise { .. });
     let outcome = runtime.block_on(async {
         if supervise {
-            return dispatch(cli.command).await;
+            return dispatch(cli.command, json).await;
         }
         // Ctrl-C (or SIGTERM) drops the command's future, whose guards undo what it had
         // half-made (e.g. a workspace being created), then exits 130.
         tokio::select! {
-            outcome = dispatch(cli.command) => outcome,
+            outcome = dispatch(cli.command, json) => outcome,
             _ = interrupted() => Ok(130),
         }
     });
     match outcome {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
-            output::print_error(&e.to_string(), json);
+            output::print_error(&e.to_string(), e.kind(), json);
             ExitCode::FAILURE
         }
     }
 }
 
-async fn dispatch(command: Command) -> pyro_core::Result<i32> {
+async fn dispatch(command: Command, json: bool) -> pyro_core::Result<i32> {
     let pyro = pyro_core::Pyro::from_env()?;
     match command {
-        Command::Env(env) => commands::env::run(&pyro, env).await,
+        Command::Env(env) => commands::env::run(&pyro, env, json).await,
         Command::Mcp(_) => Err(not_yet("mcp serve", "the MCP server issue")),
-        Command::Run(args) => commands::run::run(&pyro, args).await,
-        Command::Doctor(args) => commands::doctor::run(&pyro, args).await,
+        Command::Run(args) => commands::run::run(&pyro, args, json).await,
+        Command::Doctor(args) => commands::doctor::run(&pyro, args, json).await,
         Command::Demo(args) => commands::demo::run(&pyro, args).await,
         Command::Supervise { vm_dir } => pyro_core::vm::supervisor::run(vm_dir).await.map(|()| 0),
         // Handled before the runtime starts (its signal mask must cover every thread).
         Command::VmmGuard { argv } => pyro_core::vmm::guard::run(&argv),
-        Command::Workspace(workspace) => commands::workspace::run(&pyro, workspace).await,
+        Command::Workspace(workspace) => commands::workspace::run(&pyro, workspace, json).await,
     }
 }
 
@@ -83,20 +83,5 @@ async fn interrupted() {
     tokio::select! {
         _ = int.recv() => {}
         _ = term.recv() => {}
-    }
-}
-
-/// Whether the command was asked for JSON output (so errors render as JSON too).
-fn wants_json(command: &Command) -> bool {
-    use cli::EnvCommand as E;
-    match command {
-        Command::Env(E::List(f) | E::Prune(f)) => f.json,
-        Command::Env(E::Pull(a)) => a.json.json,
-        Command::Env(E::Inspect(a)) => a.json.json,
-        Command::Env(E::Publish(a)) => a.json.json,
-        Command::Run(a) => a.json.json,
-        Command::Doctor(a) => a.json.json,
-        Command::Workspace(w) => w.json(),
-        Command::Mcp(_) | Command::Demo(_) | Command::Supervise { .. } | Command::VmmGuard { .. } => false,
     }
 }

@@ -17,6 +17,7 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use pyro_core::events::Event;
 use serde::Serialize;
 
 /// Prints one sanitised line on stdout: `say!("x={}", x)`.
@@ -146,21 +147,45 @@ pub fn print_json<T: Serialize>(value: &T) {
     write_stdout(text.as_bytes());
 }
 
-/// Reports a failure in the mode the command was asked for.
-pub fn print_error(message: &str, json: bool) {
+/// Reports a failure in the mode the command was asked for; `kind` is the error's
+/// [`pyro_core::Error::kind`].
+pub fn print_error(message: &str, kind: &str, json: bool) {
     if json {
-        print_json(&serde_json::json!({ "ok": false, "error": message }));
+        print_json(&serde_json::json!({ "ok": false, "error": message, "error_kind": kind }));
     } else {
         err_line(&format!("[error] {message}"));
     }
 }
 
-/// A progress sink: sanitised stderr lines in human mode, nothing with `--json`.
-pub fn progress(json: bool) -> impl Fn(&str) + Send + Sync {
-    move |line: &str| {
+/// A progress sink: each core [`Event`] as one sanitised stderr line in human mode,
+/// nothing with `--json`.
+pub fn progress(json: bool) -> impl Fn(&Event) + Send + Sync {
+    move |event: &Event| {
         if !json {
-            err_line(line);
+            err_line(&event_line(event));
         }
+    }
+}
+
+/// The CLI's line for a core event (`[run] phase=create environment=debian:12`).
+pub fn event_line(event: &Event) -> String {
+    match event {
+        Event::RunCreate { environment } => format!("[run] phase=create environment={environment}"),
+        Event::RunStart { vm_id, backend, isolation } => format!("[run] phase=start vm_id={vm_id} backend={backend} isolation={isolation}"),
+        Event::RunExecute { vm_id } => format!("[run] phase=execute vm_id={vm_id}"),
+        Event::WorkspaceBoot { workspace_id, backend, isolation } => format!("[workspace] phase=boot workspace_id={workspace_id} backend={backend} isolation={isolation}"),
+        Event::KvmCheck => "[backend] checking once whether KVM boots guests on this host".into(),
+        Event::PullInstall { environment } => format!("[pull] phase=install environment={environment}"),
+        Event::PullAgentChanged { environment } => format!("[pull] {environment} was built with a different pyro-agent; rebuilding it"),
+        Event::PullDownload { environment, registry } => format!("[pull] phase=download environment={environment} registry={registry}"),
+        Event::PullLayer { index, count, bytes } => format!("[pull] layer {index}/{count} {bytes} bytes"),
+        Event::PullRegistryUnavailable { reason } => format!("[pull] registry unavailable ({reason}); building locally"),
+        Event::PullBuild { environment } => format!("[pull] phase=build environment={environment}"),
+        Event::KernelBuild { source } => format!("[pull] building guest kernel from {} (a few minutes, once)", source.display()),
+        Event::BuildLog { line, .. } => line.clone(),
+        Event::PullReady { environment } => format!("[pull] phase=ready environment={environment}"),
+        Event::PublishLayer { name, bytes } => format!("[publish] layer {name} {bytes} bytes"),
+        Event::PublishManifest { reference, digest } => format!("[publish] pushed {reference} {digest}"),
     }
 }
 

@@ -13,7 +13,7 @@
 //!   exceeds its block, found by tests/fuzz_ext4.rs) is caught, reported as an error, and
 //!   retires the image; the panic message is kept off stderr.
 //!
-//! Every violation is a one-line [`Error::InvalidArgument`], never a panic.
+//! Every violation is a one-line [`Error::Corrupt`] (or [`Error::LimitExceeded`] for an oversized listing), never a panic.
 
 use std::cell::Cell;
 use std::io::Read;
@@ -97,12 +97,12 @@ fn contained<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     CONTAINING.with(|c| c.set(outer));
     outcome.unwrap_or_else(|payload| {
         let why = payload.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| payload.downcast_ref::<String>().cloned()).unwrap_or_default();
-        Err(Error::InvalidArgument(format!("the ext4 reader failed on this corrupt disk image: {}", why.lines().next().unwrap_or("panic"))))
+        Err(Error::Corrupt(format!("the ext4 reader failed on this corrupt disk image: {}", why.lines().next().unwrap_or("panic"))))
     })
 }
 
 fn failed(action: &str, path: &str, e: impl std::fmt::Display) -> Error {
-    Error::InvalidArgument(format!("cannot {action} {path} in the disk image: {e}"))
+    Error::Corrupt(format!("cannot {action} {path} in the disk image: {e}"))
 }
 
 /// Renders raw name bytes: valid UTF-8 as is, every other byte as `\xNN`.
@@ -200,11 +200,11 @@ struct Walk {
 impl DiskImage {
     /// Opens `image` (a raw ext4 file).
     pub fn open(image: &Path) -> Result<Self> {
-        let fail = |e: &dyn std::fmt::Display| Error::InvalidArgument(format!("cannot read ext4 image {}: {e}", image.display()));
+        let fail = |e: &dyn std::fmt::Display| Error::Corrupt(format!("cannot read ext4 image {}: {e}", image.display()));
         let file = std::fs::File::open(image).map_err(|e| fail(&e))?;
         let len = file.metadata().map_err(|e| fail(&e))?.len();
         Self::from_reader(Box::new(file), len).map_err(|e| match e {
-            Error::InvalidArgument(message) => fail(&message),
+            Error::Corrupt(message) => fail(&message),
             other => other,
         })
     }
@@ -214,21 +214,21 @@ impl DiskImage {
     pub fn from_reader(mut reader: Box<dyn Ext4Read>, len: u64) -> Result<Self> {
         let mut sb = [0u8; SUPERBLOCK_LEN];
         if len < SUPERBLOCK_OFFSET + SUPERBLOCK_LEN as u64 {
-            return Err(Error::InvalidArgument(format!("image is too small for an ext4 superblock ({len} bytes)")));
+            return Err(Error::Corrupt(format!("image is too small for an ext4 superblock ({len} bytes)")));
         }
-        reader.read(SUPERBLOCK_OFFSET, &mut sb).map_err(|e| Error::InvalidArgument(format!("cannot read the superblock: {e}")))?;
-        check_superblock(&sb, len).map_err(Error::InvalidArgument)?;
-        let fs = contained(|| Ext4::load(reader).map_err(|e| Error::InvalidArgument(e.to_string())))?;
+        reader.read(SUPERBLOCK_OFFSET, &mut sb).map_err(|e| Error::Corrupt(format!("cannot read the superblock: {e}")))?;
+        check_superblock(&sb, len).map_err(Error::Corrupt)?;
+        let fs = contained(|| Ext4::load(reader).map_err(|e| Error::Corrupt(e.to_string())))?;
         Ok(Self { fs, retired: Cell::new(false) })
     }
 
     /// Runs one read of the image under [`contained`]; after a panic the image is retired.
     fn guarded<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
         if self.retired.get() {
-            return Err(Error::InvalidArgument("the ext4 reader already failed on this corrupt disk image".into()));
+            return Err(Error::Corrupt("the ext4 reader already failed on this corrupt disk image".into()));
         }
         let outcome = contained(f);
-        if matches!(&outcome, Err(Error::InvalidArgument(m)) if m.starts_with("the ext4 reader failed")) {
+        if matches!(&outcome, Err(Error::Corrupt(m)) if m.starts_with("the ext4 reader failed")) {
             self.retired.set(true);
         }
         outcome
@@ -291,7 +291,7 @@ impl DiskImage {
     }
 
     fn list(&self, path: &str, recursive: bool, limits: Limits) -> Result<Vec<DiskEntry>> {
-        let meta = self.fs.symlink_metadata(path).map_err(|_| Error::InvalidArgument(format!("disk path does not exist: {path}")))?;
+        let meta = self.fs.symlink_metadata(path).map_err(|_| Error::not_found_because("path", path, format!("disk path does not exist: {path}")))?;
         let start = Ext4PathBuf::try_from(path).map_err(|e| failed("list", path, e))?;
         if !meta.is_dir() {
             return Ok(vec![self.entry(&start, &meta)]);
@@ -319,7 +319,7 @@ impl DiskImage {
                 _ => {}
             }
             if walk.out.len() + children.len() >= walk.limits.max_entries {
-                return Err(Error::InvalidArgument(format!(
+                return Err(Error::LimitExceeded(format!(
                     "disk listing has more than {} entries; list a narrower path",
                     walk.limits.max_entries
                 )));
@@ -339,7 +339,7 @@ impl DiskImage {
             walk.out.push(self.entry(&path, &meta));
             if recursive && meta.is_dir() {
                 if dir.depth + 1 > walk.limits.max_depth {
-                    return Err(Error::InvalidArgument(format!(
+                    return Err(Error::Corrupt(format!(
                         "disk tree is deeper than {} levels at {} (a directory cycle?)",
                         walk.limits.max_depth,
                         escape_bytes(path.as_ref())
@@ -382,14 +382,14 @@ impl DiskImage {
 impl Walk {
     fn check_deadline(&self) -> Result<()> {
         if self.started.elapsed() > self.limits.deadline {
-            return Err(Error::InvalidArgument(format!("disk listing took longer than {} s; list a narrower path", self.limits.deadline.as_secs())));
+            return Err(Error::LimitExceeded(format!("disk listing took longer than {} s; list a narrower path", self.limits.deadline.as_secs())));
         }
         Ok(())
     }
 }
 
 fn not_a_tree(dir: &str, entry: &str, what: &str) -> Error {
-    Error::InvalidArgument(format!("disk directory {dir} is not a tree: its '{entry}' entry is not {what} (a directory cycle or a hard-linked directory)"))
+    Error::Corrupt(format!("disk directory {dir} is not a tree: its '{entry}' entry is not {what} (a directory cycle or a hard-linked directory)"))
 }
 
 #[cfg(test)]

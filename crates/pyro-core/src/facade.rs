@@ -2,9 +2,9 @@
 //! SDK's.
 
 use crate::doctor::DoctorReport;
-use crate::environments::{oci::Published, EnvironmentInfo, EnvironmentStore, Progress, PruneReport, PullOptions, PullReport};
+use crate::environments::{oci::Published, EnvironmentInfo, EnvironmentStore, PruneReport, PullOptions, PullReport};
 use crate::error::Result;
-use crate::guest::OutputChunk;
+use crate::events::{Event, OutputSink, Progress};
 use crate::paths::Dirs;
 use crate::vm::{CreateVmOptions, DeleteReport, ExecReport, NetworkInfo, ReapReport, VmManager, VmStatus};
 use crate::workspace::changes::{ResetResult, SnapshotList, SnapshotResult, WorkspaceDiff};
@@ -14,8 +14,6 @@ use crate::workspace::history::WorkspaceLogs;
 use crate::workspace::{CreateWorkspaceOptions, UpdateWorkspace, WorkspaceDeleted, WorkspaceExec, WorkspaceList, WorkspaceManager, WorkspaceStatus};
 use std::path::Path;
 
-/// Receives live command output (stdout/stderr chunks) while a command runs.
-pub type OutputSink<'a> = Option<&'a (dyn Fn(OutputChunk<'_>) + Send + Sync)>;
 
 /// The pyro core facade.
 #[derive(Debug, Clone)]
@@ -123,12 +121,12 @@ impl Pyro {
             return Err(crate::Error::InvalidArgument("timeout_seconds must be positive".into()));
         }
         options.validate()?;
-        progress(&format!("[run] phase=create environment={}", options.environment));
+        progress(&Event::RunCreate { environment: options.environment.clone() });
         let vm = self.create_vm(options, progress).await?;
         let outcome = async {
-            progress(&format!("[run] phase=start vm_id={} backend={} isolation={}", vm.vm_id, vm.backend, vm.isolation));
+            progress(&Event::RunStart { vm_id: vm.vm_id.clone(), backend: vm.backend, isolation: vm.isolation });
             self.start_vm(&vm.vm_id).await?;
-            progress(&format!("[run] phase=execute vm_id={}", vm.vm_id));
+            progress(&Event::RunExecute { vm_id: vm.vm_id.clone() });
             self.exec_vm(&vm.vm_id, command, timeout_seconds, output).await
         }
         .await;

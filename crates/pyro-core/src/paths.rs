@@ -1,16 +1,11 @@
 //! Where pyro keeps things on the host: cache (environment images, kernel build), state
 //! (VMs and workspaces) and the guest agent binary it bakes into images.
 
+use crate::env_vars;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-/// Environment variable overriding the cache root.
-pub const CACHE_DIR_ENV: &str = "PYRO_CACHE_DIR";
-/// Environment variable overriding the state root.
-pub const STATE_DIR_ENV: &str = "PYRO_STATE_DIR";
-/// Environment variable naming the static `pyro-agent` binary to bake into images.
-pub const AGENT_BIN_ENV: &str = "PYRO_AGENT_BIN";
 
 /// The host directories pyro uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,13 +19,13 @@ pub struct Dirs {
 impl Dirs {
     /// Resolves the directories from the environment (not creating them).
     pub fn from_env() -> Result<Self> {
-        let cache = env_dir(CACHE_DIR_ENV)
+        let cache = env_dir(env_vars::CACHE_DIR)
             .or_else(|| dirs::cache_dir().map(|d| d.join("pyro")))
-            .ok_or_else(|| Error::InvalidArgument(format!("cannot determine a cache directory; set {CACHE_DIR_ENV}")))?;
-        let state = env_dir(STATE_DIR_ENV)
+            .ok_or_else(|| Error::InvalidArgument(format!("cannot determine a cache directory; set {cache_dir_var}", cache_dir_var = env_vars::CACHE_DIR)))?;
+        let state = env_dir(env_vars::STATE_DIR)
             .or_else(|| dirs::state_dir().map(|d| d.join("pyro")))
             .or_else(|| dirs::home_dir().map(|d| d.join(".local/state/pyro")))
-            .ok_or_else(|| Error::InvalidArgument(format!("cannot determine a state directory; set {STATE_DIR_ENV}")))?;
+            .ok_or_else(|| Error::InvalidArgument(format!("cannot determine a state directory; set {state_dir_var}", state_dir_var = env_vars::STATE_DIR)))?;
         Ok(Self { cache, state })
     }
 
@@ -62,7 +57,7 @@ fn secure_root(root: &Path) -> Result<()> {
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     if meta.uid() != me {
-        return Err(Error::InvalidArgument(format!("refusing to use {}: it belongs to uid {}, not to this user (uid {me})", root.display(), meta.uid())));
+        return Err(Error::Conflict(format!("refusing to use {}: it belongs to uid {}, not to this user (uid {me})", root.display(), meta.uid())));
     }
     if !meta.is_dir() {
         return Err(Error::InvalidArgument(format!("refusing to use {}: it is not a directory", root.display())));
@@ -80,7 +75,7 @@ fn env_dir(var: &str) -> Option<PathBuf> {
 /// Finds the static `pyro-agent` binary: `$PYRO_AGENT_BIN`, next to the running
 /// executable, or the musl build output of this workspace.
 pub fn agent_binary() -> Result<PathBuf> {
-    if let Some(path) = env_dir(AGENT_BIN_ENV) {
+    if let Some(path) = env_dir(env_vars::AGENT_BIN) {
         return check_static(&path);
     }
     let exe = std::env::current_exe().map_err(|e| Error::io("locate", "the running executable", e))?;
@@ -98,14 +93,14 @@ pub fn agent_binary() -> Result<PathBuf> {
         }
     }
     Err(Error::NotInstalled(format!(
-        "static pyro-agent binary not found (looked in {}); build it with `cargo build --release -p pyro-agent --target x86_64-unknown-linux-musl` or set {AGENT_BIN_ENV}",
+        "static pyro-agent binary not found (looked in {}); build it with `cargo build --release -p pyro-agent --target x86_64-unknown-linux-musl` or set {agent_bin_var}",
         candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
-    )))
+    , agent_bin_var = env_vars::AGENT_BIN)))
 }
 
 fn check_static(path: &Path) -> Result<PathBuf> {
     if !path.is_file() {
-        return Err(Error::NotInstalled(format!("{AGENT_BIN_ENV} points to {}, which is not a file", path.display())));
+        return Err(Error::NotInstalled(format!("{agent_bin_var} points to {}, which is not a file", path.display(), agent_bin_var = env_vars::AGENT_BIN)));
     }
     if !is_static_elf(path) {
         return Err(Error::NotInstalled(format!(
@@ -116,14 +111,12 @@ fn check_static(path: &Path) -> Result<PathBuf> {
     Ok(path.to_path_buf())
 }
 
-/// Environment variable naming the `pyro` executable that runs VM supervisors.
-pub const PYRO_BIN_ENV: &str = "PYRO_BIN";
 
 /// The `pyro` executable (supervisors run as `pyro __supervise`): `$PYRO_BIN`, the running
 /// executable when it is `pyro`, else a `pyro` beside it or one directory up (cargo puts
 /// tests and benches in `target/<profile>/deps/`).
 pub fn pyro_binary() -> Result<PathBuf> {
-    if let Some(path) = env_dir(PYRO_BIN_ENV) {
+    if let Some(path) = env_dir(env_vars::BIN) {
         return Ok(path);
     }
     let exe = std::env::current_exe().map_err(|e| Error::io("locate", "the running executable", e))?;
@@ -134,7 +127,7 @@ pub fn pyro_binary() -> Result<PathBuf> {
     [dir.join("pyro"), dir.parent().unwrap_or(dir).join("pyro")]
         .into_iter()
         .find(|p| p.is_file())
-        .ok_or_else(|| Error::NotInstalled(format!("cannot find the pyro executable next to {}; set {PYRO_BIN_ENV}", exe.display())))
+        .ok_or_else(|| Error::NotInstalled(format!("cannot find the pyro executable next to {}; set {bin_var}", exe.display(), bin_var = env_vars::BIN)))
 }
 
 /// True when `path` is a statically linked x86_64 ELF.
@@ -166,7 +159,7 @@ mod tests {
     #[test]
     fn env_override_wins() {
         // Only the pure helper is exercised, so parallel tests do not race on env vars.
-        assert_eq!(env_dir("PYRO_TEST_SURELY_UNSET_VARIABLE"), None);
+        assert_eq!(env_dir("SURELY_UNSET_VARIABLE_0F3A9C"), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use pyro_core::{Pyro, Result};
 
 use crate::cli::DemoArgs;
 use crate::commands::pending::not_yet;
-use crate::output::{err_line, print_json};
+use crate::output::{print_json, progress};
 
 /// Runs the demo; exits 0 whatever the guest command returned (the JSON says).
 pub async fn run(pyro: &Pyro, args: DemoArgs) -> Result<i32> {
@@ -17,8 +17,8 @@ pub async fn run(pyro: &Pyro, args: DemoArgs) -> Result<i32> {
     }
     let mut options = CreateVmOptions::new("debian:12");
     options.owner_pid = Some(std::process::id());
-    let progress = |line: &str| err_line(line);
-    let report = pyro.run_in_vm(&options, "git --version && uname -r", 30, &progress, None).await?;
+    // Progress goes to stderr even though the result is JSON: the demo is for people.
+    let report = pyro.run_in_vm(&options, "git --version && uname -r", 30, &progress(false), None).await?;
     print_json(&report);
     Ok(0)
 }

@@ -6,12 +6,12 @@ use crate::cli::DoctorArgs;
 use crate::output::{print_json, say, yes_no};
 
 /// Prints the host report; exits 0 even when issues are found (they are listed).
-pub async fn run(pyro: &Pyro, args: DoctorArgs) -> Result<i32> {
+pub async fn run(pyro: &Pyro, args: DoctorArgs, json: bool) -> Result<i32> {
     if args.platform != pyro_core::catalog::PLATFORM {
         return Err(pyro_core::Error::InvalidArgument(format!("unsupported platform '{}'; expected {}", args.platform, pyro_core::catalog::PLATFORM)));
     }
     let report = pyro.doctor().await;
-    if args.json.json {
+    if json {
         print_json(&report);
         return Ok(0);
     }

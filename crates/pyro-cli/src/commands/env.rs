@@ -7,11 +7,11 @@ use crate::cli::{EnvCommand, PullSourceArg};
 use crate::output::{print_json, progress, say, yes_no};
 
 /// Runs one `env` subcommand.
-pub async fn run(pyro: &Pyro, command: EnvCommand) -> Result<i32> {
+pub async fn run(pyro: &Pyro, command: EnvCommand, json: bool) -> Result<i32> {
     match command {
-        EnvCommand::List(flag) => {
+        EnvCommand::List => {
             let environments = pyro.list_environments();
-            if flag.json {
+            if json {
                 print_json(&serde_json::json!({
                     "catalog_version": pyro_core::catalog::CATALOG_VERSION,
                     "environments": environments,
@@ -33,9 +33,7 @@ pub async fn run(pyro: &Pyro, command: EnvCommand) -> Result<i32> {
                 },
                 registry: args.registry,
             };
-            let json = args.json.json;
             let sink = progress(json);
-            sink(&format!("[pull] phase=install environment={}", args.environment));
             let report = pyro.pull_environment(&args.environment, &options, &sink).await?;
             if json {
                 print_json(&report);
@@ -47,15 +45,15 @@ pub async fn run(pyro: &Pyro, command: EnvCommand) -> Result<i32> {
         }
         EnvCommand::Inspect(args) => {
             let info = pyro.inspect_environment(&args.environment, args.verify)?;
-            if args.json.json {
+            if json {
                 print_json(&info);
             } else {
                 print_details("Environment", &info);
             }
         }
-        EnvCommand::Prune(flag) => {
+        EnvCommand::Prune => {
             let report = pyro.prune_environments()?;
-            if flag.json {
+            if json {
                 print_json(&report);
             } else {
                 let noun = if report.count == 1 { "entry" } else { "entries" };
@@ -66,7 +64,6 @@ pub async fn run(pyro: &Pyro, command: EnvCommand) -> Result<i32> {
             }
         }
         EnvCommand::Publish(args) => {
-            let json = args.json.json;
             let published = pyro.publish_environment(&args.environment, &args.registry, &progress(json)).await?;
             if json {
                 print_json(&published);

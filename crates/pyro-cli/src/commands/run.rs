@@ -1,6 +1,7 @@
 //! `pyro run ENV [...] -- CMD…`: one command in a fresh microVM.
 
-use pyro_core::guest::{shell_quote, OutputChunk};
+use pyro_core::events::OutputChunk;
+use pyro_core::guest::shell_quote;
 use pyro_core::vm::CreateVmOptions;
 use pyro_core::vmm::select::parse_backend;
 use pyro_core::{Error, Pyro, Result};
@@ -9,9 +10,8 @@ use crate::cli::RunArgs;
 use crate::output::{print_json, progress, raw_stderr, raw_stdout_or_drop, tell};
 
 /// Runs `pyro run`; the exit code is the guest command's.
-pub async fn run(pyro: &Pyro, args: RunArgs) -> Result<i32> {
+pub async fn run(pyro: &Pyro, args: RunArgs, json: bool) -> Result<i32> {
     let command = shell_join(&args.command)?;
-    let json = args.json.json;
     let mut options = CreateVmOptions::new(&args.environment);
     options.vcpu_count = args.sizing.vcpu_count;
     options.mem_mib = args.sizing.mem_mib;
@@ -31,7 +31,7 @@ pub async fn run(pyro: &Pyro, args: RunArgs) -> Result<i32> {
             OutputChunk::Stderr(bytes) => raw_stderr(bytes),
         }
     };
-    let output: pyro_core::facade::OutputSink<'_> = if json { None } else { Some(&stream) };
+    let output: pyro_core::events::OutputSink<'_> = if json { None } else { Some(&stream) };
     let report = pyro.run_in_vm(&options, &command, args.timeout_seconds, &sink, output).await?;
     if json {
         print_json(&report);

@@ -24,7 +24,7 @@ fn emit<T: Serialize>(json: bool, value: &T, human: impl FnOnce(&T)) {
 }
 
 /// Runs one `workspace` subcommand.
-pub async fn run(pyro: &Pyro, command: WorkspaceCommand) -> Result<i32> {
+pub async fn run(pyro: &Pyro, command: WorkspaceCommand, json: bool) -> Result<i32> {
     use WorkspaceCommand as W;
     match command {
         W::Create(args) => {
@@ -45,14 +45,14 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand) -> Result<i32> {
                 name: args.name,
                 labels: parse_labels(&args.labels)?,
             };
-            let status = pyro.create_workspace(&options, &progress(args.json || args.id_only)).await?;
+            let status = pyro.create_workspace(&options, &progress(json || args.id_only)).await?;
             if args.id_only {
                 say!("{}", status.workspace_id);
             } else {
-                emit(args.json, &status, |s| print_status("Workspace", s));
+                emit(json, &status, |s| print_status("Workspace", s));
             }
         }
-        W::List(flag) => emit(flag.json, &pyro.list_workspaces().await?, |list| {
+        W::List => emit(json, &pyro.list_workspaces().await?, |list| {
             if list.workspaces.is_empty() {
                 say!("No workspaces.");
             }
@@ -66,8 +66,8 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand) -> Result<i32> {
                 );
             }
         }),
-        W::Sync(SyncCommand::Push { id, source_path, dest, json }) => {
-            emit(json.json, &pyro.push_workspace_sync(&id.workspace_id, &source_path, &dest).await?, |r| {
+        W::Sync(SyncCommand::Push { id, source_path, dest }) => {
+            emit(json, &pyro.push_workspace_sync(&id.workspace_id, &source_path, &dest).await?, |r| {
                 let s = &r.workspace_sync;
                 say!(
                     "[workspace-sync] workspace_id={} mode={} source={} destination={} entry_count={} bytes_written={}",
@@ -80,8 +80,8 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand) -> Result<i32> {
                 );
             })
         }
-        W::Stop(a) => emit(a.json.json, &pyro.stop_workspace(&a.id.workspace_id).await?, |s| print_status("Stopped workspace", s)),
-        W::Start(a) => emit(a.json.json, &pyro.start_workspace(&a.id.workspace_id).await?, |s| print_status("Started workspace", s)),
+        W::Stop(a) => emit(json, &pyro.stop_workspace(&a.workspace_id).await?, |s| print_status("Stopped workspace", s)),
+        W::Start(a) => emit(json, &pyro.start_workspace(&a.workspace_id).await?, |s| print_status("Started workspace", s)),
         W::Exec(args) => {
             let command = shell_join(&args.command)?;
             if !args.secret_env.is_empty() {
@@ -89,7 +89,7 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand) -> Result<i32> {
             }
             let result = pyro.exec_workspace(&args.id.workspace_id, &command, args.timeout_seconds).await?;
             let code = result.output.exit_code;
-            emit(args.json.json, &result, |r| {
+            emit(json, &result, |r| {
                 raw_stdout(&r.output.stdout);
                 raw_stderr(&r.output.stderr);
                 tell!(
@@ -99,7 +99,7 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand) -> Result<i32> {
             });
             return Ok(code);
         }
-        W::File(FileCommand::List(a)) => emit(a.json.json, &pyro.list_workspace_files(&a.id.workspace_id, &a.path, a.recursive).await?, |l| {
+        W::File(FileCommand::List(a)) => emit(json, &pyro.list_workspace_files(&a.id.workspace_id, &a.path, a.recursive).await?, |l| {
             say!("Workspace path: {} (recursive={})", l.path, if l.recursive { "yes" } else { "no" });
             if l.entries.is_empty() {
                 say!("No workspace entries found.");
@@ -111,7 +111,7 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand) -> Result<i32> {
         }),
         W::File(FileCommand::Read(a)) => {
             let r = pyro.read_workspace_file(&a.id.workspace_id, &a.path, a.max_bytes).await?;
-            emit(a.json, &r, |r| {
+            emit(json, &r, |r| {
                 raw_stdout(r.content.as_bytes());
                 if !a.content_only {
                     if !r.content.ends_with('\n') {
@@ -121,17 +121,17 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand) -> Result<i32> {
                 }
             })
         }
-        W::File(FileCommand::Write { id, path, text, text_file, json }) => {
+        W::File(FileCommand::Write { id, path, text, text_file }) => {
             let text = match (text, text_file) {
                 (Some(text), _) => text,
                 (None, Some(file)) => read_text_file("--text-file", &file)?,
                 (None, None) => return Err(Error::InvalidArgument("one of --text or --text-file is required".into())),
             };
-            emit(json.json, &pyro.write_workspace_file(&id.workspace_id, &path, &text).await?, |r| {
+            emit(json, &pyro.write_workspace_file(&id.workspace_id, &path, &text).await?, |r| {
                 say!("[workspace-file-write] workspace_id={} path={} bytes_written={} mode={} execution_mode={}", r.workspace_id, r.path, r.bytes_written, r.mode, r.execution_mode)
             })
         }
-        W::Export(a) => emit(a.json.json, &pyro.export_workspace(&a.id.workspace_id, &a.path, &a.output).await?, |r| {
+        W::Export(a) => emit(json, &pyro.export_workspace(&a.id.workspace_id, &a.path, &a.output).await?, |r| {
             say!(
                 "[workspace-export] workspace_id={} workspace_path={} output_path={} artifact_type={} entry_count={} bytes_written={}",
                 r.workspace_id,
@@ -142,22 +142,22 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand) -> Result<i32> {
                 r.summary.bytes_written
             )
         }),
-        W::Patch(PatchCommand::Apply { id, patch, patch_file, json }) => {
+        W::Patch(PatchCommand::Apply { id, patch, patch_file }) => {
             let patch = match (patch, patch_file) {
                 (Some(patch), _) => patch,
                 (None, Some(file)) => read_text_file("--patch-file", &file)?,
                 (None, None) => return Err(Error::InvalidArgument("one of --patch or --patch-file is required".into())),
             };
-            emit(json.json, &pyro.apply_workspace_patch(&id.workspace_id, &patch).await?, |r| {
+            emit(json, &pyro.apply_workspace_patch(&id.workspace_id, &patch).await?, |r| {
                 let s = &r.summary;
                 say!("[workspace-patch] workspace_id={} total={} added={} modified={} deleted={}", r.workspace_id, s.total, s.added, s.modified, s.deleted)
             })
         }
-        W::Disk(DiskCommand::Export { id, output, json }) => emit(json.json, &pyro.export_workspace_disk(&id.workspace_id, &output).await?, |r| {
+        W::Disk(DiskCommand::Export { id, output }) => emit(json, &pyro.export_workspace_disk(&id.workspace_id, &output).await?, |r| {
             say!("[workspace-disk-export] workspace_id={} output_path={} disk_format={} size_bytes={}", r.workspace_id, r.output_path.display(), r.disk_format, r.size_bytes);
             tell!("[workspace-disk-export] note: the guest wrote this filesystem; mounting it hands guest-crafted metadata to the host kernel's ext4 driver (prefer `pyro workspace disk list/read`, or debugfs)");
         }),
-        W::Disk(DiskCommand::List(a)) => emit(a.json.json, &pyro.list_workspace_disk(&a.id.workspace_id, &a.path, a.recursive).await?, |l| {
+        W::Disk(DiskCommand::List(a)) => emit(json, &pyro.list_workspace_disk(&a.id.workspace_id, &a.path, a.recursive).await?, |l| {
             say!("Disk path: {} (recursive={})", l.path, if l.recursive { "yes" } else { "no" });
             for e in &l.entries {
                 let target = e.link_target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
@@ -166,7 +166,7 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand) -> Result<i32> {
         }),
         W::Disk(DiskCommand::Read(a)) => {
             let r = pyro.read_workspace_disk(&a.id.workspace_id, &a.path, a.max_bytes).await?;
-            emit(a.json, &r, |r| {
+            emit(json, &r, |r| {
                 raw_stdout(r.content.as_bytes());
                 if !a.content_only {
                     if !r.content.ends_with('\n') {
@@ -176,7 +176,7 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand) -> Result<i32> {
                 }
             })
         }
-        W::Diff(a) => emit(a.json.json, &pyro.diff_workspace(&a.id.workspace_id).await?, |d| {
+        W::Diff(a) => emit(json, &pyro.diff_workspace(&a.workspace_id).await?, |d| {
             let s = &d.diff.summary;
             if !d.diff.changed {
                 say!("No workspace changes.");
@@ -192,29 +192,29 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand) -> Result<i32> {
                 tell!("[workspace-diff] note: the patch contains terminal control characters, shown escaped (\\x1b, \\u{{9b}}, ...); --json carries the exact text");
             }
         }),
-        W::Snapshot(SnapshotCommand::Create(a)) => emit(a.json.json, &pyro.create_snapshot(&a.id.workspace_id, &a.snapshot_name).await?, |r| {
+        W::Snapshot(SnapshotCommand::Create(a)) => emit(json, &pyro.create_snapshot(&a.id.workspace_id, &a.snapshot_name).await?, |r| {
             say!("[workspace-snapshot-create] workspace_id={} snapshot_name={} size_bytes={}", r.workspace_id, r.snapshot.snapshot_name, r.snapshot.size_bytes)
         }),
-        W::Snapshot(SnapshotCommand::List(a)) => emit(a.json.json, &pyro.list_snapshots(&a.id.workspace_id).await?, |l| {
+        W::Snapshot(SnapshotCommand::List(a)) => emit(json, &pyro.list_snapshots(&a.workspace_id).await?, |l| {
             for s in &l.snapshots {
                 say!("{} [{}] created_at={} size_bytes={}", s.snapshot_name, s.kind, s.created_at, s.size_bytes);
             }
         }),
-        W::Snapshot(SnapshotCommand::Delete(a)) => emit(a.json.json, &pyro.delete_snapshot(&a.id.workspace_id, &a.snapshot_name).await?, |r| {
+        W::Snapshot(SnapshotCommand::Delete(a)) => emit(json, &pyro.delete_snapshot(&a.id.workspace_id, &a.snapshot_name).await?, |r| {
             say!("[workspace-snapshot-delete] workspace_id={} snapshot_name={} deleted=yes", r.workspace_id, r.snapshot.snapshot_name)
         }),
-        W::Reset(a) => emit(a.json.json, &pyro.reset_workspace(&a.id.workspace_id, &a.snapshot).await?, |r| {
+        W::Reset(a) => emit(json, &pyro.reset_workspace(&a.id.workspace_id, &a.snapshot).await?, |r| {
             print_status("Reset workspace", &r.status);
             say!("Restored snapshot: {}", r.workspace_reset.snapshot_name);
         }),
         W::Service(_) => return Err(not_yet("workspace service", "the shells and services issue")),
         W::Shell(_) => return Err(not_yet("workspace shell", "the shells and services issue")),
-        W::Status(a) => emit(a.json.json, &pyro.status_workspace(&a.id.workspace_id).await?, |s| print_status("Workspace", s)),
+        W::Status(a) => emit(json, &pyro.status_workspace(&a.workspace_id).await?, |s| print_status("Workspace", s)),
         W::Update(a) => {
             let change = UpdateWorkspace { name: a.name, clear_name: a.clear_name, labels: parse_labels(&a.labels)?, clear_labels: a.clear_labels };
-            emit(a.json.json, &pyro.update_workspace(&a.id.workspace_id, &change).await?, |s| print_status("Workspace", s))
+            emit(json, &pyro.update_workspace(&a.id.workspace_id, &change).await?, |s| print_status("Workspace", s))
         }
-        W::Logs(a) => emit(a.json.json, &pyro.logs_workspace(&a.id.workspace_id).await?, |logs| {
+        W::Logs(a) => emit(json, &pyro.logs_workspace(&a.workspace_id).await?, |logs| {
             if logs.entries.is_empty() {
                 say!("No workspace logs found.");
             }
@@ -228,7 +228,7 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand) -> Result<i32> {
                 raw_stderr(&e.stderr);
             }
         }),
-        W::Delete(a) => emit(a.json.json, &pyro.delete_workspace(&a.id.workspace_id).await?, |r| say!("Deleted workspace: {}", r.workspace_id)),
+        W::Delete(a) => emit(json, &pyro.delete_workspace(&a.workspace_id).await?, |r| say!("Deleted workspace: {}", r.workspace_id)),
     }
     Ok(0)
 }

@@ -10,7 +10,8 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::digest::sha256_bytes;
-use super::{Progress, KERNEL_FILE, ROOTFS_FILE};
+use super::{KERNEL_FILE, ROOTFS_FILE};
+use crate::events::{Event, Progress};
 use crate::fsutil::lock_file;
 use crate::catalog::EnvironmentSpec;
 use crate::disk_image::DiskImage;
@@ -69,7 +70,7 @@ async fn ensure_kernel(dirs: &Dirs, progress: Progress<'_>) -> Result<PathBuf> {
     }
     let config = dir.join("microvm.config");
     std::fs::write(&config, KERNEL_CONFIG).ctx("write", &config)?;
-    progress(&format!("[pull] building guest kernel from {} (a few minutes, once)", source.display()));
+    progress(&Event::KernelBuild { source: source.clone() });
     let args = [config.display().to_string(), vmlinux.display().to_string(), dirs.build().join("linux-src").display().to_string()];
     run_script("build-kernel", KERNEL_SCRIPT, &args, progress).await?;
     let built = std::fs::read(&vmlinux).map_err(|e| Error::Build(format!("kernel build finished without producing {}: {e}", vmlinux.display())))?;
@@ -92,7 +93,7 @@ fn kernel_source() -> Result<PathBuf> {
 
 /// Runs an embedded bash script, forwarding its stderr lines as progress; on failure the
 /// error carries the last lines it printed.
-async fn run_script(name: &str, script: &str, args: &[String], progress: Progress<'_>) -> Result<()> {
+async fn run_script(name: &'static str, script: &str, args: &[String], progress: Progress<'_>) -> Result<()> {
     let mut command = tokio::process::Command::new("bash");
     command
         .arg("-c")
@@ -118,7 +119,7 @@ async fn run_script(name: &str, script: &str, args: &[String], progress: Progres
     let mut lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
     let mut tail: Vec<String> = Vec::new();
     while let Some(line) = lines.next_line().await.map_err(|e| Error::Build(format!("{name}: {e}")))? {
-        progress(&line);
+        progress(&Event::BuildLog { step: name, line: line.clone() });
         tail.push(line);
         if tail.len() > 20 {
             tail.remove(0);

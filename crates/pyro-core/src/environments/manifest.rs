@@ -43,7 +43,7 @@ impl InstallManifest {
     /// Reads and parses a manifest.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).ctx("read", path)?;
-        serde_json::from_str(&text).map_err(|e| Error::NotInstalled(format!("{} is not a valid install record: {e}", path.display())))
+        serde_json::from_str(&text).map_err(|e| Error::Corrupt(format!("{} is not a valid install record: {e}", path.display())))
     }
 
     /// Writes the manifest atomically (temp file + rename).

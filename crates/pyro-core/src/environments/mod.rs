@@ -10,6 +10,7 @@ mod digest;
 mod manifest;
 pub mod oci;
 
+use crate::env_vars;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -19,20 +20,16 @@ pub use build::GUEST_AGENT_PATH;
 pub use digest::{sha256_file, ArtifactRecord};
 pub use manifest::{InstallManifest, ARTIFACT_FILES, KERNEL_FILE, MANIFEST_FILE, ROOTFS_FILE};
 
+use crate::events::{Event, Progress};
 use crate::catalog::{self, EnvironmentSpec, CATALOG, CATALOG_VERSION, PLATFORM};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{lock_file, try_lock_file, unix_now};
 use crate::paths::Dirs;
 
-/// Environment variable naming the OCI registry environments are pulled from, e.g.
-/// `http://127.0.0.1:5000/pyro` (plain HTTP) or `registry.example.com/team`.
-pub const REGISTRY_ENV: &str = "PYRO_ENV_REGISTRY";
 
 /// Prefix of staging directories.
 const PARTIAL_PREFIX: &str = ".partial-";
 
-/// Receives one human-readable progress line (printed on stderr by the CLI).
-pub type Progress<'a> = &'a (dyn Fn(&str) + Send + Sync);
 
 /// Whether an environment can be used.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -65,7 +62,7 @@ pub struct PullOptions {
     pub force: bool,
     /// Source selection.
     pub source: PullSource,
-    /// Registry location overriding [`REGISTRY_ENV`].
+    /// Registry location overriding [`env_vars::ENV_REGISTRY`].
     pub registry: Option<String>,
 }
 
@@ -192,7 +189,7 @@ impl EnvironmentStore {
                 return Err(Error::NotInstalled(format!("environment '{name}' is not installed; run `pyro env pull {name}`")))
             }
             (InstallState::Corrupt(problem), _) => {
-                return Err(Error::Unusable(format!("environment '{name}' is unusable: {problem}; run `pyro env pull {name} --force`")))
+                return Err(Error::Corrupt(format!("environment '{name}' is unusable: {problem}; run `pyro env pull {name} --force`")))
             }
             (InstallState::Installed, None) => unreachable!("an installed environment always has a manifest"),
         };
@@ -285,13 +282,14 @@ impl EnvironmentStore {
         let spec = catalog::lookup(name)?;
         let root = self.root();
         std::fs::create_dir_all(&root).ctx("create", &root)?;
+        progress(&Event::PullInstall { environment: spec.name.into() });
         let _lock = lock_file(&root.join(format!(".{}.lock", spec.install_dir_name())))?;
         if let (InstallState::Installed, Some(manifest)) = self.check(spec, false) {
             if !options.force && !stale_local_build(&manifest) {
                 return Ok(PullReport { info: self.describe(spec, false), already_installed: true, duration_ms: elapsed_ms(started) });
             }
             if !options.force {
-                progress(&format!("[pull] {name} was built with a different pyro-agent; rebuilding it"));
+                progress(&Event::PullAgentChanged { environment: spec.name.into() });
             }
         }
         let staging = tempfile::Builder::new()
@@ -311,34 +309,34 @@ impl EnvironmentStore {
         };
         manifest.store(&staging.path().join(MANIFEST_FILE))?;
         replace_dir(&staging.keep(), &self.install_dir(spec))?;
-        progress(&format!("[pull] phase=ready environment={name}"));
+        progress(&Event::PullReady { environment: spec.name.into() });
         Ok(PullReport { info: self.describe(spec, false), already_installed: false, duration_ms: elapsed_ms(started) })
     }
 
     /// Puts the artifacts of `spec` into `staging`; returns the source label and digest.
     async fn fill(&self, spec: &'static EnvironmentSpec, options: &PullOptions, staging: &Path, progress: Progress<'_>) -> Result<(String, Option<String>)> {
-        let location = options.registry.clone().or_else(|| std::env::var(REGISTRY_ENV).ok()).filter(|s| !s.trim().is_empty());
+        let location = options.registry.clone().or_else(|| std::env::var(env_vars::ENV_REGISTRY).ok()).filter(|s| !s.trim().is_empty());
         if options.source != PullSource::Build {
             match location {
                 Some(location) => {
                     let registry = oci::Registry::parse(&location)?;
                     match registry.probe().await {
                         Ok(()) => {
-                            progress(&format!("[pull] phase=download environment={} registry={location}", spec.name));
+                            progress(&Event::PullDownload { environment: spec.name.into(), registry: location.clone() });
                             let pulled = registry.pull_into(spec, staging, progress).await?;
                             return Ok((pulled.source, Some(pulled.digest)));
                         }
                         Err(e) if options.source == PullSource::Registry => return Err(e),
-                        Err(e) => progress(&format!("[pull] registry unavailable ({e}); building locally")),
+                        Err(e) => progress(&Event::PullRegistryUnavailable { reason: e.to_string() }),
                     }
                 }
                 None if options.source == PullSource::Registry => {
-                    return Err(Error::InvalidArgument(format!("no registry configured; set {REGISTRY_ENV} or pass --registry")))
+                    return Err(Error::InvalidArgument(format!("no registry configured; set {env_registry_var} or pass --registry", env_registry_var = env_vars::ENV_REGISTRY)))
                 }
                 None => {}
             }
         }
-        progress(&format!("[pull] phase=build environment={}", spec.name));
+        progress(&Event::PullBuild { environment: spec.name.into() });
         build::build_into(&self.dirs, spec, staging, progress).await?;
         Ok((build::LOCAL_BUILD_SOURCE.into(), None))
     }

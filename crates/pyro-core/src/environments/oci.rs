@@ -11,10 +11,11 @@
 //! then the extracted artifacts against the digests the metadata layer records. Layers
 //! holding anything but one regular file with a plain name are rejected.
 //!
-//! Registries that need credentials get them from [`USERNAME_ENV`] / [`PASSWORD_ENV`]
+//! Registries that need credentials get them from [`env_vars::ENV_REGISTRY_USERNAME`] / [`env_vars::ENV_REGISTRY_PASSWORD`]
 //! (HTTP basic, or exchanged for a bearer token when the registry asks for one); without
 //! them access is anonymous.
 
+use crate::env_vars;
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -38,14 +39,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWrite;
 
-use super::{InstallManifest, Progress, KERNEL_FILE, MANIFEST_FILE, ROOTFS_FILE};
+use super::{InstallManifest, KERNEL_FILE, MANIFEST_FILE, ROOTFS_FILE};
+use crate::events::{Event, Progress};
 use crate::catalog::{EnvironmentSpec, CATALOG_VERSION, PLATFORM};
 use crate::error::{Error, IoContext, Result};
 
-/// Environment variable with the registry user name (optional).
-pub const USERNAME_ENV: &str = "PYRO_ENV_REGISTRY_USERNAME";
-/// Environment variable with the registry password or token (optional).
-pub const PASSWORD_ENV: &str = "PYRO_ENV_REGISTRY_PASSWORD";
 /// File name of the metadata layer's only file.
 pub const METADATA_FILE: &str = "environment-metadata.json";
 /// Media type of every layer we publish.
@@ -296,8 +294,8 @@ impl Registry {
         let location = &self.location;
         let denied = || {
             Error::Registry(format!(
-                "registry {location} denied access while {action}: authentication required or credentials rejected (set {USERNAME_ENV} and {PASSWORD_ENV})"
-            ))
+                "registry {location} denied access while {action}: authentication required or credentials rejected (set {env_registry_username_var} and {env_registry_password_var})"
+            , env_registry_password_var = env_vars::ENV_REGISTRY_PASSWORD, env_registry_username_var = env_vars::ENV_REGISTRY_USERNAME))
         };
         match e {
             E::DigestError(DigestError::VerificationError { expected, actual }) => {
@@ -376,7 +374,7 @@ impl Registry {
                     layer.digest, layer.size
                 )));
             }
-            progress(&format!("[pull] layer {}/{count} {size} bytes", index + 1));
+            progress(&Event::PullLayer { index: index + 1, count, bytes: size });
 
             let dir = unpacked.path().to_path_buf();
             let blob_path = blob.path().to_path_buf();
@@ -543,7 +541,7 @@ impl Registry {
                     });
                 }
             }
-            progress(&format!("[publish] layer {name} {} bytes", pushed.descriptor.size));
+            progress(&Event::PublishLayer { name: name.to_string(), bytes: u64::try_from(pushed.descriptor.size).unwrap_or(0) });
             layers.push(pushed.descriptor);
             diff_ids.push(format!("sha256:{}", pushed.tar_sha256));
         }
@@ -582,7 +580,7 @@ impl Registry {
             .push_manifest_raw(&reference, body, reqwest::header::HeaderValue::from_static(OCI_IMAGE_MEDIA_TYPE))
             .await
             .map_err(|e| self.error(&format!("pushing the manifest of {shown}"), "registry has no such repository", e))?;
-        progress(&format!("[publish] pushed {shown} {digest}"));
+        progress(&Event::PublishManifest { reference: shown.clone(), digest: digest.clone() });
         Ok(Published { reference: shown, digest })
     }
 
@@ -620,10 +618,10 @@ impl Registry {
     }
 }
 
-/// Credentials from [`USERNAME_ENV`] / [`PASSWORD_ENV`], else anonymous.
+/// Credentials from [`env_vars::ENV_REGISTRY_USERNAME`] / [`env_vars::ENV_REGISTRY_PASSWORD`], else anonymous.
 fn registry_auth() -> RegistryAuth {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    match (var(USERNAME_ENV), var(PASSWORD_ENV)) {
+    match (var(env_vars::ENV_REGISTRY_USERNAME), var(env_vars::ENV_REGISTRY_PASSWORD)) {
         (Some(user), Some(password)) => RegistryAuth::Basic(user, password),
         (None, Some(token)) => RegistryAuth::Bearer(token),
         _ => RegistryAuth::Anonymous,

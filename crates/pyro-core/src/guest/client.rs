@@ -85,14 +85,7 @@ impl ClientLimits {
     }
 }
 
-/// A chunk of live command output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputChunk<'a> {
-    /// Bytes the command wrote to standard output.
-    Stdout(&'a [u8]),
-    /// Bytes the command wrote to standard error.
-    Stderr(&'a [u8]),
-}
+pub use crate::events::OutputChunk;
 
 /// A finished command with its (possibly capped) output.
 #[derive(Debug, Clone, PartialEq, Eq)]

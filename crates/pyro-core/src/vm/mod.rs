@@ -17,10 +17,11 @@ use tokio::net::UnixStream;
 
 use self::record::{new_id, validate_id, vms_root, VmRecord, VmState};
 use self::supervisor::{Phase, SupervisorStatus, CONTROL_SOCKET};
-use crate::environments::{EnvironmentStore, InstalledEnvironment, Progress, PullOptions};
+use crate::environments::{EnvironmentStore, InstalledEnvironment, PullOptions};
+use crate::events::{Event, OutputChunk, Progress};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{lock_file, unix_now};
-use crate::guest::{ExecOutput, GuestClient, OutputChunk};
+use crate::guest::{ExecOutput, GuestClient};
 use crate::paths::Dirs;
 use crate::vmm::select::{backend_from_env, HostProbe, Selection};
 use crate::vmm::{self, BackendKind, LaunchSpec};
@@ -87,7 +88,7 @@ impl CreateVmOptions {
             return Err(host_compat_needs_opt_in());
         }
         if self.network {
-            return Err(Error::NotYetAvailable("guest networking (--network) is not available in this build yet: it arrives with the networking issue".into()));
+            return Err(Error::Unavailable("guest networking (--network) is not available in this build yet: it arrives with the networking issue".into()));
         }
         Ok(())
     }
@@ -266,7 +267,7 @@ impl VmManager {
         validate_id(vm_id)?;
         let dir = vms_root(&self.dirs.state).join(vm_id);
         if !VmRecord::path(&dir).exists() {
-            return Err(Error::InvalidArgument(format!("vm '{vm_id}' does not exist")));
+            return Err(Error::not_found("vm", vm_id));
         }
         Ok(dir)
     }
@@ -311,7 +312,6 @@ impl VmManager {
         match self.environments.installed(name) {
             Ok(installed) => Ok(installed),
             Err(Error::NotInstalled(_)) => {
-                progress(&format!("[pull] phase=install environment={name}"));
                 self.environments.pull(name, &PullOptions::default(), progress).await?;
                 self.environments.installed(name)
             }
@@ -332,7 +332,7 @@ impl VmManager {
         let cache_file = self.dirs.cache.join("kvm-boot-check.json");
         let mut probe = HostProbe::probe(&cache_file, kernel_sha.as_deref());
         if requested.is_none() && probe.needs_kvm_check() {
-            progress("[backend] checking once whether KVM boots guests on this host");
+            progress(&Event::KvmCheck);
             kvm_check::run(&self.dirs, installed, &cache_file).await;
             probe = HostProbe::probe(&cache_file, kernel_sha.as_deref());
         }
@@ -362,7 +362,7 @@ impl VmManager {
         let _lock = lock_file(&dir.join("vm.lock"))?;
         let record = refreshed(&dir)?;
         if record.state == VmState::Started {
-            return Err(Error::InvalidArgument(format!("vm {vm_id} cannot be started from state 'started'")));
+            return Err(Error::wrong_state("stopped", "started", format!("vm {vm_id} cannot be started from state 'started'")));
         }
         Ok(status_of(&boot_dir(record).await?))
     }
@@ -375,7 +375,7 @@ impl VmManager {
         let dir = self.vm_dir(vm_id)?;
         let record = refreshed(&dir)?;
         if record.state != VmState::Started {
-            return Err(Error::InvalidArgument(format!("vm {vm_id} must be in 'started' state before execution")));
+            return Err(Error::wrong_state("started", record.state.name(), format!("vm {vm_id} must be in 'started' state before execution")));
         }
         let (client, _) = connect(&dir).await?;
         let request = ExecRequest {
@@ -385,7 +385,7 @@ impl VmManager {
             timeout_ms: timeout_seconds.saturating_mul(1000),
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
         };
-        let output = client.exec_streaming(request, output).await.map_err(|e| Error::Vmm(guest_failure(&dir, e)))?;
+        let output = client.exec_streaming(request, output).await.map_err(|e| guest_failure(&dir, e))?;
         drop(client);
         self.delete_vm(vm_id, "post_exec_cleanup").await?;
         Ok(ExecReport {
@@ -403,8 +403,9 @@ impl VmManager {
     /// A client of the agent of a started VM (through its supervisor).
     pub async fn guest(&self, vm_id: &str) -> Result<GuestClient> {
         let dir = self.vm_dir(vm_id)?;
-        if refreshed(&dir)?.state != VmState::Started {
-            return Err(Error::InvalidArgument(format!("vm {vm_id} must be in 'started' state before execution")));
+        let state = refreshed(&dir)?.state;
+        if state != VmState::Started {
+            return Err(Error::wrong_state("started", state.name(), format!("vm {vm_id} must be in 'started' state before execution")));
         }
         Ok(connect(&dir).await?.0)
     }
@@ -573,20 +574,20 @@ pub(crate) async fn connect(dir: &Path) -> Result<(GuestClient, Hello)> {
             "the VM supervisor did not answer within {}s (is it stopped or hung? `pyro workspace stop` and `start` recover)",
             READY_HELLO_DEADLINE.as_secs()
         ))),
-        Err(e) => Err(Error::Vmm(guest_failure(dir, e))),
+        Err(e) => Err(guest_failure(dir, e)),
     }
 }
 
 /// Explains a guest channel failure, preferring what the supervisor recorded.
-fn guest_failure(dir: &Path, error: crate::guest::GuestError) -> String {
+fn guest_failure(dir: &Path, error: crate::guest::GuestError) -> Error {
     use crate::guest::GuestError;
     // A deadline the host enforced says more than whatever the supervisor last recorded.
     if matches!(error, GuestError::Timeout { .. } | GuestError::Stalled { .. } | GuestError::SlowConsumer { .. }) {
-        return error.to_string();
+        return Error::Guest(error);
     }
     match SupervisorStatus::load(dir).and_then(|s| s.error) {
-        Some(recorded) => recorded,
-        None => error.to_string(),
+        Some(recorded) => Error::Vmm(recorded),
+        None => Error::Guest(error),
     }
 }
 

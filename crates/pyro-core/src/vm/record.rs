@@ -83,7 +83,7 @@ pub fn validate_id(vm_id: &str) -> Result<()> {
     if vm_id.len() == 12 && vm_id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         Ok(())
     } else {
-        Err(Error::InvalidArgument(format!("vm '{vm_id}' does not exist")))
+        Err(Error::not_found("vm", vm_id))
     }
 }
 
@@ -133,7 +133,7 @@ impl VmRecord {
     pub fn load(vm_dir: &Path) -> Result<Self> {
         let path = Self::path(vm_dir);
         let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::InvalidArgument(format!("VM record {} is corrupt: {e}", path.display())))
+        serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt(format!("VM record {} is corrupt: {e}", path.display())))
     }
 
     /// Saves atomically.

@@ -8,6 +8,7 @@
 //! when the TTL passes, when the owning CLI process dies (`pyro run`), or on SIGTERM, and
 //! records what happened in `supervisor.json`.
 
+use crate::env_vars;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -32,8 +33,6 @@ pub const VMM_IDENTITY_FILE: &str = "vmm.json";
 /// Held (flock) by the supervisor and inherited by its VMM for their whole lives: while
 /// either runs, no second supervisor can boot this VM's disk.
 pub const RUN_LOCK_FILE: &str = "run.lock";
-/// Environment variable overriding the boot timeout (seconds).
-pub const BOOT_TIMEOUT_ENV: &str = "PYRO_BOOT_TIMEOUT_SECONDS";
 const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 /// The words a boot-timeout error contains (the KVM check tells timeouts apart by them).
 pub(crate) const BOOT_TIMEOUT_MARK: &str = "did not answer within";
@@ -86,7 +85,7 @@ impl SupervisorStatus {
 
 /// The configured boot timeout.
 pub fn boot_timeout() -> Duration {
-    std::env::var(BOOT_TIMEOUT_ENV).ok().and_then(|v| v.parse::<u64>().ok()).filter(|s| *s > 0).map(Duration::from_secs).unwrap_or(DEFAULT_BOOT_TIMEOUT)
+    std::env::var(env_vars::BOOT_TIMEOUT_SECONDS).ok().and_then(|v| v.parse::<u64>().ok()).filter(|s| *s > 0).map(Duration::from_secs).unwrap_or(DEFAULT_BOOT_TIMEOUT)
 }
 
 /// Spawns the supervisor of `vm_dir` as a detached process (own session, no terminal)
@@ -223,7 +222,7 @@ async fn acquire_run_lock(vm_dir: &Path) -> Result<std::fs::File> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Err(Error::Vmm("this VM is already running under another supervisor (or its VMM outlived one)".into()))
+    Err(Error::Conflict("this VM is already running under another supervisor (or its VMM outlived one)".into()))
 }
 
 /// Launches the VMM and waits for the agent's hello; errors are user-facing one-liners.
@@ -281,7 +280,7 @@ async fn boot_holding(record: &VmRecord, timeout: Duration, run_lock: Option<&st
         hello = hello => hello,
         _ = knock => Err("the guest channel closed".into()),
         exit = child.wait() => Err(format!("the VMM exited during boot ({})", exit.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()))),
-        _ = tokio::time::sleep(timeout) => Err(format!("the guest agent {BOOT_TIMEOUT_MARK} {}s (boot timeout; raise {BOOT_TIMEOUT_ENV})", timeout.as_secs())),
+        _ = tokio::time::sleep(timeout) => Err(format!("the guest agent {BOOT_TIMEOUT_MARK} {}s (boot timeout; raise {boot_timeout_seconds_var})", timeout.as_secs(), boot_timeout_seconds_var = env_vars::BOOT_TIMEOUT_SECONDS)),
     };
     match outcome {
         Ok(hello) if hello.protocol_version == PROTOCOL_VERSION => {

@@ -9,6 +9,7 @@
 //! The per-VM disk is a private raw copy of the base rootfs (a reflink where the
 //! filesystem supports it, otherwise a sparse copy).
 
+use crate::env_vars;
 use std::io::ErrorKind;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, PermissionsExt};
@@ -27,8 +28,6 @@ use super::{kernel_cmdline, remove_stale, LaunchSpec, Launched, RebootMethod};
 use crate::error::{Error, IoContext, Result};
 use crate::guest::connect_firecracker_vsock;
 
-/// Environment variable naming the `firecracker` binary to use.
-pub const FIRECRACKER_ENV: &str = "PYRO_FIRECRACKER";
 /// File name of the launch config in the VM directory.
 pub const CONFIG_FILE: &str = "firecracker-config.json";
 /// File name of the API socket in the VM directory.
@@ -54,11 +53,11 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// (where `scripts/fetch-firecracker.sh` installs it), then `firecracker` on `PATH`.
 /// Only executable regular files qualify.
 pub fn locate() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os(FIRECRACKER_ENV).filter(|p| !p.is_empty()).map(PathBuf::from) {
+    if let Some(path) = std::env::var_os(env_vars::FIRECRACKER).filter(|p| !p.is_empty()).map(PathBuf::from) {
         if is_executable(&path) {
             return Some(path);
         }
-        tracing::warn!("{FIRECRACKER_ENV}={} is not an executable file; looking elsewhere", path.display());
+        tracing::warn!("{firecracker_var}={} is not an executable file; looking elsewhere", path.display(), firecracker_var = env_vars::FIRECRACKER);
     }
     if let Ok(dirs) = crate::paths::Dirs::from_env() {
         let cached = dirs.cache.join("bin").join("firecracker");

@@ -5,6 +5,7 @@
 //! socket QEMU serves; QEMU waits for us to connect before it starts the guest, so the
 //! agent's hello is never lost.
 
+use crate::env_vars;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -48,7 +49,7 @@ pub struct Qemu {
 
 /// Finds `qemu-system-x86_64` (`$PYRO_QEMU`, else PATH).
 pub fn locate() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("PYRO_QEMU").filter(|p| !p.is_empty()) {
+    if let Some(path) = std::env::var_os(env_vars::QEMU).filter(|p| !p.is_empty()) {
         return Some(PathBuf::from(path));
     }
     find_in_path("qemu-system-x86_64")

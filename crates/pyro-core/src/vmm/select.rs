@@ -4,6 +4,7 @@
 //! cached per host kernel, guest kernel and QEMU version — `/dev/kvm` existing proves
 //! nothing (nested hypervisors expose it without being able to run a guest).
 
+use crate::env_vars;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -11,8 +12,6 @@ use serde::{Deserialize, Serialize};
 use super::{firecracker, qemu, BackendKind};
 use crate::error::{Error, Result};
 
-/// Environment variable forcing a backend (`firecracker`, `qemu-kvm`, `qemu-tcg`).
-pub const BACKEND_ENV: &str = "PYRO_BACKEND";
 
 /// Access to `/dev/kvm`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -137,9 +136,9 @@ impl HostProbe {
                 BackendKind::HostCompat => true,
             };
             if !available {
-                return Err(Error::Vmm(format!("backend {} was requested but is not available on this host (see `pyro doctor`)", kind.name())));
+                return Err(Error::Unavailable(format!("backend {} was requested but is not available on this host (see `pyro doctor`)", kind.name())));
             }
-            return Ok(Selection { backend: kind, reason: format!("requested explicitly ({BACKEND_ENV} or --backend)") });
+            return Ok(Selection { backend: kind, reason: format!("requested explicitly ({backend_var} or --backend)", backend_var = env_vars::BACKEND) });
         }
         let kvm_detail = match (&self.kvm_boot, self.kvm.usable()) {
             (_, false) => "/dev/kvm is not usable".to_string(),
@@ -157,13 +156,13 @@ impl HostProbe {
         if self.qemu.is_some() {
             return Ok(Selection { backend: BackendKind::QemuTcg, reason: format!("KVM cannot be used ({kvm_detail}); QEMU software emulation (TCG) still runs a real guest kernel") });
         }
-        Err(Error::Vmm("no VM backend available: install qemu-system-x86 (scripts/setup.sh does) or Firecracker on a host with working KVM".into()))
+        Err(Error::Unavailable("no VM backend available: install qemu-system-x86 (scripts/setup.sh does) or Firecracker on a host with working KVM".into()))
     }
 }
 
 /// Parses the override from `$PYRO_BACKEND`, if set.
 pub fn backend_from_env() -> Result<Option<BackendKind>> {
-    match std::env::var(BACKEND_ENV) {
+    match std::env::var(env_vars::BACKEND) {
         Ok(name) if !name.trim().is_empty() => parse_backend(name.trim()).map(Some),
         _ => Ok(None),
     }

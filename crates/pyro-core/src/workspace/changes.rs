@@ -122,7 +122,7 @@ impl WorkspaceManager {
         let dir = snapshots_dir(&ws.dir);
         let archive = dir.join(format!("{name}.tar"));
         if archive.exists() {
-            return Err(Error::InvalidArgument(format!("snapshot '{name}' already exists in workspace '{id}'")));
+            return Err(Error::Conflict(format!("snapshot '{name}' already exists in workspace '{id}'")));
         }
         let client = self.guest(&ws, "workspace_snapshot_create").await?;
         std::fs::create_dir_all(&dir).ctx("create", &dir)?;
@@ -131,7 +131,7 @@ impl WorkspaceManager {
         // The archive lands first, without replacing one a racing create stored; the
         // record, which makes the snapshot visible, follows.
         staging.persist_noclobber(&archive).map_err(|e| match e.error.kind() {
-            std::io::ErrorKind::AlreadyExists => Error::InvalidArgument(format!("snapshot '{name}' already exists in workspace '{id}'")),
+            std::io::ErrorKind::AlreadyExists => Error::Conflict(format!("snapshot '{name}' already exists in workspace '{id}'")),
             _ => Error::io("store", &archive, e.error),
         })?;
         if let Err(e) = write_atomic(&dir.join(format!("{name}.json")), &serde_json::to_vec_pretty(&info).expect("snapshot info serialises")) {
@@ -168,7 +168,7 @@ impl WorkspaceManager {
         }
         let name = validate_snapshot_name(name)?;
         let dir = snapshots_dir(&ws.dir);
-        let missing = || Error::InvalidArgument(format!("snapshot '{name}' does not exist in workspace '{}'", ws.record.workspace_id));
+        let missing = || Error::not_found_because("snapshot", name.as_str(), format!("snapshot '{name}' does not exist in workspace '{}'", ws.record.workspace_id));
         let info: SnapshotInfo = serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).map_err(|_| missing())?).map_err(|_| missing())?;
         Ok((info, dir.join(format!("{name}.tar"))))
     }
@@ -194,7 +194,7 @@ impl WorkspaceManager {
         let _lifecycle = self.lifecycle_lock(id).await?;
         let ws = self.open(id).await?;
         let (info, archive) = self.snapshot(&ws, snapshot.trim())?;
-        let installed = self.vms.ensure_installed(&ws.record.environment, &|_: &str| {}).await?;
+        let installed = self.vms.ensure_installed(&ws.record.environment, &crate::events::ignore).await?;
         let vm_record = VmRecord::load(&ws.vm_dir())?;
         // The disk is about to be replaced: never under a guest that would not stop.
         if !vm::stop_supervisor(&vm_record).await {

@@ -59,10 +59,10 @@ impl WorkspaceManager {
     async fn stopped(&self, id: &str) -> Result<Workspace> {
         let ws = self.open(id).await?;
         if ws.record.state != WorkspaceState::Stopped {
-            return Err(Error::InvalidArgument(format!("workspace disk operations require state=stopped; stop it first with `pyro workspace stop {id}`")));
+            return Err(Error::wrong_state("stopped", ws.record.state.name(), format!("workspace disk operations require state=stopped; stop it first with `pyro workspace stop {id}`")));
         }
         if ws.record.allow_host_compat && self.backend_of(&ws.dir) == "host_compat" {
-            return Err(Error::InvalidArgument("workspace disk operations are unavailable for host_compat workspaces".into()));
+            return Err(Error::Unavailable("workspace disk operations are unavailable for host_compat workspaces".into()));
         }
         Ok(ws)
     }
@@ -72,7 +72,7 @@ impl WorkspaceManager {
         let ws = self.stopped(id).await?;
         let output = expand_user(output);
         if output.symlink_metadata().is_ok() {
-            return Err(Error::InvalidArgument(format!("output_path already exists: {}", output.display())));
+            return Err(Error::Conflict(format!("output_path already exists: {}", output.display())));
         }
         let parent = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).ctx("create", parent)?;
@@ -83,7 +83,7 @@ impl WorkspaceManager {
         let tmp = staging.path().join("disk.ext4");
         let status = std::process::Command::new("cp").arg("--sparse=always").arg(ws.disk()).arg(&tmp).status().ctx("run", "cp")?;
         if !status.success() {
-            return Err(Error::Vmm(format!("copying the disk to {} failed", output.display())));
+            return Err(Error::io("copy the disk to", &output, std::io::Error::other(format!("cp {status}"))));
         }
         rename_noreplace(&tmp, &output)?;
         Ok(DiskExported { workspace_id: id.into(), size_bytes: std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0), output_path: output, disk_format: "ext4" })
@@ -113,7 +113,7 @@ impl WorkspaceManager {
 /// plus unlink where the filesystem lacks it).
 fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
-    let exists = || Error::InvalidArgument(format!("output_path already exists: {}", to.display()));
+    let exists = || Error::Conflict(format!("output_path already exists: {}", to.display()));
     let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::InvalidArgument(format!("path contains a NUL byte: {}", p.display())));
     let (src, dst) = (c(from)?, c(to)?);
     // SAFETY: both arguments are valid NUL-terminated strings that outlive the call.

@@ -181,7 +181,7 @@ pub struct Synced {
 pub(crate) fn guest_error(e: GuestError) -> Error {
     match e {
         GuestError::Agent(message) => Error::InvalidArgument(message),
-        other => Error::Vmm(other.to_string()),
+        other => Error::Guest(other),
     }
 }
 
@@ -289,7 +289,7 @@ impl WorkspaceManager {
             return Err(Error::InvalidArgument("output_path must not be empty".into()));
         }
         if output.symlink_metadata().is_ok() {
-            return Err(Error::InvalidArgument(format!("output_path already exists: {}", output.display())));
+            return Err(Error::Conflict(format!("output_path already exists: {}", output.display())));
         }
         let ws = self.open(id).await?;
         let client = self.guest(&ws, "workspace_export").await?;

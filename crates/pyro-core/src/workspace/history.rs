@@ -58,7 +58,7 @@ pub fn read(dir: &Path, workspace_id: &str) -> Result<WorkspaceLogs> {
     let mut entries = Vec::new();
     for file in files {
         let bytes = std::fs::read(&file).ctx("read", &file)?;
-        let mut entry: HistoryEntry = serde_json::from_slice(&bytes).map_err(|e| Error::InvalidArgument(format!("history entry {} is corrupt: {e}", file.display())))?;
+        let mut entry: HistoryEntry = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt(format!("history entry {} is corrupt: {e}", file.display())))?;
         entry.stdout = std::fs::read(file.with_extension("stdout")).unwrap_or_default();
         entry.stderr = std::fs::read(file.with_extension("stderr")).unwrap_or_default();
         entries.push(entry);

@@ -18,13 +18,15 @@ pub mod patch;
 pub mod record;
 pub mod tree;
 
+use crate::env_vars;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use self::record::{validate_labels, validate_name, CommandSummary, WorkspaceRecord, WorkspaceSeed, WorkspaceState};
-use crate::environments::{InstalledEnvironment, Progress};
+use crate::environments::InstalledEnvironment;
+use crate::events::{Event, Progress};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{lock_file, unix_now};
 use crate::guest::{ExecRequest, GuestClient};
@@ -39,8 +41,6 @@ pub use self::paths::WORKSPACE_ROOT;
 
 /// Default idle period after which a started workspace is stopped (not deleted).
 pub const DEFAULT_IDLE_STOP_SECONDS: u64 = 30 * 60;
-/// Environment variable overriding [`DEFAULT_IDLE_STOP_SECONDS`] (0 disables).
-pub const IDLE_STOP_ENV: &str = "PYRO_WORKSPACE_IDLE_STOP_SECONDS";
 /// Lifetime given to a workspace's guest (a century): only the workspace's TTL counts.
 const GUEST_NEVER_EXPIRES_SECONDS: u64 = 100 * 365 * 86400;
 /// Virtual size a workspace disk is grown to (sparse; only used blocks take space).
@@ -264,14 +264,14 @@ impl WorkspaceManager {
         let mut record = WorkspaceRecord::load(&dir)?;
         if record.expires_at.is_some_and(|expires| expires <= unix_now()) {
             self.discard(&dir).await?;
-            return Err(Error::InvalidArgument(format!("workspace '{id}' expired and was automatically deleted")));
+            return Err(Error::not_found_because("workspace", id, format!("workspace '{id}' expired and was automatically deleted")));
         }
         if record.creation_abandoned() {
             self.discard(&dir).await?;
-            return Err(Error::InvalidArgument(format!("workspace '{id}' does not exist (its creation was interrupted and it was removed)")));
+            return Err(Error::not_found_because("workspace", id, format!("workspace '{id}' does not exist (its creation was interrupted and it was removed)")));
         }
         if record.state == WorkspaceState::Creating {
-            return Err(Error::InvalidArgument(format!("workspace '{id}' is still being created")));
+            return Err(Error::Conflict(format!("workspace '{id}' is still being created")));
         }
         if record.state == WorkspaceState::Started {
             let vm = vm::refreshed_and_reaped(&dir.join("vm")).await?;
@@ -297,7 +297,7 @@ impl WorkspaceManager {
     /// A client of the started workspace's agent; `op` names the operation for the error.
     pub(crate) async fn guest(&self, ws: &Workspace, op: &str) -> Result<GuestClient> {
         if ws.record.state != WorkspaceState::Started {
-            return Err(Error::InvalidArgument(format!("workspace {} must be in 'started' state before {op}", ws.record.workspace_id)));
+            return Err(Error::wrong_state("started", ws.record.state.name(), format!("workspace {} must be in 'started' state before {op}", ws.record.workspace_id)));
         }
         Ok(vm::connect(&ws.vm_dir()).await?.0)
     }
@@ -332,7 +332,7 @@ impl WorkspaceManager {
             if !["egress", "egress+published-ports"].contains(&policy.as_str()) {
                 return Err(Error::InvalidArgument("network_policy must be one of: off, egress, egress+published-ports".into()));
             }
-            return Err(Error::NotYetAvailable(format!("network_policy '{policy}' is not available in this build yet: it arrives with the networking issue")));
+            return Err(Error::Unavailable(format!("network_policy '{policy}' is not available in this build yet: it arrives with the networking issue")));
         }
         let name = options.name.as_deref().map(validate_name).transpose()?;
         let labels = validate_labels(&options.labels)?;
@@ -342,7 +342,7 @@ impl WorkspaceManager {
         let installed = self.vms.ensure_installed(&options.vm.environment, progress).await?;
         let selection = self.vms.select_backend(&options.vm, &installed, progress).await?;
         if selection.backend == BackendKind::HostCompat {
-            return Err(Error::NotYetAvailable("workspaces need a guest backend; host_compat workspaces are not available in this build".into()));
+            return Err(Error::Unavailable("workspaces need a guest backend; host_compat workspaces are not available in this build".into()));
         }
 
         let id = new_id();
@@ -387,9 +387,9 @@ impl WorkspaceManager {
             let ws = Workspace { dir: dir.clone(), record: record.clone() };
             self.fresh_disk(&ws, &installed)?;
             self.write_vm_record(&ws, &installed, selection.backend, &selection.reason, options.vm.debug_console)?;
-            progress(&format!("[workspace] phase=boot workspace_id={id} backend={} isolation={}", selection.backend.name(), selection.backend.isolation()));
+            progress(&Event::WorkspaceBoot { workspace_id: id.clone(), backend: selection.backend.name(), isolation: selection.backend.isolation() });
             let client = self.boot(&ws).await?;
-            let imported = client.tar_import(WORKSPACE_ROOT, tokio::fs::File::open(ws.baseline()).await.ctx("open", ws.baseline())?).await.map_err(|e| Error::Vmm(e.to_string()))?;
+            let imported = client.tar_import(WORKSPACE_ROOT, tokio::fs::File::open(ws.baseline()).await.ctx("open", ws.baseline())?).await?;
             record.workspace_seed.entry_count = imported.entry_count;
             record.workspace_seed.bytes_written = imported.bytes_written;
             record.state = WorkspaceState::Started;
@@ -427,7 +427,7 @@ impl WorkspaceManager {
     fn write_vm_record(&self, ws: &Workspace, installed: &InstalledEnvironment, backend: BackendKind, reason: &str, debug_console: bool) -> Result<()> {
         let vm_dir = ws.vm_dir();
         std::fs::create_dir_all(&vm_dir).ctx("create", &vm_dir)?;
-        let idle = std::env::var(IDLE_STOP_ENV).ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(DEFAULT_IDLE_STOP_SECONDS);
+        let idle = std::env::var(env_vars::WORKSPACE_IDLE_STOP_SECONDS).ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(DEFAULT_IDLE_STOP_SECONDS);
         let r = &ws.record;
         let launch = LaunchSpec { vm_dir, kernel: installed.kernel.clone(), disk: ws.disk(), vcpu_count: r.vcpu_count, mem_mib: r.mem_mib, debug_console };
         // The workspace's own TTL is enforced by the manager; its guest never expires.
@@ -597,7 +597,7 @@ impl WorkspaceManager {
             timeout_ms: timeout_seconds.saturating_mul(1000),
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
         };
-        let out = client.exec(request).await.map_err(|e| Error::Vmm(e.to_string()))?;
+        let out = client.exec(request).await?;
         let (sequence, record) = self.update_record(id, |r| {
             r.command_count += 1;
             let summary = CommandSummary { sequence: r.command_count, command: command.into(), cwd: WORKSPACE_ROOT.into(), exit_code: out.result.exit_code, duration_ms: out.result.duration_ms };
@@ -626,7 +626,7 @@ impl WorkspaceManager {
 }
 
 fn unknown(id: &str) -> Error {
-    Error::InvalidArgument(format!("workspace '{id}' does not exist"))
+    Error::not_found("workspace", id)
 }
 
 /// Runs a host tool, turning a failure into a one-line error.

@@ -123,7 +123,7 @@ impl WorkspaceRecord {
     pub fn load(dir: &Path) -> Result<Self> {
         let path = dir.join(RECORD_FILE);
         let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::InvalidArgument(format!("workspace record {} is corrupt: {e}", path.display())))
+        serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt(format!("workspace record {} is corrupt: {e}", path.display())))
     }
 
     /// Saves atomically into `dir`.

@@ -136,7 +136,7 @@ fn resolve_source(raw: &Path) -> Result<(PathBuf, SeedMode)> {
         Ok(p) => p,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let shown = std::path::absolute(&expanded).unwrap_or(expanded);
-            return Err(Error::InvalidArgument(format!("seed_path {} does not exist", shown.display())));
+            return Err(Error::not_found_because("path", shown.display().to_string(), format!("seed_path {} does not exist", shown.display())));
         }
         Err(e) => return Err(Error::io("resolve", expanded, e)),
     };

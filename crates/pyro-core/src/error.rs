@@ -55,6 +55,9 @@ pub enum Error {
     /// A capability that a later release delivers.
     #[error("{0}")]
     NotYetAvailable(String),
+    /// A capability missing on this host, backend or guest agent.
+    #[error("{0}")]
+    Unavailable(String),
     /// Filesystem or process I/O failed.
     #[error("{context}: {source}")]
     Io {

@@ -13,7 +13,7 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 
 fn hello() -> Hello {
-    Hello { protocol_version: PROTOCOL_VERSION, agent_version: "hostile".into(), kernel_release: "fake".into(), uptime_ms: None }
+    Hello { protocol_version: PROTOCOL_VERSION, agent_version: "hostile".into(), kernel_release: "fake".into(), uptime_ms: None, capabilities: None }
 }
 
 /// Small deadlines so the tests run in well under a second each.

@@ -385,7 +385,10 @@ impl VmManager {
             timeout_ms: timeout_seconds.saturating_mul(1000),
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
         };
-        let output = client.exec_streaming(request, output).await.map_err(|e| Error::Vmm(guest_failure(&dir, e)))?;
+        let output = client.exec_streaming(request, output).await.map_err(|e| match e {
+            e if e.is_unavailable() => Error::Unavailable(e.to_string()),
+            e => Error::Vmm(guest_failure(&dir, e)),
+        })?;
         drop(client);
         self.delete_vm(vm_id, "post_exec_cleanup").await?;
         Ok(ExecReport {

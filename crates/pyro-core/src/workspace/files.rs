@@ -178,9 +178,19 @@ pub struct Synced {
     pub workspace_sync: SyncReport,
 }
 
+/// [`Error::Unavailable`] when the agent lacks the operation, else [`Error::Vmm`].
+pub(crate) fn guest_vmm_error(e: GuestError) -> Error {
+    if e.is_unavailable() {
+        Error::Unavailable(e.to_string())
+    } else {
+        Error::Vmm(e.to_string())
+    }
+}
+
 pub(crate) fn guest_error(e: GuestError) -> Error {
     match e {
         GuestError::Agent(message) => Error::InvalidArgument(message),
+        other if other.is_unavailable() => Error::Unavailable(other.to_string()),
         other => Error::Vmm(other.to_string()),
     }
 }

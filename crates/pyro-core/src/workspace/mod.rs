@@ -389,7 +389,7 @@ impl WorkspaceManager {
             self.write_vm_record(&ws, &installed, selection.backend, &selection.reason, options.vm.debug_console)?;
             progress(&format!("[workspace] phase=boot workspace_id={id} backend={} isolation={}", selection.backend.name(), selection.backend.isolation()));
             let client = self.boot(&ws).await?;
-            let imported = client.tar_import(WORKSPACE_ROOT, tokio::fs::File::open(ws.baseline()).await.ctx("open", ws.baseline())?).await.map_err(|e| Error::Vmm(e.to_string()))?;
+            let imported = client.tar_import(WORKSPACE_ROOT, tokio::fs::File::open(ws.baseline()).await.ctx("open", ws.baseline())?).await.map_err(files::guest_vmm_error)?;
             record.workspace_seed.entry_count = imported.entry_count;
             record.workspace_seed.bytes_written = imported.bytes_written;
             record.state = WorkspaceState::Started;
@@ -597,7 +597,7 @@ impl WorkspaceManager {
             timeout_ms: timeout_seconds.saturating_mul(1000),
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
         };
-        let out = client.exec(request).await.map_err(|e| Error::Vmm(e.to_string()))?;
+        let out = client.exec(request).await.map_err(files::guest_vmm_error)?;
         let (sequence, record) = self.update_record(id, |r| {
             r.command_count += 1;
             let summary = CommandSummary { sequence: r.command_count, command: command.into(), cwd: WORKSPACE_ROOT.into(), exit_code: out.result.exit_code, duration_ms: out.result.duration_ms };

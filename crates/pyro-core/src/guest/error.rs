@@ -125,7 +125,7 @@ pub enum GuestError {
 /// was created with, and `reset` rebuilds the disk from the installed environment.
 pub const UPDATE_HINT: &str = "A workspace keeps the guest agent its disk was created with; to move it onto the current \
      agent, `pyro workspace snapshot create <id> <name>` then `pyro workspace reset <id> --snapshot <name>` \
-     (run `pyro env pull <environment>` first if the environment itself predates this pyro)";
+     (if the environment itself was installed with an older agent, reinstall it first: `pyro env pull <environment> --force`)";
 
 fn seconds(d: &Duration) -> String {
     let (secs, millis) = (d.as_secs(), d.subsec_millis());

@@ -387,4 +387,14 @@ mod tests {
         assert!(utf8_text(&text[..2], false).is_none());
         assert!(utf8_text(b"\xff\xfe", true).is_none());
     }
+
+    #[test]
+    fn a_missing_guest_capability_maps_to_unavailable() {
+        let missing = || GuestError::Unavailable { op: "tar_export".into(), agent_protocol: 1, agent_version: "3.10.0".into(), reason: "no".into() };
+        for mapped in [guest_error(missing()), guest_vmm_error(missing())] {
+            assert!(matches!(mapped, Error::Unavailable(ref m) if m.contains("does not support tar_export")), "{mapped:?}");
+        }
+        assert!(matches!(guest_vmm_error(GuestError::ChannelClosed), Error::Vmm(_)));
+        assert!(matches!(guest_error(GuestError::Agent("x".into())), Error::InvalidArgument(_)));
+    }
 }

@@ -27,15 +27,8 @@ pub enum Capability {
 
 impl Capability {
     /// Every capability this build of the protocol knows, in wire-name order of addition.
-    pub const ALL: [Capability; 7] = [
-        Capability::Exec,
-        Capability::FsRead,
-        Capability::FsWrite,
-        Capability::FsList,
-        Capability::TarImport,
-        Capability::TarExport,
-        Capability::Shutdown,
-    ];
+    pub const ALL: [Capability; 7] =
+        [Capability::Exec, Capability::FsRead, Capability::FsWrite, Capability::FsList, Capability::TarImport, Capability::TarExport, Capability::Shutdown];
 
     /// Capabilities of protocol version 1, which predates the `capabilities` field:
     /// a Hello without that field has exactly these.

@@ -362,9 +362,7 @@ pub fn decode_response(payload: &[u8]) -> Result<Response, DecodeError> {
 
 fn decode<T: serde::de::DeserializeOwned>(payload: &[u8], field: &'static str, known: &[&str]) -> Result<T, DecodeError> {
     serde_json::from_slice(payload).map_err(|e| {
-        let tag = serde_json::from_slice::<serde_json::Value>(payload)
-            .ok()
-            .and_then(|v| v.get(field).and_then(|t| t.as_str()).map(str::to_owned));
+        let tag = serde_json::from_slice::<serde_json::Value>(payload).ok().and_then(|v| v.get(field).and_then(|t| t.as_str()).map(str::to_owned));
         match tag {
             Some(tag) if !known.contains(&tag.as_str()) => DecodeError::UnknownTag { field, tag },
             _ => DecodeError::Malformed(e.to_string()),
@@ -392,14 +390,8 @@ mod tests {
 
     #[test]
     fn unknown_tags_are_told_apart_from_garbage() {
-        assert_eq!(
-            decode_request(br#"{"op":"format_disk","disk":"/dev/vda"}"#),
-            Err(DecodeError::UnknownTag { field: "op", tag: "format_disk".into() })
-        );
-        assert_eq!(
-            decode_response(br#"{"result":"teleported","where":"mars"}"#),
-            Err(DecodeError::UnknownTag { field: "result", tag: "teleported".into() })
-        );
+        assert_eq!(decode_request(br#"{"op":"format_disk","disk":"/dev/vda"}"#), Err(DecodeError::UnknownTag { field: "op", tag: "format_disk".into() }));
+        assert_eq!(decode_response(br#"{"result":"teleported","where":"mars"}"#), Err(DecodeError::UnknownTag { field: "result", tag: "teleported".into() }));
         assert!(matches!(decode_request(br#"{"op":"read_file"}"#), Err(DecodeError::Malformed(_))));
         assert!(matches!(decode_request(b"{\"op\":"), Err(DecodeError::Malformed(_))));
         assert!(matches!(decode_response(br#"{"no_tag":1}"#), Err(DecodeError::Malformed(_))));

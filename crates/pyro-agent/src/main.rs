@@ -7,6 +7,7 @@
 //!   each unix-socket connection as a session.
 //! * Without arguments and not PID 1: the guest server alone (under another init).
 
+mod announce;
 mod blocking;
 mod channel;
 mod exec;
@@ -77,6 +78,15 @@ fn main() {
                 None => std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
             };
             let ctx = Arc::new(Ctx { default_cwd, durable: false });
+            // Test-only: pretend to be an older agent (host-compat mode only, never in a guest).
+            match announce::init_test_override() {
+                Ok(Some(a)) => eprintln!("pyro-agent: test override: announcing protocol {} with capabilities {:?}", a.protocol_version, a.capabilities),
+                Ok(None) => {}
+                Err(e) => {
+                    eprintln!("pyro-agent: {e}");
+                    std::process::exit(2);
+                }
+            }
             if let Err(e) = runtime().block_on(channel::serve_unix(&path, ctx)) {
                 eprintln!("pyro-agent: cannot listen on {}: {e}", path.display());
                 std::process::exit(1);

@@ -100,14 +100,15 @@ impl ReqCtx {
     }
 }
 
-/// The agent's Hello.
+/// The agent's Hello (version and capabilities from [`crate::announce`]).
 pub fn hello() -> Hello {
-    Hello {
+    crate::announce::apply(Hello {
         protocol_version: PROTOCOL_VERSION,
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
         kernel_release: kernel_release(),
         uptime_ms: uptime_ms(),
-    }
+        capabilities: None,
+    })
 }
 
 fn kernel_release() -> String {
@@ -201,10 +202,12 @@ async fn read_loop<R: AsyncRead + Unpin>(reader: &mut R, out: Out, active: &Acti
                     respond(&out, stream, &error(format!("stream {stream} is already in use"))).await;
                     continue;
                 }
-                let request: Request = match frame.parse_json() {
+                // Unknown ops (a newer host) and ops outside our capabilities are answered
+                // `Unsupported`; the session goes on.
+                let request: Request = match crate::announce::decode(&frame.payload) {
                     Ok(r) => r,
-                    Err(e) => {
-                        respond(&out, stream, &error(format!("malformed request: {e}"))).await;
+                    Err(refusal) => {
+                        respond(&out, stream, &refusal).await;
                         continue;
                     }
                 };

@@ -166,6 +166,7 @@ impl Error {
 fn guest_kind(error: &GuestError) -> &'static str {
     match error {
         GuestError::HelloTimeout(_) | GuestError::Timeout { .. } | GuestError::Stalled { .. } | GuestError::SlowConsumer { .. } => "timeout",
+        GuestError::Unavailable { .. } => "unavailable",
         _ => "guest",
     }
 }

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
-use pyro_core::guest::{EntryKind, ExecRequest, GuestClient, GuestError, PROTOCOL_VERSION};
+use pyro_core::guest::{Capability, EntryKind, ExecRequest, GuestClient, GuestError, MIN_SUPPORTED_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use pyro_protocol::{read_frame, write_frame, Frame, FrameKind, Hello, Response};
 use tokio::net::UnixStream;
 
@@ -55,21 +55,31 @@ impl Drop for Agent {
 
 impl Agent {
     async fn start() -> Agent {
+        Self::start_announcing(None).await
+    }
+
+    /// Starts an agent that pretends to be older (`PYRO_AGENT_TEST_ANNOUNCE`, honoured in
+    /// host-compat mode only) and connects to it.
+    async fn start_announcing(announce: Option<&str>) -> Agent {
+        let (child, socket, root, dir) = Self::spawn(announce);
+        let stream = connect_socket(&socket).await;
+        let (client, hello) = GuestClient::connect(stream, Duration::from_secs(10)).await.expect("hello");
+        Agent { child, socket, root, client, hello, _dir: dir }
+    }
+
+    fn spawn(announce: Option<&str>) -> (Child, PathBuf, PathBuf, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("root");
         std::fs::create_dir(&root).unwrap();
         let socket = dir.path().join("agent.sock");
-        let child = Command::new(agent_bin())
-            .arg("--listen-unix")
-            .arg(&socket)
-            .arg("--cwd-root")
-            .arg(&root)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawning pyro-agent");
-        let stream = connect_socket(&socket).await;
-        let (client, hello) = GuestClient::connect(stream, Duration::from_secs(10)).await.expect("hello");
-        Agent { child, socket, root, client, hello, _dir: dir }
+        let mut command = Command::new(agent_bin());
+        command.arg("--listen-unix").arg(&socket).arg("--cwd-root").arg(&root).stdin(Stdio::null());
+        match announce {
+            Some(announce) => command.env("PYRO_AGENT_TEST_ANNOUNCE", announce),
+            None => command.env_remove("PYRO_AGENT_TEST_ANNOUNCE"),
+        };
+        let child = command.spawn().expect("spawning pyro-agent");
+        (child, socket, root, dir)
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -147,6 +157,7 @@ async fn hello_reports_versions_and_ping_works() {
     assert_eq!(agent.hello.agent_version, env!("CARGO_PKG_VERSION"));
     assert!(!agent.hello.kernel_release.is_empty());
     assert_eq!(agent.client.hello(), &agent.hello);
+    assert_eq!(agent.hello.known_capabilities(), Capability::ALL);
     agent.client.ping().await.unwrap();
 }
 
@@ -597,8 +608,20 @@ async fn malformed_requests_get_clear_errors() {
     write_frame(&mut stream, &Frame::empty(0, FrameKind::Hello)).await.unwrap();
     assert_eq!(read_frame(&mut stream).await.unwrap().unwrap().kind, FrameKind::Hello);
 
-    let requests: [(u32, &[u8], &str); 4] = [
-        (1, br#"{"op":"format_disk"}"#, "format_disk"),
+    // A newer host's request is answered `unsupported`, naming it.
+    let frame = Frame { stream: 1, kind: FrameKind::Request, payload: br#"{"op":"format_disk","disk":"/dev/vda"}"#.to_vec() };
+    write_frame(&mut stream, &frame).await.unwrap();
+    let reply = read_frame(&mut stream).await.unwrap().unwrap();
+    assert_eq!((reply.stream, reply.kind), (1, FrameKind::Response));
+    match reply.parse_json::<Response>().unwrap() {
+        Response::Unsupported { op, message } => {
+            assert_eq!(op, "format_disk");
+            assert!(message.contains("unknown request"), "{message}");
+        }
+        other => panic!("expected unsupported, got {other:?}"),
+    }
+
+    let requests: [(u32, &[u8], &str); 3] = [
         (2, b"not json", "malformed request"),
         (3, br#"{"op":"read_file","path":"/x"}"#, "max_bytes"),
         (0, br#"{"op":"ping"}"#, "reserved"),
@@ -618,4 +641,75 @@ async fn malformed_requests_get_clear_errors() {
     write_frame(&mut stream, &ping).await.unwrap();
     let reply = read_frame(&mut stream).await.unwrap().unwrap();
     assert_eq!(reply.parse_json::<Response>().unwrap(), Response::Ok);
+}
+
+/// Issue 8 item 7: an agent announcing an older protocol with fewer capabilities keeps
+/// serving what it has; what it lacks fails as `unavailable` on the host, before
+/// anything is sent (and the agent itself refuses it too, for a host that would not check).
+#[tokio::test]
+async fn an_older_agent_serves_what_it_has_and_the_rest_is_unavailable() {
+    let agent = Agent::start_announcing(Some("1:exec,fs_read,fs_list")).await;
+    assert_eq!(agent.hello.protocol_version, 1);
+    assert_eq!(agent.hello.known_capabilities(), [Capability::Exec, Capability::FsRead, Capability::FsList]);
+    let client = &agent.client;
+    assert!(client.supports(Capability::Exec) && !client.supports(Capability::FsWrite));
+
+    // What it has still works.
+    client.ping().await.unwrap();
+    let out = client.exec(cmd("printf old > old.txt; echo ran")).await.unwrap();
+    assert_eq!((out.result.exit_code, &out.stdout[..]), (0, &b"ran\n"[..]));
+    assert_eq!(client.read_file(&agent.p("old.txt"), 100).await.unwrap().content, b"old");
+    let listing = client.list(&agent.p(""), false).await.unwrap();
+    assert!(listing.entries.iter().any(|e| e.path.ends_with("/old.txt")));
+
+    // What it lacks fails as unavailable, with a message that says what to do.
+    let missing = [
+        ("write_file", client.write_file(&agent.p("new.txt"), b"x", None, false).await.map(drop)),
+        ("tar_import", client.tar_import(&agent.p(""), &b""[..]).await.map(drop)),
+        ("tar_export", client.tar_export(&agent.p(""), tokio::io::sink()).await.map(drop)),
+        ("shutdown", client.shutdown().await),
+    ];
+    for (op, result) in missing {
+        let err = result.unwrap_err();
+        assert!(err.is_unavailable(), "{op}: {err:?}");
+        let text = err.to_string();
+        assert!(text.contains(&format!("does not support {op}")), "{text}");
+        assert!(text.contains("protocol 1") && text.contains("pyro workspace reset"), "{text}");
+    }
+    assert!(!agent.path("new.txt").exists(), "an unavailable write reached the agent");
+
+    // The session is intact, and the agent refuses the same request by itself.
+    client.ping().await.unwrap();
+    let mut raw = connect_socket(&agent.socket).await;
+    let hello = read_frame(&mut raw).await.unwrap().unwrap();
+    let raw_hello: Hello = hello.parse_json().unwrap();
+    assert_eq!(raw_hello.capabilities.as_deref(), Some(&["exec".to_string(), "fs_read".into(), "fs_list".into()][..]));
+    let request = pyro_protocol::Request::TarExport { path: agent.p("") };
+    write_frame(&mut raw, &Frame::json(3, FrameKind::Request, &request)).await.unwrap();
+    let reply = read_frame(&mut raw).await.unwrap().unwrap();
+    assert!(matches!(reply.parse_json::<Response>().unwrap(), Response::Unsupported { ref op, .. } if op == "tar_export"));
+}
+
+/// A protocol 1 Hello has no `capabilities` field: it implies everything protocol 1 had.
+#[tokio::test]
+async fn a_protocol_1_agent_without_capabilities_keeps_everything_it_had() {
+    let agent = Agent::start_announcing(Some("1")).await;
+    assert_eq!((agent.hello.protocol_version, &agent.hello.capabilities), (1, &None));
+    assert_eq!(agent.hello.known_capabilities(), Capability::PROTOCOL_1);
+    agent.client.write_file(&agent.p("a.txt"), b"hi", None, false).await.unwrap();
+    let mut archive = Vec::new();
+    agent.client.tar_export(&agent.p("a.txt"), &mut archive).await.unwrap();
+    assert!(!archive.is_empty());
+}
+
+/// An agent older than [`MIN_SUPPORTED_PROTOCOL_VERSION`] is refused at the handshake,
+/// with a typed error that says how to update.
+#[tokio::test]
+async fn an_agent_older_than_supported_is_refused() {
+    let (mut child, socket, _root, _dir) = Agent::spawn(Some("0:exec"));
+    let err = GuestClient::connect(connect_socket(&socket).await, Duration::from_secs(10)).await.unwrap_err();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(matches!(err, GuestError::ProtocolMismatch { agent: 0, min_supported: MIN_SUPPORTED_PROTOCOL_VERSION, current: PROTOCOL_VERSION }), "{err:?}");
+    assert!(err.to_string().contains("pyro workspace reset"), "{err}");
 }

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use pyro_core::guest::{ClientLimits, DirEntry, EntryKind, ExecRequest, ExecResult, GuestClient, GuestError, ListResult, OutputChunk};
 use pyro_protocol::{read_frame, write_frame, DataChannel, Frame, FrameKind, Hello, ReadResult, Request, Response, TarExportResult, PROTOCOL_VERSION};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 
 fn hello() -> Hello {
-    Hello { protocol_version: PROTOCOL_VERSION, agent_version: "hostile".into(), kernel_release: "fake".into(), uptime_ms: None }
+    Hello { protocol_version: PROTOCOL_VERSION, agent_version: "hostile".into(), kernel_release: "fake".into(), uptime_ms: None, capabilities: None }
 }
 
 /// Small deadlines so the tests run in well under a second each.
@@ -451,4 +451,74 @@ async fn the_host_buffers_a_bounded_amount_per_call() {
     flood.abort();
     export.abort();
     drop(sink_reader);
+}
+
+/// A newer agent's unknown response kind fails only that call, with a typed error; the
+/// connection stays usable. A malformed response is a protocol error, also per call.
+#[tokio::test]
+async fn unknown_and_malformed_responses_fail_only_their_call() {
+    let (client, mut fake) = connect(quick()).await;
+    let agent = tokio::spawn(async move {
+        let (stream, _) = fake.request().await;
+        fake.send(&Frame { stream, kind: FrameKind::Response, payload: br#"{"result":"teleported","to":"mars"}"#.to_vec() }).await;
+        let (stream, _) = fake.request().await;
+        fake.send(&Frame { stream, kind: FrameKind::Response, payload: br#"{"result":"read","size_bytes":"many"}"#.to_vec() }).await;
+        let (stream, _) = fake.request().await;
+        fake.respond(stream, &Response::Ok).await;
+        fake
+    });
+    let err = bounded(client.ping()).await.unwrap_err();
+    assert!(matches!(err, GuestError::UnknownResponse { op: "ping", ref tag } if tag == "teleported"), "{err:?}");
+    assert!(err.to_string().contains("newer protocol"), "{err}");
+    let err = bounded(client.read_file("/a", 10)).await.unwrap_err();
+    assert!(matches!(err, GuestError::Protocol(_)), "{err:?}");
+    bounded(client.ping()).await.unwrap();
+    drop(agent.await.unwrap());
+}
+
+/// An agent that answers `unsupported` (it does not know the request) gives the typed
+/// unavailable error, not an agent failure.
+#[tokio::test]
+async fn an_unsupported_answer_is_unavailable() {
+    let (client, mut fake) = connect(quick()).await;
+    let agent = tokio::spawn(async move {
+        let (stream, request) = fake.request().await;
+        fake.respond(stream, &Response::Unsupported { op: request.op().into(), message: "unknown request".into() }).await;
+    });
+    let err = bounded(client.list("/w", false)).await.unwrap_err();
+    assert!(err.is_unavailable(), "{err:?}");
+    assert!(err.to_string().contains("does not support list"), "{err}");
+    agent.await.unwrap();
+}
+
+/// Corrupt and truncated frames from the guest end the connection with a typed error on
+/// every pending call: no panic, no hang.
+#[tokio::test]
+async fn corrupt_or_truncated_frames_close_the_channel() {
+    let cases: [&[u8]; 3] = [
+        // Unknown frame kind 99.
+        &[0, 0, 0, 0, 0, 0, 0, 1, 99],
+        // A header announcing 100 payload bytes, then the stream ends.
+        &[0, 0, 0, 100, 0, 0, 0, 1, 4, b'{'],
+        // A header cut short.
+        &[0, 0, 0],
+    ];
+    for bytes in cases {
+        let (client, mut fake) = connect(quick()).await;
+        let pending = {
+            let client = client.clone();
+            tokio::spawn(async move { client.exec(exec_request(0, 10)).await })
+        };
+        let _ = fake.request().await;
+        fake.wr.write_all(bytes).await.unwrap();
+        if bytes.len() != 9 {
+            // A truncated frame is only known to be truncated at the end of the stream.
+            fake.wr.shutdown().await.unwrap();
+        }
+        let err = bounded(pending).await.unwrap().unwrap_err();
+        assert!(err.is_channel_error(), "{bytes:?}: {err:?}");
+        bounded(client.closed()).await;
+        assert!(matches!(bounded(client.ping()).await, Err(GuestError::ChannelClosed)));
+        drop(fake);
+    }
 }

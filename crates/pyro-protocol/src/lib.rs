@@ -7,13 +7,16 @@
 //! the agent closes it with exactly one [`FrameKind::Response`]. Streams are independent,
 //! so a slow request never blocks another one.
 
+mod capability;
 mod frame;
 pub mod member_path;
 mod message;
 
+pub use capability::Capability;
 pub use frame::{read_frame, write_frame, Frame, FrameError, FrameKind, MAX_FRAME_PAYLOAD};
 pub use message::{
-    DataChannel, DirEntry, EntryKind, ExecRequest, ExecResult, Hello, ListResult, ReadResult,
-    Request, Response, TarExportResult, TarImportResult, WriteResult, AGENT_PORT,
+    decode_request, decode_response, is_supported_version, DataChannel, DecodeError, DirEntry,
+    EntryKind, ExecRequest, ExecResult, Hello, ListResult, ReadResult, Request, Response,
+    TarExportResult, TarImportResult, WriteResult, AGENT_PORT, MIN_SUPPORTED_PROTOCOL_VERSION,
     PROTOCOL_VERSION,
 };

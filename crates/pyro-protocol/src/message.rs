@@ -4,8 +4,25 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// Bumped whenever a message changes incompatibly; the host refuses a mismatched agent.
-pub const PROTOCOL_VERSION: u32 = 1;
+use crate::Capability;
+
+/// The protocol version this build speaks. Bumped whenever the wire surface grows (a
+/// request, response, field or capability is added); see `VERSIONING.md`.
+///
+/// * 1: the first release (no `capabilities` in the Hello).
+/// * 2: `Hello::capabilities`, [`Response::Unsupported`].
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The oldest agent protocol version the host still talks to. Agents between this and
+/// [`PROTOCOL_VERSION`] (and newer ones) are accepted; what each can do is decided by
+/// its capabilities, never by the version number. Raised only when support for an old
+/// agent is dropped on purpose.
+pub const MIN_SUPPORTED_PROTOCOL_VERSION: u32 = 1;
+
+/// True when the host talks to an agent announcing `version`.
+pub fn is_supported_version(version: u32) -> bool {
+    version >= MIN_SUPPORTED_PROTOCOL_VERSION
+}
 
 /// vsock port the agent listens on (Firecracker hybrid vsock: `CONNECT 5005\n`).
 pub const AGENT_PORT: u32 = 5005;
@@ -46,6 +63,27 @@ pub struct Hello {
     pub kernel_release: String,
     /// Milliseconds since the guest kernel booted, when known.
     pub uptime_ms: Option<u64>,
+    /// [`Capability`] names the agent serves (since protocol 2). Absent in a protocol 1
+    /// Hello, which has [`Capability::PROTOCOL_1`]; names this build does not know are
+    /// kept and ignored. Use [`Hello::supports`] rather than reading it directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Vec<String>>,
+}
+
+impl Hello {
+    /// True when the agent announced (or, for a Hello without the field, implies)
+    /// `capability`.
+    pub fn supports(&self, capability: Capability) -> bool {
+        match &self.capabilities {
+            Some(names) => names.iter().any(|n| n == capability.name()),
+            None => Capability::PROTOCOL_1.contains(&capability),
+        }
+    }
+
+    /// The known capabilities the agent has, in [`Capability::ALL`] order.
+    pub fn known_capabilities(&self) -> Vec<Capability> {
+        Capability::ALL.into_iter().filter(|c| self.supports(*c)).collect()
+    }
 }
 
 /// A command to run with `/bin/sh -lc`.
@@ -108,6 +146,41 @@ pub enum Request {
     },
     /// Flush filesystems and power the guest off.
     Shutdown,
+}
+
+impl Request {
+    /// Every `op` tag, one per variant (kept complete by [`Request::op`]'s exhaustive match
+    /// and the golden wire test).
+    pub const OPS: [&'static str; 8] = ["ping", "exec", "read_file", "write_file", "list", "tar_import", "tar_export", "shutdown"];
+
+    /// The wire tag (`op`) of this request.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Request::Ping => "ping",
+            Request::Exec(_) => "exec",
+            Request::ReadFile { .. } => "read_file",
+            Request::WriteFile { .. } => "write_file",
+            Request::List { .. } => "list",
+            Request::TarImport { .. } => "tar_import",
+            Request::TarExport { .. } => "tar_export",
+            Request::Shutdown => "shutdown",
+        }
+    }
+
+    /// The capability the agent must announce for this request; `None` for
+    /// [`Request::Ping`], which every agent serves (it is part of the base protocol).
+    pub fn capability(&self) -> Option<Capability> {
+        Some(match self {
+            Request::Ping => return None,
+            Request::Exec(_) => Capability::Exec,
+            Request::ReadFile { .. } => Capability::FsRead,
+            Request::WriteFile { .. } => Capability::FsWrite,
+            Request::List { .. } => Capability::FsList,
+            Request::TarImport { .. } => Capability::TarImport,
+            Request::TarExport { .. } => Capability::TarExport,
+            Request::Shutdown => Capability::Shutdown,
+        })
+    }
 }
 
 /// Result of an [`Request::Exec`].
@@ -228,6 +301,73 @@ pub enum Response {
     TarImport(TarImportResult),
     /// See [`TarExportResult`].
     TarExport(TarExportResult),
+    /// The agent does not serve this request: its `op` is unknown to it (the host is
+    /// newer) or outside its capabilities. Since protocol 2; sent only in answer to a
+    /// request a protocol 1 host could not have sent.
+    Unsupported {
+        /// The request's `op` tag as received (may be empty when it had none).
+        op: String,
+        /// One-line reason.
+        message: String,
+    },
+}
+
+impl Response {
+    /// Every `result` tag, one per variant (kept complete by [`Response::tag`]'s
+    /// exhaustive match and the golden wire test).
+    pub const TAGS: [&'static str; 9] = ["ok", "error", "exec", "read", "write", "list", "tar_import", "tar_export", "unsupported"];
+
+    /// The wire tag (`result`) of this response.
+    pub fn tag(&self) -> &'static str {
+        match self {
+            Response::Ok => "ok",
+            Response::Error { .. } => "error",
+            Response::Exec(_) => "exec",
+            Response::Read(_) => "read",
+            Response::Write(_) => "write",
+            Response::List(_) => "list",
+            Response::TarImport(_) => "tar_import",
+            Response::TarExport(_) => "tar_export",
+            Response::Unsupported { .. } => "unsupported",
+        }
+    }
+}
+
+/// Why a [`Request`] or [`Response`] payload did not decode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Well-formed JSON whose tag this build does not know: sent by a newer peer.
+    #[error("unknown {field} {tag:?} (the peer speaks a newer protocol)")]
+    UnknownTag {
+        /// The tag field (`op` or `result`).
+        field: &'static str,
+        /// Its value.
+        tag: String,
+    },
+    /// Anything else: not JSON, no tag, a known tag with bad fields.
+    #[error("{0}")]
+    Malformed(String),
+}
+
+/// Decodes a request payload, telling an unknown `op` (newer host) apart from garbage.
+pub fn decode_request(payload: &[u8]) -> Result<Request, DecodeError> {
+    decode(payload, "op", &Request::OPS)
+}
+
+/// Decodes a response payload, telling an unknown `result` (newer agent) apart from
+/// garbage.
+pub fn decode_response(payload: &[u8]) -> Result<Response, DecodeError> {
+    decode(payload, "result", &Response::TAGS)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(payload: &[u8], field: &'static str, known: &[&str]) -> Result<T, DecodeError> {
+    serde_json::from_slice(payload).map_err(|e| {
+        let tag = serde_json::from_slice::<serde_json::Value>(payload).ok().and_then(|v| v.get(field).and_then(|t| t.as_str()).map(str::to_owned));
+        match tag {
+            Some(tag) if !known.contains(&tag.as_str()) => DecodeError::UnknownTag { field, tag },
+            _ => DecodeError::Malformed(e.to_string()),
+        }
+    })
 }
 
 #[cfg(test)]
@@ -246,6 +386,33 @@ mod tests {
     fn unknown_op_is_rejected() {
         let err = serde_json::from_str::<Request>(r#"{"op":"format_disk"}"#);
         assert!(err.is_err());
+    }
+
+    #[test]
+    fn unknown_tags_are_told_apart_from_garbage() {
+        assert_eq!(decode_request(br#"{"op":"format_disk","disk":"/dev/vda"}"#), Err(DecodeError::UnknownTag { field: "op", tag: "format_disk".into() }));
+        assert_eq!(decode_response(br#"{"result":"teleported","where":"mars"}"#), Err(DecodeError::UnknownTag { field: "result", tag: "teleported".into() }));
+        assert!(matches!(decode_request(br#"{"op":"read_file"}"#), Err(DecodeError::Malformed(_))));
+        assert!(matches!(decode_request(b"{\"op\":"), Err(DecodeError::Malformed(_))));
+        assert!(matches!(decode_response(br#"{"no_tag":1}"#), Err(DecodeError::Malformed(_))));
+        assert!(matches!(decode_response(b"\xff\x00"), Err(DecodeError::Malformed(_))));
+        assert_eq!(decode_request(br#"{"op":"ping"}"#), Ok(Request::Ping));
+    }
+
+    #[test]
+    fn hello_without_capabilities_is_protocol_1() {
+        let old: Hello = serde_json::from_str(r#"{"protocol_version":1,"agent_version":"3.0.0","kernel_release":"6.1","uptime_ms":null}"#).unwrap();
+        assert_eq!(old.capabilities, None);
+        assert_eq!(old.known_capabilities(), Capability::PROTOCOL_1.to_vec());
+        let newer: Hello = serde_json::from_str(
+            r#"{"protocol_version":9,"agent_version":"9","kernel_release":"x","uptime_ms":1,"capabilities":["exec","warp_drive"],"future_field":true}"#,
+        )
+        .unwrap();
+        assert!(newer.supports(Capability::Exec));
+        assert!(!newer.supports(Capability::FsRead));
+        assert_eq!(newer.known_capabilities(), vec![Capability::Exec]);
+        assert!(is_supported_version(newer.protocol_version));
+        assert!(!is_supported_version(0));
     }
 
     #[test]

@@ -291,4 +291,7 @@ fn print_status(action: &str, s: &WorkspaceStatus) {
     if let Some(error) = &s.last_error {
         say!("Last error: {error}");
     }
+    if let Some(notice) = &s.guest_agent_notice {
+        say!("Guest agent: {notice}");
+    }
 }

@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pyro_protocol::{
-    read_frame, write_frame, DataChannel, ExecRequest, ExecResult, Frame, FrameKind, Hello, ListResult, Request,
-    Response, TarExportResult, TarImportResult, WriteResult, PROTOCOL_VERSION,
+    decode_response, is_supported_version, read_frame, write_frame, DataChannel, DecodeError, ExecRequest, ExecResult,
+    Frame, FrameKind, Hello, ListResult, Request, Response, TarExportResult, TarImportResult, WriteResult,
+    MIN_SUPPORTED_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -114,7 +115,7 @@ enum Incoming {
     Data(DataChannel, Vec<u8>),
     Response(Response),
     /// A response frame that did not decode.
-    BadResponse(String),
+    BadResponse(DecodeError),
 }
 
 /// Frame queued for the writer task; the permit (uploads only) is released once written.
@@ -165,9 +166,9 @@ impl Shared {
             FrameKind::DataEnd => None,
             FrameKind::Response => {
                 let slot = map.remove(&stream)?;
-                let incoming = match frame.parse_json::<Response>() {
+                let incoming = match decode_response(&frame.payload) {
                     Ok(response) => Incoming::Response(response),
-                    Err(e) => Incoming::BadResponse(e.to_string()),
+                    Err(e) => Incoming::BadResponse(e),
                 };
                 Some((slot, incoming))
             }
@@ -270,7 +271,11 @@ impl Call {
                 self.done = true;
                 Ok(Next::Response(response))
             }
-            Some(Incoming::BadResponse(e)) => {
+            Some(Incoming::BadResponse(DecodeError::UnknownTag { tag, .. })) => {
+                self.done = true;
+                Err(GuestError::UnknownResponse { op: self.op, tag: clip(tag, 64) })
+            }
+            Some(Incoming::BadResponse(DecodeError::Malformed(e))) => {
                 self.done = true;
                 Err(GuestError::Protocol(format!("undecodable response to {}: {e}", self.op)))
             }
@@ -352,31 +357,29 @@ impl Call {
     }
 }
 
-fn agent_error(response: Response, op: &str) -> GuestError {
+/// Cuts `text` to at most `max` bytes (on a char boundary), marking the cut with `…`.
+fn clip(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
+fn agent_error(hello: &Hello, response: Response, op: &str) -> GuestError {
     match response {
-        Response::Error { mut message } => {
-            if message.len() > MAX_AGENT_MESSAGE {
-                let mut cut = MAX_AGENT_MESSAGE;
-                while !message.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                message.truncate(cut);
-                message.push('…');
-            }
-            GuestError::Agent(message)
-        }
-        other => {
-            let mut text = format!("{other:?}");
-            if text.len() > 200 {
-                let mut cut = 200;
-                while !text.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                text.truncate(cut);
-                text.push('…');
-            }
-            GuestError::Protocol(format!("unexpected response to {op}: {text}"))
-        }
+        Response::Unsupported { message, .. } => GuestError::Unavailable {
+            op: op.to_string(),
+            agent_protocol: hello.protocol_version,
+            agent_version: clip(hello.agent_version.clone(), 64),
+            reason: format!("it answered: {}", clip(message, MAX_AGENT_MESSAGE)),
+        },
+        Response::Error { message } => GuestError::Agent(clip(message, MAX_AGENT_MESSAGE)),
+        other => GuestError::Protocol(format!("unexpected response to {op}: {}", clip(format!("{other:?}"), 200))),
     }
 }
 
@@ -528,8 +531,12 @@ impl GuestClient {
         let hello = tokio::time::timeout(hello_timeout, await_hello(&mut reader, &mut writer))
             .await
             .map_err(|_| GuestError::HelloTimeout(hello_timeout))??;
-        if hello.protocol_version != PROTOCOL_VERSION {
-            return Err(GuestError::ProtocolMismatch { agent: hello.protocol_version, expected: PROTOCOL_VERSION });
+        if !is_supported_version(hello.protocol_version) {
+            return Err(GuestError::ProtocolMismatch {
+                agent: hello.protocol_version,
+                min_supported: MIN_SUPPORTED_PROTOCOL_VERSION,
+                current: PROTOCOL_VERSION,
+            });
         }
         let limits = ClientLimits { call_queue_frames: limits.call_queue_frames.max(1), ..limits };
         let shared = Arc::new(Shared { pending: Mutex::new(Some(HashMap::new())), closed: watch::channel(false).0 });
@@ -569,7 +576,28 @@ impl GuestClient {
         let _ = rx.wait_for(|closed| *closed).await;
     }
 
+    /// Fails with [`GuestError::Unavailable`] (sending nothing) when the agent did not
+    /// announce the capability `request` needs.
+    fn check_capability(&self, op: &'static str, request: &Request) -> Result<(), GuestError> {
+        let hello = &self.inner.hello;
+        match request.capability() {
+            Some(capability) if !hello.supports(capability) => Err(GuestError::Unavailable {
+                op: op.to_string(),
+                agent_protocol: hello.protocol_version,
+                agent_version: clip(hello.agent_version.clone(), 64),
+                reason: format!("it does not announce the `{capability}` capability"),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// True when the agent announced (or its protocol version implies) `capability`.
+    pub fn supports(&self, capability: pyro_protocol::Capability) -> bool {
+        self.inner.hello.supports(capability)
+    }
+
     fn start(&self, op: &'static str, request: &Request) -> Result<Call, GuestError> {
+        self.check_capability(op, request)?;
         let mut stream = self.inner.next_stream.fetch_add(1, Ordering::Relaxed);
         if stream == 0 {
             stream = self.inner.next_stream.fetch_add(1, Ordering::Relaxed);
@@ -590,7 +618,7 @@ impl GuestClient {
         within("ping", Some(self.inner.limits.call_deadline), async {
             match self.start("ping", &Request::Ping)?.response().await? {
                 Response::Ok => Ok(()),
-                other => Err(agent_error(other, "ping")),
+                other => Err(agent_error(&self.inner.hello, other, "ping")),
             }
         })
         .await
@@ -626,7 +654,7 @@ impl GuestClient {
                     }
                     Next::Data(..) => {}
                     Next::Response(Response::Exec(result)) => return Ok(caps.finish(result)),
-                    Next::Response(other) => return Err(agent_error(other, "exec")),
+                    Next::Response(other) => return Err(agent_error(&self.inner.hello, other, "exec")),
                 }
             }
         })
@@ -688,7 +716,7 @@ impl GuestClient {
                     Next::Response(Response::Read(r)) => {
                         return Ok(ReadOutput { content, size_bytes: r.size_bytes, truncated: r.truncated })
                     }
-                    Next::Response(other) => return Err(agent_error(other, "read_file")),
+                    Next::Response(other) => return Err(agent_error(&self.inner.hello, other, "read_file")),
                 }
             }
         })
@@ -707,7 +735,7 @@ impl GuestClient {
             };
             match response {
                 Response::Write(result) => Ok(result),
-                other => Err(agent_error(other, "write_file")),
+                other => Err(agent_error(&self.inner.hello, other, "write_file")),
             }
         })
         .await
@@ -725,7 +753,7 @@ impl GuestClient {
                     result.entries.len()
                 ))),
                 Response::List(result) => Ok(result),
-                other => Err(agent_error(other, "list")),
+                other => Err(agent_error(&self.inner.hello, other, "list")),
             }
         })
         .await
@@ -751,7 +779,7 @@ impl GuestClient {
         };
         match response {
             Response::TarImport(result) => Ok(result),
-            other => Err(agent_error(other, "tar_import")),
+            other => Err(agent_error(&self.inner.hello, other, "tar_import")),
         }
     }
 
@@ -776,7 +804,7 @@ impl GuestClient {
                     sink.flush().await.map_err(|source| GuestError::Local { context, source })?;
                     return Ok(result);
                 }
-                Next::Response(other) => return Err(agent_error(other, "tar_export")),
+                Next::Response(other) => return Err(agent_error(&self.inner.hello, other, "tar_export")),
             }
         }
     }
@@ -787,7 +815,7 @@ impl GuestClient {
         within("shutdown", Some(self.inner.limits.call_deadline), async {
             match self.start("shutdown", &Request::Shutdown)?.response().await {
                 Ok(Response::Ok) | Err(GuestError::ChannelClosed) => Ok(()),
-                Ok(other) => Err(agent_error(other, "shutdown")),
+                Ok(other) => Err(agent_error(&self.inner.hello, other, "shutdown")),
                 Err(e) => Err(e),
             }
         })

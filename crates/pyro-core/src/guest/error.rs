@@ -44,13 +44,45 @@ pub enum GuestError {
         /// How long the queue stayed full.
         after: Duration,
     },
-    /// The agent speaks another protocol version.
-    #[error("guest agent speaks protocol version {agent}, this pyro speaks version {expected}")]
+    /// The agent speaks a protocol version older than the oldest this pyro supports.
+    #[error(
+        "guest agent speaks protocol version {agent}, older than the oldest this pyro supports ({min_supported}; \
+         current {current}); {UPDATE_HINT}"
+    )]
     ProtocolMismatch {
         /// The agent's version.
         agent: u32,
+        /// [`pyro_protocol::MIN_SUPPORTED_PROTOCOL_VERSION`].
+        min_supported: u32,
         /// Ours ([`pyro_protocol::PROTOCOL_VERSION`]).
-        expected: u32,
+        current: u32,
+    },
+    /// The agent cannot serve an operation: it did not announce the capability (it is
+    /// older than this pyro), or it answered that it does not know the request. Nothing
+    /// was done in the guest.
+    #[error(
+        "the guest agent (pyro-agent {agent_version}, protocol {agent_protocol}) does not support {op}: {reason}; \
+         this pyro speaks protocol {}. {UPDATE_HINT}",
+        pyro_protocol::PROTOCOL_VERSION
+    )]
+    Unavailable {
+        /// The call (`exec`, `tar_export`, …).
+        op: String,
+        /// The agent's protocol version (from its Hello).
+        agent_protocol: u32,
+        /// The agent's version string (from its Hello).
+        agent_version: String,
+        /// Why: the missing capability, or the agent's own answer.
+        reason: String,
+    },
+    /// The agent answered with a response kind this pyro does not know (a newer agent).
+    /// Only that call failed; the connection stays usable.
+    #[error("the guest agent answered {op} with an unknown response kind {tag:?} (it speaks a newer protocol than this pyro)")]
+    UnknownResponse {
+        /// The call.
+        op: &'static str,
+        /// The response's `result` tag.
+        tag: String,
     },
     /// The agent refused or failed the request; the message is the agent's own.
     #[error("{0}")]
@@ -89,6 +121,12 @@ pub enum GuestError {
     },
 }
 
+/// How to move a workspace onto the current agent: the workspace disk keeps the agent it
+/// was created with, and `reset` rebuilds the disk from the installed environment.
+pub const UPDATE_HINT: &str = "A workspace keeps the guest agent its disk was created with; to move it onto the current \
+     agent, `pyro workspace snapshot create <id> <name>` then `pyro workspace reset <id> --snapshot <name>` \
+     (if the environment itself was installed with an older agent, reinstall it first: `pyro env pull <environment> --force`)";
+
 fn seconds(d: &Duration) -> String {
     let (secs, millis) = (d.as_secs(), d.subsec_millis());
     if millis == 0 {
@@ -102,5 +140,11 @@ impl GuestError {
     /// True when the channel itself is unusable (as opposed to a refused request).
     pub fn is_channel_error(&self) -> bool {
         matches!(self, Self::ChannelClosed | Self::Frame(_) | Self::Connect { .. } | Self::VsockRejected { .. })
+    }
+
+    /// True when the agent lacks the operation ([`GuestError::Unavailable`]); the core
+    /// reports it with kind `unavailable`.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
     }
 }

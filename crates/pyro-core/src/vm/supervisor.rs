@@ -283,13 +283,18 @@ async fn boot_holding(record: &VmRecord, timeout: Duration, run_lock: Option<&st
         _ = tokio::time::sleep(timeout) => Err(format!("the guest agent {BOOT_TIMEOUT_MARK} {}s (boot timeout; raise {boot_timeout_seconds_var})", timeout.as_secs(), boot_timeout_seconds_var = env_vars::BOOT_TIMEOUT_SECONDS)),
     };
     match outcome {
-        Ok(hello) if hello.protocol_version == PROTOCOL_VERSION => {
+        Ok(hello) if pyro_protocol::is_supported_version(hello.protocol_version) => {
             let channel = read.reunite(write).map_err(|e| e.to_string())?;
             Ok((child, hello, channel))
         }
         Ok(hello) => {
             vmm::kill_group(&mut child);
-            Err(format!("guest agent speaks protocol {} but this pyro speaks {PROTOCOL_VERSION}; re-pull the environment", hello.protocol_version))
+            Err(crate::guest::GuestError::ProtocolMismatch {
+                agent: hello.protocol_version,
+                min_supported: pyro_protocol::MIN_SUPPORTED_PROTOCOL_VERSION,
+                current: PROTOCOL_VERSION,
+            }
+            .to_string())
         }
         Err(reason) => {
             vmm::kill_group(&mut child);

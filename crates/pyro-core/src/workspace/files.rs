@@ -377,4 +377,14 @@ mod tests {
         assert!(utf8_text(&text[..2], false).is_none());
         assert!(utf8_text(b"\xff\xfe", true).is_none());
     }
+
+    #[test]
+    fn a_missing_guest_capability_maps_to_unavailable() {
+        let missing = || GuestError::Unavailable { op: "tar_export".into(), agent_protocol: 1, agent_version: "3.10.0".into(), reason: "no".into() };
+        let mapped = guest_error(missing());
+        assert_eq!(mapped.kind(), "unavailable");
+        assert!(mapped.to_string().contains("does not support tar_export"), "{mapped:?}");
+        assert_eq!(guest_error(GuestError::ChannelClosed).kind(), "guest");
+        assert!(matches!(guest_error(GuestError::Agent("x".into())), Error::InvalidArgument(_)));
+    }
 }

@@ -29,7 +29,7 @@ use crate::environments::InstalledEnvironment;
 use crate::events::{Event, Progress};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{lock_file, unix_now};
-use crate::guest::{ExecRequest, GuestClient};
+use crate::guest::{Capability, ExecRequest, GuestClient, Hello, PROTOCOL_VERSION};
 use crate::paths::Dirs;
 use crate::vm::record::{new_id, validate_id, VmRecord, VmState};
 use crate::vm::{self, CommandOutput, CreateVmOptions, VmManager, DEFAULT_MAX_OUTPUT_BYTES};
@@ -124,6 +124,10 @@ pub struct WorkspaceStatus {
     pub running_service_count: u64,
     /// Why it last stopped unexpectedly.
     pub last_error: Option<String>,
+    /// Set by `start` when the disk's guest agent is older than this pyro (or lacks
+    /// capabilities): what it cannot do and how to update it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest_agent_notice: Option<String>,
 }
 
 /// One row of `workspace list`.
@@ -554,14 +558,21 @@ impl WorkspaceManager {
         // Two racing starts: the second waits here, then finds the workspace started.
         let _lifecycle = self.lifecycle_lock(id).await?;
         let ws = self.open(id).await?;
+        let mut notice = None;
         if ws.record.state == WorkspaceState::Stopped {
-            if let Err(e) = self.boot(&ws).await {
-                self.update_record(id, |r| {
-                    r.last_error = Some(e.to_string());
-                    Ok(())
-                })?;
-                return Err(e);
+            match self.boot(&ws).await {
+                Ok(client) => notice = agent_notice(id, &ws.record.environment, client.hello()),
+                Err(e) => {
+                    self.update_record(id, |r| {
+                        r.last_error = Some(e.to_string());
+                        Ok(())
+                    })?;
+                    return Err(e);
+                }
             }
+        }
+        if let Some(notice) = &notice {
+            tracing::warn!("workspace {id}: {notice}");
         }
         let (_, record) = self.update_record(id, |r| {
             r.state = WorkspaceState::Started;
@@ -569,7 +580,7 @@ impl WorkspaceManager {
             r.last_activity_at = unix_now();
             Ok(())
         })?;
-        Ok(status_of(&record, self.backend_of(&ws.dir)))
+        Ok(WorkspaceStatus { guest_agent_notice: notice, ..status_of(&record, self.backend_of(&ws.dir)) })
     }
 
     /// Deletes a workspace and everything it holds.
@@ -670,7 +681,31 @@ pub(crate) fn status_of(record: &WorkspaceRecord, backend: &'static str) -> Work
         service_count: 0,
         running_service_count: 0,
         last_error: record.last_error.clone(),
+        guest_agent_notice: None,
     }
+}
+
+/// What `start` says about a workspace whose disk carries an older agent (the disk keeps
+/// the agent it was created with): `None` when the agent is current.
+pub(crate) fn agent_notice(id: &str, env: &str, hello: &Hello) -> Option<String> {
+    let missing: Vec<&str> = Capability::ALL.iter().filter(|c| !hello.supports(**c)).map(|c| c.name()).collect();
+    if hello.protocol_version >= PROTOCOL_VERSION && missing.is_empty() {
+        return None;
+    }
+    let what = if missing.is_empty() {
+        "everything it supports still works".to_string()
+    } else {
+        format!("it lacks {}, which fail as unavailable until it is updated", missing.join(", "))
+    };
+    let age = if hello.protocol_version < PROTOCOL_VERSION { "is older than" } else { "announces fewer capabilities than" };
+    Some(format!(
+        "this workspace's guest agent (pyro-agent {}, protocol {}) {age} this pyro (protocol {PROTOCOL_VERSION}); {what}. \
+         The disk keeps the agent it was created with; to move /workspace onto the current agent: \
+         `pyro workspace snapshot create {id} agent-update` then `pyro workspace reset {id} --snapshot agent-update` \
+         (if environment {env} itself was installed with an older agent, first `pyro env pull {env} --force`)",
+        hello.agent_version.chars().take(64).collect::<String>(),
+        hello.protocol_version
+    ))
 }
 
 fn summary_of(record: &WorkspaceRecord) -> WorkspaceSummary {
@@ -711,5 +746,37 @@ impl Drop for CreateGuard {
             vmm.signal(libc::SIGKILL);
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(protocol_version: u32, capabilities: Option<&[&str]>) -> Hello {
+        Hello {
+            protocol_version,
+            agent_version: "3.10.0".into(),
+            kernel_release: String::new(),
+            uptime_ms: None,
+            capabilities: capabilities.map(|c| c.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn start_says_how_to_update_an_older_agent() {
+        let all: Vec<&str> = Capability::ALL.iter().map(|c| c.name()).collect();
+        assert_eq!(agent_notice("w1", "debian:12", &hello(PROTOCOL_VERSION, Some(&all))), None);
+
+        let old = agent_notice("w1", "debian:12", &hello(1, None)).unwrap();
+        assert!(old.contains("protocol 1") && old.contains("everything it supports still works"), "{old}");
+        assert!(old.contains("`pyro workspace snapshot create w1 agent-update`"), "{old}");
+        assert!(old.contains("`pyro workspace reset w1 --snapshot agent-update`"), "{old}");
+        assert!(old.contains("`pyro env pull debian:12 --force`"), "{old}");
+
+        let fewer = agent_notice("w1", "debian:12", &hello(1, Some(&["exec", "fs_read"]))).unwrap();
+        assert!(fewer.contains("is older than") && fewer.contains("it lacks fs_write, fs_list, tar_import, tar_export, shutdown"), "{fewer}");
+        let newer = agent_notice("w1", "debian:12", &hello(PROTOCOL_VERSION + 1, Some(&["exec"]))).unwrap();
+        assert!(newer.contains("announces fewer capabilities than"), "{newer}");
     }
 }

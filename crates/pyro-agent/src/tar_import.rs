@@ -19,12 +19,12 @@ use pyro_protocol::TarImportResult;
 use tar::EntryType;
 
 use crate::blocking::{self, UploadReader};
-use crate::fsops::resolve;
 use crate::paths::{dotdot_only_leading, join_components, normalize_absolute, normalize_relative, resolve_link_target, Escape};
-use crate::session::{CancelFlag, ReqCtx};
+use crate::request::{CancelFlag, ReqCtx};
 
+/// Extracts the uploaded archive under `destination` (created if missing).
 pub async fn run(destination: &str, req: &mut ReqCtx) -> Result<TarImportResult, String> {
-    let dest = normalize_absolute(&resolve(&req.ctx, destination)?);
+    let dest = normalize_absolute(&req.ctx.resolve(destination)?);
     let display = destination.to_string();
     let cancel = CancelFlag::default();
     let _cancel_on_drop = cancel.guard();

@@ -8,6 +8,7 @@
 //! so a slow request never blocks another one.
 
 mod frame;
+pub mod archive_rules;
 pub mod member_path;
 mod message;
 

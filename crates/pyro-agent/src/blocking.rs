@@ -6,7 +6,7 @@ use std::io::{self, Read, Write};
 use pyro_protocol::{DataChannel, Frame};
 use tokio::sync::mpsc;
 
-use crate::session::{CancelFlag, Out, ReqCtx, Upload, WriterMsg};
+use crate::request::{CancelFlag, Out, ReqCtx, Upload, WriterMsg};
 
 /// Download frames carry at most this many bytes.
 pub const DOWNLOAD_CHUNK: usize = 256 * 1024;
@@ -79,6 +79,7 @@ pub struct DownloadWriter {
 }
 
 impl DownloadWriter {
+    /// A sink for `req`'s stream that stops once `cancel` is set.
     pub fn new(req: &ReqCtx, cancel: CancelFlag) -> Self {
         Self { out: req.out.clone(), stream: req.stream, cancel, buf: Vec::with_capacity(DOWNLOAD_CHUNK) }
     }

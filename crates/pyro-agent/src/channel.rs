@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::io::unix::AsyncFd;
 
-use crate::session::{self, Ctx, SessionEnd};
+use crate::request::Ctx;
+use crate::session::{self, SessionEnd};
 
 /// Name QEMU gives our virtio-serial port (`-device virtserialport,name=pyro.0`).
 pub const VIRTIO_PORT_NAME: &str = "pyro.0";

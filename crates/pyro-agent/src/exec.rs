@@ -10,7 +10,7 @@ use pyro_protocol::{DataChannel, ExecRequest, ExecResult};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
-use crate::session::ReqCtx;
+use crate::request::ReqCtx;
 
 /// Largest stdout/stderr chunk per data frame.
 const CHUNK: usize = 64 * 1024;

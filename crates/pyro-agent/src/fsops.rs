@@ -9,36 +9,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use pyro_protocol::{DirEntry, EntryKind, ListResult, ReadResult, WriteResult};
 
 use crate::blocking::{self, DownloadWriter, UploadReader};
+use crate::fsinfo::{describe, kind_of};
 use crate::paths::normalize_absolute;
-use crate::session::{CancelFlag, Ctx, ReqCtx};
+use crate::request::{CancelFlag, ReqCtx};
 
-/// A request path as a filesystem path: relative paths are taken from the agent's
-/// default directory.
-pub fn resolve(ctx: &Ctx, path: &str) -> Result<PathBuf, String> {
-    if path.is_empty() {
-        return Err("path must not be empty".into());
-    }
-    if path.contains('\0') {
-        return Err("path must not contain NUL bytes".into());
-    }
-    Ok(ctx.default_cwd.join(path))
-}
-
-pub fn kind_of(meta: &Metadata) -> EntryKind {
-    let ft = meta.file_type();
-    if ft.is_symlink() {
-        EntryKind::Symlink
-    } else if ft.is_dir() {
-        EntryKind::Directory
-    } else if ft.is_file() {
-        EntryKind::File
-    } else {
-        EntryKind::Other
-    }
-}
-
+/// `ReadFile`: streams at most `max_bytes` of a regular file as download data.
 pub async fn read_file(path: &str, max_bytes: u64, req: &ReqCtx) -> Result<ReadResult, String> {
-    let full = resolve(&req.ctx, path)?;
+    let full = req.ctx.resolve(path)?;
     let display = path.to_string();
     let cancel = CancelFlag::default();
     let _cancel_on_drop = cancel.guard();
@@ -64,15 +41,6 @@ pub async fn read_file(path: &str, max_bytes: u64, req: &ReqCtx) -> Result<ReadR
         Ok(ReadResult { size_bytes: meta.len().max(sent), truncated: sent < meta.len() })
     })
     .await
-}
-
-/// One-line message for a failed access to a request path.
-pub fn describe(display: &str, e: io::Error) -> String {
-    if e.kind() == io::ErrorKind::NotFound {
-        format!("path does not exist: {display}")
-    } else {
-        format!("cannot access {display}: {e}")
-    }
 }
 
 /// Checks every existing ancestor of `target` (a normalised absolute path): none may be a
@@ -143,8 +111,10 @@ impl Drop for TempFile {
     }
 }
 
+/// `WriteFile`: replaces (or creates) a regular file atomically with the uploaded bytes,
+/// never through a symlinked parent; an existing file keeps its mode and owner.
 pub async fn write_file(path: &str, mode: Option<u32>, create_parents: bool, req: &mut ReqCtx) -> Result<WriteResult, String> {
-    let target = normalize_absolute(&resolve(&req.ctx, path)?);
+    let target = normalize_absolute(&req.ctx.resolve(path)?);
     let display = path.to_string();
     let cancel = CancelFlag::default();
     let _cancel_on_drop = cancel.guard();
@@ -225,8 +195,10 @@ fn walk(dir: &Path, recursive: bool, out: &mut Vec<DirEntry>) -> Result<(), Stri
     Ok(())
 }
 
+/// `List`: the entry at `path` and, for a directory, its entries (sorted, optionally
+/// recursive, symlinks not followed).
 pub async fn list(path: &str, recursive: bool, req: &ReqCtx) -> Result<ListResult, String> {
-    let full = resolve(&req.ctx, path)?;
+    let full = req.ctx.resolve(path)?;
     let display = path.to_string();
     blocking::run(move || {
         let meta = fs::symlink_metadata(&full).map_err(|e| describe(&display, e))?;

@@ -7,13 +7,20 @@
 //!   each unix-socket connection as a session.
 //! * Without arguments and not PID 1: the guest server alone (under another init).
 
+// Layers, each importing only from those below it:
+//   main → channel → session (frame loop) → dispatch (one request → one response)
+//   → handlers: exec, fsops, tar_import, tar_export
+//   → announce, blocking, fsinfo, paths → request (shared request context types).
 mod announce;
 mod blocking;
 mod channel;
+mod dispatch;
 mod exec;
+mod fsinfo;
 mod fsops;
 mod init;
 mod paths;
+mod request;
 mod session;
 mod tar_export;
 mod tar_import;
@@ -21,7 +28,7 @@ mod tar_import;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use session::Ctx;
+use request::Ctx;
 
 const USAGE: &str = "usage: pyro-agent [--listen-unix PATH [--cwd-root DIR]] | --version";
 

@@ -1,13 +1,11 @@
-//! Lexical path handling: normalisation and containment checks that never consult the
-//! filesystem. Used by the archive extractor (member names, link targets) and by file
-//! writes (so that `..` is resolved before the symlinked-parent check).
+//! Lexical handling of absolute paths, never consulting the filesystem: file writes and
+//! imports resolve `..` before their symlinked-parent checks, and the importer joins
+//! checked member names to its destination. (Member names and link targets themselves
+//! are `pyro_protocol::member_path`'s, through the shared archive rules.)
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-
-pub use pyro_protocol::member_path::{dotdot_only_leading, normalize_relative, resolve_link_target, Escape};
-
 
 /// Lexically normalises an absolute path (`..` at `/` stays at `/`).
 pub fn normalize_absolute(path: &Path) -> PathBuf {
@@ -37,6 +35,7 @@ pub fn join_components(root: &Path, components: &[&[u8]]) -> PathBuf {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use pyro_protocol::member_path::{dotdot_only_leading, normalize_relative, resolve_link_target, Escape};
 
     /// Reference model: a real-looking absolute walk that starts at `/r1/r2/dest` and lets
     /// `..` climb towards `/` (where it sticks, like the kernel).

@@ -1,25 +1,15 @@
-//! One framed session over a byte stream: Hello handshake, request dispatch (each request
-//! in its own task), a single writer task, cancellation.
+//! One framed session over a byte stream: Hello handshake, the frame loop (each request
+//! in its own task, handed to [`dispatch`]), a single writer task, cancellation.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use pyro_protocol::{read_frame, write_frame, DataChannel, Frame, FrameKind, Hello, Request, Response, PROTOCOL_VERSION};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{exec, fsops, tar_export, tar_import};
-
-/// What every session of this agent shares.
-pub struct Ctx {
-    /// Working directory for commands and base for relative paths.
-    pub default_cwd: PathBuf,
-    /// Flush filesystems after every request that may have written (in a guest), so
-    /// what a request reported done survives the VMM being killed.
-    pub durable: bool,
-}
+use crate::dispatch;
+use crate::request::{Ctx, Out, ReqCtx, Upload, WriterMsg};
 
 /// Why a session ended.
 #[derive(Debug)]
@@ -30,22 +20,6 @@ pub enum SessionEnd {
     Shutdown,
     /// The byte stream could not be decoded any more.
     Broken(String),
-}
-
-/// Something for the writer task.
-pub enum WriterMsg {
-    Frame(Frame),
-    /// Acknowledged once every earlier frame has been written and flushed.
-    Flush(oneshot::Sender<()>),
-}
-
-/// Sender side of the single writer task.
-pub type Out = mpsc::Sender<WriterMsg>;
-
-/// Upload data delivered to a request task.
-pub enum Upload {
-    Data(Vec<u8>),
-    End,
 }
 
 /// Capacity of a request's upload queue (frames). When it is full the session reader
@@ -59,46 +33,6 @@ struct Active {
 }
 
 type ActiveMap = Arc<Mutex<HashMap<u32, Active>>>;
-
-/// Set when a request is cancelled or its task is dropped; blocking workers poll it.
-#[derive(Clone, Default)]
-pub struct CancelFlag(Arc<AtomicBool>);
-
-impl CancelFlag {
-    pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-    /// A guard that sets the flag when dropped (i.e. when the owning future goes away).
-    pub fn guard(&self) -> CancelOnDrop {
-        CancelOnDrop(self.clone())
-    }
-}
-
-pub struct CancelOnDrop(CancelFlag);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0 .0.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Everything a request handler gets.
-pub struct ReqCtx {
-    pub stream: u32,
-    pub out: Out,
-    pub upload: mpsc::Receiver<Upload>,
-    pub ctx: Arc<Ctx>,
-}
-
-impl ReqCtx {
-    /// Sends a data frame on this request's stream.
-    pub async fn send_data(&self, channel: DataChannel, bytes: &[u8]) -> Result<(), String> {
-        self.out
-            .send(WriterMsg::Frame(Frame::data(self.stream, channel, bytes)))
-            .await
-            .map_err(|_| "session closed".to_string())
-    }
-}
 
 /// The agent's Hello (version and capabilities from [`crate::announce`]).
 pub fn hello() -> Hello {
@@ -261,7 +195,7 @@ fn spawn_request(stream: u32, request: Request, active: &ActiveMap, out: &Out, c
     let out = out.clone();
     tokio::spawn(async move {
         // The handler runs in its own task so that a panic becomes an error response.
-        let mut work = tokio::spawn(handle(request, req));
+        let mut work = tokio::spawn(dispatch::handle(request, req));
         let response = tokio::select! {
             joined = &mut work => match joined {
                 Ok(response) => response,
@@ -281,30 +215,4 @@ fn spawn_request(stream: u32, request: Request, active: &ActiveMap, out: &Out, c
             respond(&out, stream, &response).await;
         }
     });
-}
-
-async fn handle(request: Request, mut req: ReqCtx) -> Response {
-    if !matches!(request, Request::WriteFile { .. } | Request::TarImport { .. }) {
-        // Nothing will read uploads for this stream: refuse them instead of letting them
-        // pile up and stall the session reader.
-        req.upload.close();
-    }
-    let writes = matches!(request, Request::Exec(_) | Request::WriteFile { .. } | Request::TarImport { .. });
-    let result = match request {
-        Request::Ping => Ok(Response::Ok),
-        Request::Exec(exec) => exec::run(exec, &req).await.map(Response::Exec),
-        Request::ReadFile { path, max_bytes } => fsops::read_file(&path, max_bytes, &req).await.map(Response::Read),
-        Request::WriteFile { path, mode, create_parents } => {
-            fsops::write_file(&path, mode, create_parents, &mut req).await.map(Response::Write)
-        }
-        Request::List { path, recursive } => fsops::list(&path, recursive, &req).await.map(Response::List),
-        Request::TarImport { destination } => tar_import::run(&destination, &mut req).await.map(Response::TarImport),
-        Request::TarExport { path } => tar_export::run(&path, &req).await.map(Response::TarExport),
-        Request::Shutdown => Ok(Response::Ok), // handled by the session loop
-    };
-    if writes && req.ctx.durable {
-        // SAFETY: sync(2) takes no arguments and cannot fail.
-        let _ = tokio::task::spawn_blocking(|| unsafe { libc::sync() }).await;
-    }
-    result.unwrap_or_else(|message| Response::Error { message })
 }

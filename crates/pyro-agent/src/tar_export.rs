@@ -13,11 +13,12 @@ use pyro_protocol::{EntryKind, TarExportResult};
 use tar::{Builder, EntryType, Header, HeaderMode};
 
 use crate::blocking::{self, DownloadWriter};
-use crate::fsops::{describe, kind_of, resolve};
-use crate::session::{CancelFlag, ReqCtx};
+use crate::fsinfo::{describe, kind_of};
+use crate::request::{CancelFlag, ReqCtx};
 
+/// Streams the archive of `path` as download data; the result closes the stream.
 pub async fn run(path: &str, req: &ReqCtx) -> Result<TarExportResult, String> {
-    let full = resolve(&req.ctx, path)?;
+    let full = req.ctx.resolve(path)?;
     let display = path.to_string();
     let cancel = CancelFlag::default();
     let _cancel_on_drop = cancel.guard();

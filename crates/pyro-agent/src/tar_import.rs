@@ -1,10 +1,10 @@
 //! `TarImport`: stream-extracts an uploaded tar archive under a destination directory.
 //!
-//! Rules: `.`/`./` is the destination itself; leading `./` is ignored; absolute names and
-//! names whose `..` climbs out are refused; nothing is ever written through an existing
-//! symlink; symlinks must stay inside the destination (resolved lexically from their own
-//! directory, `..` only as leading components); hard links must point at a member inside
-//! the destination; fifos and devices are refused. Modes and mtimes come from the archive;
+//! Which members are accepted (names, types, link targets) is decided by the rules the
+//! host packs with, `pyro_protocol::archive_rules` ([`Rules::AGENT_IMPORT`]); this module
+//! adds what only the disk can tell: nothing is ever written through an existing
+//! symlink or below an existing file, and hard links must point at an existing
+//! non-directory inside the destination. Modes and mtimes come from the archive;
 //! directories merge, files and links replace what is there.
 
 use std::collections::{BTreeMap, HashSet};
@@ -15,16 +15,24 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use pyro_protocol::archive_rules::{Checked, MemberType, RawMember, Reason, Rules, Shape, Verdict};
 use pyro_protocol::TarImportResult;
-use tar::EntryType;
 
 use crate::blocking::{self, UploadReader};
-use crate::fsops::resolve;
-use crate::paths::{dotdot_only_leading, join_components, normalize_absolute, normalize_relative, resolve_link_target, Escape};
-use crate::session::{CancelFlag, ReqCtx};
+use crate::paths::{join_components, normalize_absolute};
+use crate::request::{CancelFlag, ReqCtx};
 
+/// The member rules of an import.
+const RULES: Rules = Rules::AGENT_IMPORT;
+
+/// The message of a refused member.
+fn refused(name: &str, reason: Reason) -> String {
+    RULES.refusal(name.as_bytes(), reason).to_string()
+}
+
+/// Extracts the uploaded archive under `destination` (created if missing).
 pub async fn run(destination: &str, req: &mut ReqCtx) -> Result<TarImportResult, String> {
-    let dest = normalize_absolute(&resolve(&req.ctx, destination)?);
+    let dest = normalize_absolute(&req.ctx.resolve(destination)?);
     let display = destination.to_string();
     let cancel = CancelFlag::default();
     let _cancel_on_drop = cancel.guard();
@@ -108,10 +116,8 @@ impl Extractor {
             }
             let path = self.full(&rel);
             match fs::symlink_metadata(&path) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    return Err(format!("archive member would traverse through a symlink: {name}"))
-                }
-                Ok(m) if !m.is_dir() => return Err(format!("archive member {name} conflicts with existing file {}", lossy(&rel))),
+                Ok(m) if m.file_type().is_symlink() => return Err(refused(name, Reason::TraversesSymlink)),
+                Ok(m) if !m.is_dir() => return Err(refused(name, Reason::BelowFile { file: lossy(&rel) })),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
                     fs::create_dir(&path).map_err(|e| format!("cannot create {}: {e}", lossy(&rel)))?;
@@ -126,7 +132,7 @@ impl Extractor {
     /// Removes whatever non-directory is at `path` so a new member can take its place.
     fn clear_for(&self, name: &str, path: &Path) -> Result<(), String> {
         match fs::symlink_metadata(path) {
-            Ok(m) if m.is_dir() => Err(format!("archive member {name} conflicts with an existing directory")),
+            Ok(m) if m.is_dir() => Err(refused(name, Reason::OverDirectory)),
             Ok(_) => fs::remove_file(path).map_err(|e| format!("cannot replace {name}: {e}")),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(format!("cannot access {name}: {e}")),
@@ -134,34 +140,34 @@ impl Extractor {
     }
 
     fn member<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), String> {
-        let kind = entry.header().entry_type();
-        if matches!(kind, EntryType::XGlobalHeader) {
+        let raw_name = entry.path_bytes().into_owned();
+        let link = entry.link_name_bytes().map(|l| l.into_owned());
+        let raw = RawMember {
+            name: &raw_name,
+            kind: MemberType::from_typeflag(entry.header().entry_type().as_byte()),
+            link: link.as_deref(),
+            size: entry.size(),
+        };
+        let verdict = RULES.check(&raw).map_err(|r| r.to_string())?;
+        if verdict == Verdict::Skip {
             return Ok(()); // archive-wide metadata, not a member
         }
-        let raw_name = entry.path_bytes().into_owned();
         let name = lossy(&raw_name);
-        let components = match normalize_relative(&raw_name) {
-            Ok(c) => c,
-            Err(_) => return Err(format!("unsafe archive member path: {name}")),
-        };
-        let rel = components.join(&b'/');
         let mode = entry.header().mode().map_err(|e| format!("bad mode for {name}: {e}"))? & 0o7777;
         let mtime = entry.header().mtime().unwrap_or(0);
-        if components.is_empty() {
+        let Verdict::Member(Checked { components, shape }) = verdict else {
             // `./` (or `a/..`): the destination itself, which already exists.
-            if kind.is_dir() {
-                self.entries += 1;
-                return Ok(());
-            }
-            return Err(format!("unsafe archive member path: {name}"));
-        }
+            self.entries += 1;
+            return Ok(());
+        };
+        let rel = components.join(&b'/');
         let path = self.full(&rel);
-        match kind {
-            EntryType::Directory => {
+        match shape {
+            Shape::Dir => {
                 self.ensure_parents(&name, &components, true)?;
                 match fs::symlink_metadata(&path) {
                     Ok(m) if m.is_dir() => {}
-                    Ok(_) => return Err(format!("directory {name} conflicts with an existing file or symlink")),
+                    Ok(_) => return Err(refused(&name, Reason::DirectoryOverFile)),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {
                         fs::create_dir(&path).map_err(|e| format!("cannot create {name}: {e}"))?;
                     }
@@ -170,7 +176,7 @@ impl Extractor {
                 self.known_dirs.insert(rel.clone());
                 self.dir_meta.insert(rel, (mode, mtime));
             }
-            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+            Shape::File { .. } => {
                 self.ensure_parents(&name, &components, true)?;
                 self.clear_for(&name, &path)?;
                 let mut file = OpenOptions::new()
@@ -187,37 +193,15 @@ impl Extractor {
                 set_mtime(&path, mtime).map_err(|e| format!("cannot set the mtime of {name}: {e}"))?;
                 self.bytes += n;
             }
-            EntryType::Symlink => {
-                let target = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
-                if target.is_empty() {
-                    return Err(format!("symlink {name} has an empty target"));
-                }
-                match resolve_link_target(&components[..components.len() - 1], &target) {
-                    Ok(_) => {}
-                    Err(Escape::Absolute) => {
-                        return Err(format!("symlink {name} has an absolute target: {}", lossy(&target)))
-                    }
-                    Err(Escape::AboveRoot) => return Err(format!("symlink {name} escapes the destination")),
-                }
-                if !dotdot_only_leading(&target) {
-                    return Err(format!(
-                        "symlink {name} has a target with `..` after a directory name: {}",
-                        lossy(&target)
-                    ));
-                }
+            Shape::Symlink { target } => {
                 self.ensure_parents(&name, &components, true)?;
                 self.clear_for(&name, &path)?;
-                std::os::unix::fs::symlink(OsStr::from_bytes(&target), &path)
+                std::os::unix::fs::symlink(OsStr::from_bytes(target), &path)
                     .map_err(|e| format!("cannot create symlink {name}: {e}"))?;
                 set_mtime(&path, mtime).map_err(|e| format!("cannot set the mtime of {name}: {e}"))?;
             }
-            EntryType::Link => {
-                let target = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
-                let target_components = match normalize_relative(&target) {
-                    Ok(c) if !c.is_empty() => c,
-                    _ => return Err(format!("hard link {name} points outside the destination: {}", lossy(&target))),
-                };
-                let target_name = lossy(&target);
+            Shape::HardLink { target: target_components } => {
+                let target_name = lossy(raw.link.unwrap_or_default());
                 self.ensure_parents(&target_name, &target_components, false)?;
                 let target_path = join_components(&self.dest, &target_components);
                 match fs::symlink_metadata(&target_path) {
@@ -231,7 +215,6 @@ impl Extractor {
                     fs::hard_link(&target_path, &path).map_err(|e| format!("cannot create hard link {name}: {e}"))?;
                 }
             }
-            _ => return Err(format!("unsupported archive member type: {name}")),
         }
         self.entries += 1;
         Ok(())

@@ -9,6 +9,7 @@
 
 mod capability;
 mod frame;
+pub mod archive_rules;
 pub mod member_path;
 mod message;
 

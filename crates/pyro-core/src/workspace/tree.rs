@@ -19,11 +19,12 @@ use std::io::{self, BufReader, Read};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use pyro_protocol::archive_rules::{MemberRules, Reason, Rules};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use similar::{Algorithm, DiffOp, DiffTag};
 
-use super::archive::{Member, MemberKind, MemberRules, Refused, TarGuard, TarLimits};
+use super::archive::{check_entry, Member, MemberKind, Refused, TarGuard, TarLimits};
 use crate::error::{Error, IoContext, Result};
 
 /// Prefix of the paths reported in [`DiffEntry::path`].
@@ -148,13 +149,13 @@ fn for_each_member(
         Some(refused) => refused.into(),
         None => Error::Io { context: "read workspace archive".into(), source: e },
     };
-    let mut rules = MemberRules::guest();
+    let mut rules = MemberRules::new(Rules::HOST_FROM_GUEST);
     let mut archive = tar::Archive::new(TarGuard::new(reader, limits));
     let mut chunk = vec![0u8; 64 << 10];
     let mut scratch = Vec::new();
     for entry in archive.entries().map_err(failed)? {
         let mut entry = entry.map_err(failed)?;
-        let Some(member) = rules.check_entry(&entry)? else { continue };
+        let Some(member) = check_entry(&mut rules, &entry)? else { continue };
         let scanned = match member.kind {
             MemberKind::File { size } => {
                 let scanned = scan_file(&mut entry, size, &mut chunk, &mut scratch).map_err(failed)?;
@@ -247,9 +248,8 @@ impl Tree {
                     match nodes.get(&target) {
                         Some(node @ (Node::File { .. } | Node::Hashed { .. } | Node::Symlink { .. })) => node.clone(),
                         _ => {
-                            return Err(Error::InvalidArgument(format!(
-                                "hard link {name} must point at an earlier file member: {target}"
-                            )))
+                            let reason = Reason::HardLinkNotEarlier { target };
+                            return Err(Rules::HOST_FROM_GUEST.refusal(name.as_bytes(), reason).into());
                         }
                     }
                 }

@@ -24,9 +24,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use pyro_protocol::archive_rules::{MemberRules, Reason, Rules, Seen};
+
+use super::common::{invalid, lossy, Exact};
 use super::limits::{show_bytes, Refused, TarGuard, TarLimits};
-use super::rules::{Member, MemberKind, MemberRules, Seen};
-use super::{invalid, lossy, Exact};
+use super::rules::{check_entry, Member, MemberKind};
 use crate::error::{Error, IoContext, Result};
 use crate::guest::EntryKind;
 
@@ -106,7 +108,7 @@ fn extract_into(archive: impl Read, root: &Path, kind: EntryKind, limits: TarLim
     let mut tar = tar::Archive::new(TarGuard::new(archive, limits));
     for entry in tar.entries().map_err(archive_error)? {
         let mut entry = entry.map_err(archive_error)?;
-        let Some(member) = extractor.rules.check_entry(&entry)? else { continue };
+        let Some(member) = check_entry(&mut extractor.rules, &entry)? else { continue };
         extractor.member(&member, &mut entry)?;
     }
     extractor.finish()?;
@@ -172,7 +174,7 @@ impl Extractor {
         Self {
             root,
             root_path,
-            rules: MemberRules::guest(),
+            rules: MemberRules::new(Rules::HOST_FROM_GUEST),
             limits,
             kinds: HashMap::new(),
             dir_meta: BTreeMap::new(),
@@ -259,7 +261,7 @@ impl Extractor {
                 Ok(())
             }
             // The rules refuse a non-directory over a directory.
-            Some(Seen::Dir) => Err(invalid(format!("archive member {} conflicts with an earlier directory", lossy(rel)))),
+            Some(Seen::Dir) => Err(self.rules.rules().refusal(rel, Reason::OverDirectory).into()),
             None => Ok(()),
         }
     }
@@ -324,11 +326,8 @@ impl Extractor {
                     Seen::File
                 }
                 _ => {
-                    return Err(invalid(format!(
-                        "hard link {} must point at an earlier file member: {}",
-                        lossy(rel),
-                        lossy(target)
-                    )))
+                    let reason = Reason::HardLinkNotEarlier { target: lossy(target) };
+                    return Err(self.rules.rules().refusal(rel, reason).into());
                 }
             },
         };

@@ -11,8 +11,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tar::{EntryType, Header};
 
-use super::rules::{Member, MemberKind, MemberRules, SymlinkPolicy};
-use super::Exact;
+use pyro_protocol::archive_rules::{MemberRules, MemberType, RawMember, Rules};
+
+use super::common::Exact;
+use super::rules::{check_entry, Member, MemberKind};
 use crate::error::{Error, IoContext, Result};
 
 /// How `/workspace` (or a sync destination) was filled.
@@ -103,7 +105,7 @@ pub fn prepare_source(source: Option<&Path>, temp_dir: &Path) -> Result<Prepared
         Some((path, SeedMode::Directory)) => {
             let mut packer = DirPacker {
                 writer: &mut writer,
-                rules: MemberRules::new(SymlinkPolicy::Contained),
+                rules: MemberRules::new(Rules::HOST_SOURCE),
                 links: HashMap::new(),
                 skip: own_id,
                 archive_path: &archive_path,
@@ -178,11 +180,11 @@ fn normalise_archive<W: Write>(path: &Path, writer: &mut ArchiveWriter<W>, archi
     let invalid = |e: io::Error| {
         Error::InvalidArgument(format!("seed_path {} is not a valid tar archive: {e}", path.display()))
     };
-    let mut rules = MemberRules::new(SymlinkPolicy::Contained);
+    let mut rules = MemberRules::new(Rules::HOST_SOURCE);
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries().map_err(invalid)? {
         let mut entry = entry.map_err(invalid)?;
-        let Some(member) = rules.check_entry(&entry)? else { continue };
+        let Some(member) = check_entry(&mut rules, &entry)? else { continue };
         let size = member.file_size();
         let mut data = Exact::new(&mut entry, size);
         if let Err(e) = writer.append(&member, &mut data) {
@@ -204,6 +206,19 @@ struct DirPacker<'a, W: Write> {
 }
 
 impl<W: Write> DirPacker<'_, W> {
+    /// Checks one member of the tree against the rules.
+    fn check(
+        &mut self,
+        name: &[u8],
+        kind: MemberType,
+        link: Option<&[u8]>,
+        size: u64,
+        mode: u32,
+        mtime: u64,
+    ) -> Result<Option<Member>> {
+        Ok(self.rules.check(&RawMember { name, kind, link, size }, mode, mtime)?)
+    }
+
     fn walk(&mut self, dir: &Path, prefix: &[u8]) -> Result<()> {
         let mut names: Vec<OsString> = fs::read_dir(dir)
             .and_then(|it| it.map(|e| e.map(|e| e.file_name())).collect())
@@ -218,7 +233,7 @@ impl<W: Write> DirPacker<'_, W> {
             let mtime = meta.mtime().max(0) as u64;
             let ft = meta.file_type();
             if ft.is_dir() {
-                let member = self.rules.check(&rel, EntryType::Directory, None, mode, mtime, 0)?;
+                let member = self.check(&rel, MemberType::Directory, None, 0, mode, mtime)?;
                 if let Some(member) = member {
                     self.writer.append(&member, io::empty()).ctx("write", self.archive_path)?;
                 }
@@ -226,7 +241,7 @@ impl<W: Write> DirPacker<'_, W> {
                 self.walk(&path, &rel)?;
             } else if ft.is_symlink() {
                 let target = fs::read_link(&path).ctx("read symlink", &path)?.into_os_string().into_vec();
-                let member = self.rules.check(&rel, EntryType::Symlink, Some(&target), mode, mtime, 0)?;
+                let member = self.check(&rel, MemberType::Symlink, Some(&target), 0, mode, mtime)?;
                 if let Some(member) = member {
                     self.writer.append(&member, io::empty()).ctx("write", self.archive_path)?;
                 }
@@ -238,7 +253,7 @@ impl<W: Write> DirPacker<'_, W> {
                 if meta.nlink() > 1 {
                     if let Some(first) = self.links.get(&id) {
                         let first = first.clone();
-                        let member = self.rules.check(&rel, EntryType::Link, Some(&first), mode, mtime, 0)?;
+                        let member = self.check(&rel, MemberType::HardLink, Some(&first), 0, mode, mtime)?;
                         if let Some(member) = member {
                             self.writer.append(&member, io::empty()).ctx("write", self.archive_path)?;
                         }
@@ -246,7 +261,7 @@ impl<W: Write> DirPacker<'_, W> {
                     }
                     self.links.insert(id, rel.clone());
                 }
-                let Some(member) = self.rules.check(&rel, EntryType::Regular, None, mode, mtime, meta.len())? else {
+                let Some(member) = self.check(&rel, MemberType::Regular, None, meta.len(), mode, mtime)? else {
                     continue;
                 };
                 let file = OpenOptions::new()

@@ -1,5 +1,6 @@
 //! Tests of packing, the member rules and export (moved from the single-file module).
 
+use super::common::lossy;
 use super::extract::unlock_tree;
 use super::pack::has_archive_suffix;
 use super::*;
@@ -427,8 +428,8 @@ mod props {
         Some(stack)
     }
 
-    /// Reference for the documented symlink rule (module docs and `SymlinkPolicy::
-    /// Contained`): "`..` only as leading components".
+    /// Reference for the documented symlink rule (`pyro_protocol::archive_rules`,
+    /// `SymlinkPolicy::Contained`): "`..` only as leading components".
     fn model_dotdot_only_leading(target: &str) -> bool {
         let components: Vec<Component> = Path::new(target).components().collect();
         let leading = components.iter().take_while(|c| matches!(c, Component::CurDir | Component::ParentDir)).count();
@@ -692,7 +693,7 @@ mod props {
         /// Property 1: a regular member is accepted exactly when its name is relative and
         /// normalises (lexically) to a non-empty name that never climbs above the root;
         /// the rewritten archive holds the normalised name. A trailing `/` on an empty
-        /// regular member marks a directory (pre-POSIX archives, see `MemberRules::check`):
+        /// regular member marks a directory (pre-POSIX archives, see `pyro_protocol::archive_rules`):
         /// it is accepted when the name normalises inside the root, and dropped when it
         /// normalises to the root itself.
         #[test]
@@ -736,7 +737,7 @@ mod props {
         /// Property 2: a symlink member is accepted for seeding exactly when its name is
         /// safe (property 1), its target is non-empty, relative, resolves lexically from
         /// the member's parent without ever climbing above the root, and uses `..` only
-        /// as leading components (module docs, `SymlinkPolicy::Contained`). The rewritten
+        /// as leading components (`pyro_protocol::archive_rules`). The rewritten
         /// target resolves to the same place (not necessarily byte for byte: the tar
         /// crate's writer drops empty and inner `.` components of short link names).
         /// Export (`SymlinkPolicy::Any`) takes any non-empty target and recreates it

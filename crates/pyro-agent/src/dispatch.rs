@@ -1,0 +1,36 @@
+//! Dispatch: one request to its handler and back to one response. Above the handlers and
+//! below the frame loop in `session.rs`, so a new capability (shells, services) is one
+//! more handler module and one more arm here.
+
+use pyro_protocol::{Request, Response};
+
+use crate::request::ReqCtx;
+use crate::{exec, fsops, tar_export, tar_import};
+
+/// Runs one request to completion; handler failures become [`Response::Error`]. Requests
+/// that may have written are followed by a `sync(2)` when the agent is durable.
+pub async fn handle(request: Request, mut req: ReqCtx) -> Response {
+    if !matches!(request, Request::WriteFile { .. } | Request::TarImport { .. }) {
+        // Nothing will read uploads for this stream: refuse them instead of letting them
+        // pile up and stall the session reader.
+        req.upload.close();
+    }
+    let writes = matches!(request, Request::Exec(_) | Request::WriteFile { .. } | Request::TarImport { .. });
+    let result = match request {
+        Request::Ping => Ok(Response::Ok),
+        Request::Exec(exec) => exec::run(exec, &req).await.map(Response::Exec),
+        Request::ReadFile { path, max_bytes } => fsops::read_file(&path, max_bytes, &req).await.map(Response::Read),
+        Request::WriteFile { path, mode, create_parents } => {
+            fsops::write_file(&path, mode, create_parents, &mut req).await.map(Response::Write)
+        }
+        Request::List { path, recursive } => fsops::list(&path, recursive, &req).await.map(Response::List),
+        Request::TarImport { destination } => tar_import::run(&destination, &mut req).await.map(Response::TarImport),
+        Request::TarExport { path } => tar_export::run(&path, &req).await.map(Response::TarExport),
+        Request::Shutdown => Ok(Response::Ok), // handled by the session loop
+    };
+    if writes && req.ctx.durable {
+        // SAFETY: sync(2) takes no arguments and cannot fail.
+        let _ = tokio::task::spawn_blocking(|| unsafe { libc::sync() }).await;
+    }
+    result.unwrap_or_else(|message| Response::Error { message })
+}

@@ -21,7 +21,7 @@ fn options(seed: Option<&std::path::Path>) -> CreateWorkspaceOptions {
     CreateWorkspaceOptions {
         vm: CreateVmOptions::new(ENV),
         ttl_seconds: None,
-        network_policy: "off".into(),
+        network_policy: pyro_core::options::NetworkPolicy::Off,
         seed_path: seed.map(|p| p.to_path_buf()),
         name: None,
         labels: Default::default(),

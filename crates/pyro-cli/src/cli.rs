@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 /// microVM sandboxes for coding agents.
 #[derive(Debug, Parser)]
@@ -64,17 +64,6 @@ pub enum EnvCommand {
     Publish(EnvPublishArgs),
 }
 
-/// Where `env pull` takes an environment from.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum PullSourceArg {
-    /// The configured registry when reachable, else a local build.
-    Auto,
-    /// Only the configured registry.
-    Registry,
-    /// Only a local build.
-    Build,
-}
-
 /// `pyro env pull`
 #[derive(Debug, Args)]
 pub struct EnvPullArgs {
@@ -85,7 +74,7 @@ pub struct EnvPullArgs {
     pub force: bool,
     /// Where to take the environment from.
     #[arg(long, value_enum, default_value = "auto")]
-    pub source: PullSourceArg,
+    pub source: pyro_core::environments::PullSource,
     /// Registry location (overrides PYRO_ENV_REGISTRY), e.g. `http://127.0.0.1:5000/pyro`.
     #[arg(long)]
     pub registry: Option<String>,
@@ -506,16 +495,16 @@ pub struct ServiceStartArgs {
     #[arg(long, default_value = "/workspace")]
     pub cwd: String,
     /// Ready when this file exists.
-    #[arg(long, group = "readiness")]
+    #[arg(long)]
     pub ready_file: Option<String>,
     /// Ready when HOST:PORT accepts TCP.
-    #[arg(long, group = "readiness")]
+    #[arg(long)]
     pub ready_tcp: Option<String>,
     /// Ready when this URL answers 2xx/3xx.
-    #[arg(long, group = "readiness")]
+    #[arg(long)]
     pub ready_http: Option<String>,
     /// Ready when this command exits 0.
-    #[arg(long, group = "readiness")]
+    #[arg(long)]
     pub ready_command: Option<String>,
     /// Give up waiting for readiness after this many seconds.
     #[arg(long, default_value_t = 30)]

@@ -16,6 +16,7 @@ pub mod facade;
 pub mod fsutil;
 pub mod guest;
 pub mod host_process;
+pub mod options;
 pub mod paths;
 pub mod vm;
 pub mod vmm;

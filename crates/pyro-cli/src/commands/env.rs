@@ -1,9 +1,9 @@
 //! `pyro env list | pull | inspect | prune | publish`.
 
-use pyro_core::environments::{EnvironmentInfo, PullOptions, PullSource};
+use pyro_core::environments::{EnvironmentInfo, PullOptions};
 use pyro_core::{Pyro, Result};
 
-use crate::cli::{EnvCommand, PullSourceArg};
+use crate::cli::EnvCommand;
 use crate::output::{print_json, progress, say, yes_no};
 
 /// Runs one `env` subcommand.
@@ -26,11 +26,7 @@ pub async fn run(pyro: &Pyro, command: EnvCommand, json: bool) -> Result<i32> {
         EnvCommand::Pull(args) => {
             let options = PullOptions {
                 force: args.force,
-                source: match args.source {
-                    PullSourceArg::Auto => PullSource::Auto,
-                    PullSourceArg::Registry => PullSource::Registry,
-                    PullSourceArg::Build => PullSource::Build,
-                },
+                source: args.source,
                 registry: args.registry,
             };
             let sink = progress(json);

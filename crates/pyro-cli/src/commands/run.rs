@@ -2,25 +2,16 @@
 
 use pyro_core::events::OutputChunk;
 use pyro_core::guest::shell_quote;
-use pyro_core::vm::CreateVmOptions;
-use pyro_core::vmm::select::parse_backend;
 use pyro_core::{Error, Pyro, Result};
 
 use crate::cli::RunArgs;
+use crate::settings;
 use crate::output::{print_json, progress, raw_stderr, raw_stdout_or_drop, tell};
 
 /// Runs `pyro run`; the exit code is the guest command's.
 pub async fn run(pyro: &Pyro, args: RunArgs, json: bool) -> Result<i32> {
     let command = shell_join(&args.command)?;
-    let mut options = CreateVmOptions::new(&args.environment);
-    options.vcpu_count = args.sizing.vcpu_count;
-    options.mem_mib = args.sizing.mem_mib;
-    options.ttl_seconds = args.ttl_seconds;
-    options.network = args.network;
-    options.allow_host_compat = args.sizing.allow_host_compat;
-    options.backend = args.sizing.backend.as_deref().map(parse_backend).transpose()?;
-    options.owner_pid = Some(std::process::id());
-    options.debug_console = args.sizing.debug_console;
+    let options = settings::run_options(&args)?;
     let sink = progress(json);
     let stream = |chunk: OutputChunk<'_>| {
         // Live output in human mode; the JSON result carries it otherwise.

@@ -3,15 +3,14 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use pyro_core::vm::CreateVmOptions;
-use pyro_core::vmm::select::parse_backend;
-use pyro_core::workspace::{CreateWorkspaceOptions, UpdateWorkspace, WorkspaceStatus};
+use pyro_core::workspace::{UpdateWorkspace, WorkspaceStatus};
 use pyro_core::{Error, Pyro, Result};
 use serde::Serialize;
 
 use super::pending::not_yet;
 use super::run::shell_join;
-use crate::cli::{DiskCommand, FileCommand, PatchCommand, SnapshotCommand, SyncCommand, WorkspaceCommand};
+use crate::cli::{DiskCommand, FileCommand, PatchCommand, ServiceCommand, SnapshotCommand, SyncCommand, WorkspaceCommand};
+use crate::settings;
 use crate::output::{has_terminal_controls, part, print_json, progress, raw_stderr, raw_stdout, say, tell};
 
 /// Prints `value` as JSON, or runs `human` to print it for people.
@@ -28,23 +27,10 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand, json: bool) -> Result<i
     use WorkspaceCommand as W;
     match command {
         W::Create(args) => {
-            let mut vm = CreateVmOptions::new(&args.environment);
-            vm.vcpu_count = args.sizing.vcpu_count;
-            vm.mem_mib = args.sizing.mem_mib;
-            vm.allow_host_compat = args.sizing.allow_host_compat;
-            vm.backend = args.sizing.backend.as_deref().map(parse_backend).transpose()?;
-            vm.debug_console = args.sizing.debug_console;
+            let options = settings::workspace_options(&args)?;
             if !args.secrets.is_empty() || !args.secret_files.is_empty() {
                 return Err(not_yet("workspace create --secret", "the secrets issue"));
             }
-            let options = CreateWorkspaceOptions {
-                vm,
-                ttl_seconds: args.ttl_seconds,
-                network_policy: args.network_policy,
-                seed_path: args.seed_path,
-                name: args.name,
-                labels: parse_labels(&args.labels)?,
-            };
             let status = pyro.create_workspace(&options, &progress(json || args.id_only)).await?;
             if args.id_only {
                 say!("{}", status.workspace_id);
@@ -207,11 +193,16 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand, json: bool) -> Result<i
             print_status("Reset workspace", &r.status);
             say!("Restored snapshot: {}", r.workspace_reset.snapshot_name);
         }),
+        W::Service(ServiceCommand::Start(a)) => {
+            // Flags are checked now, so a bad probe or port fails the same way it will later.
+            settings::service_options(&a)?;
+            return Err(not_yet("workspace service", "the shells and services issue"));
+        }
         W::Service(_) => return Err(not_yet("workspace service", "the shells and services issue")),
         W::Shell(_) => return Err(not_yet("workspace shell", "the shells and services issue")),
         W::Status(a) => emit(json, &pyro.status_workspace(&a.workspace_id).await?, |s| print_status("Workspace", s)),
         W::Update(a) => {
-            let change = UpdateWorkspace { name: a.name, clear_name: a.clear_name, labels: parse_labels(&a.labels)?, clear_labels: a.clear_labels };
+            let change = UpdateWorkspace { name: a.name, clear_name: a.clear_name, labels: settings::labels(&a.labels)?, clear_labels: a.clear_labels };
             emit(json, &pyro.update_workspace(&a.id.workspace_id, &change).await?, |s| print_status("Workspace", s))
         }
         W::Logs(a) => emit(json, &pyro.logs_workspace(&a.workspace_id).await?, |logs| {
@@ -231,17 +222,6 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand, json: bool) -> Result<i
         W::Delete(a) => emit(json, &pyro.delete_workspace(&a.workspace_id).await?, |r| say!("Deleted workspace: {}", r.workspace_id)),
     }
     Ok(0)
-}
-
-/// Parses repeated `KEY=VALUE` labels (later duplicates win).
-fn parse_labels(pairs: &[String]) -> Result<BTreeMap<String, String>> {
-    pairs
-        .iter()
-        .map(|pair| match pair.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
-            _ => Err(Error::InvalidArgument("workspace labels must use KEY=VALUE".into())),
-        })
-        .collect()
 }
 
 /// Reads a host text file named by `flag`, with one-line errors.

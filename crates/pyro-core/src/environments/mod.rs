@@ -45,6 +45,7 @@ pub enum InstallState {
 
 /// Where a pull takes an environment from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum PullSource {
     /// The configured registry when reachable, else a local build.
     #[default]

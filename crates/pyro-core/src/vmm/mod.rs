@@ -37,6 +37,16 @@ pub enum BackendKind {
     HostCompat,
 }
 
+impl std::str::FromStr for BackendKind {
+    type Err = crate::error::Error;
+
+    fn from_str(name: &str) -> crate::error::Result<Self> {
+        BackendKind::parse(name).ok_or_else(|| {
+            crate::error::Error::InvalidArgument(format!("unknown backend '{name}'; expected one of: firecracker, qemu-kvm, qemu-tcg, host_compat"))
+        })
+    }
+}
+
 impl BackendKind {
     /// Stable name used in flags, environment variables and output.
     pub fn name(self) -> &'static str {

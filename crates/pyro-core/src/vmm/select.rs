@@ -163,14 +163,9 @@ impl HostProbe {
 /// Parses the override from `$PYRO_BACKEND`, if set.
 pub fn backend_from_env() -> Result<Option<BackendKind>> {
     match std::env::var(env_vars::BACKEND) {
-        Ok(name) if !name.trim().is_empty() => parse_backend(name.trim()).map(Some),
+        Ok(name) if !name.trim().is_empty() => name.trim().parse().map(Some),
         _ => Ok(None),
     }
-}
-
-/// Parses a backend name with a one-line error listing the valid ones.
-pub fn parse_backend(name: &str) -> Result<BackendKind> {
-    BackendKind::parse(name).ok_or_else(|| Error::InvalidArgument(format!("unknown backend '{name}'; expected one of: firecracker, qemu-kvm, qemu-tcg, host_compat")))
 }
 
 /// `uname -r` of the host.
@@ -211,6 +206,6 @@ mod tests {
         assert!(probe(false, true, true, None).choose(Some(BackendKind::Firecracker)).is_err());
         assert_eq!(probe(false, false, true, None).choose(Some(BackendKind::QemuTcg)).unwrap().backend, BackendKind::QemuTcg);
         assert!(probe(false, false, false, None).choose(None).is_err());
-        assert!(parse_backend("vmware").unwrap_err().to_string().contains("expected one of"));
+        assert!("vmware".parse::<BackendKind>().unwrap_err().to_string().contains("expected one of"));
     }
 }

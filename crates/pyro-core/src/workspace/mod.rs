@@ -27,6 +27,7 @@ use serde::Serialize;
 use self::record::{validate_labels, validate_name, CommandSummary, WorkspaceRecord, WorkspaceSeed, WorkspaceState};
 use crate::environments::InstalledEnvironment;
 use crate::events::{Event, Progress};
+use crate::options::NetworkPolicy;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{lock_file, unix_now};
 use crate::guest::{Capability, ExecRequest, GuestClient, Hello, PROTOCOL_VERSION};
@@ -54,7 +55,7 @@ pub struct CreateWorkspaceOptions {
     /// Optional lifetime; none = until deleted.
     pub ttl_seconds: Option<u64>,
     /// `off` (the only policy in this build).
-    pub network_policy: String,
+    pub network_policy: NetworkPolicy,
     /// Host directory or archive to seed `/workspace` from.
     pub seed_path: Option<PathBuf>,
     /// Human name.
@@ -91,7 +92,7 @@ pub struct WorkspaceStatus {
     /// `started` or `stopped`.
     pub state: &'static str,
     /// Network policy.
-    pub network_policy: String,
+    pub network_policy: NetworkPolicy,
     /// Always false in this build.
     pub network_enabled: bool,
     /// Host execution opted into.
@@ -331,12 +332,8 @@ impl WorkspaceManager {
                 return Err(Error::InvalidArgument("ttl_seconds must be at least 60".into()));
             }
         }
-        if options.network_policy.trim().to_lowercase() != "off" {
-            let policy = options.network_policy.trim().to_lowercase();
-            if !["egress", "egress+published-ports"].contains(&policy.as_str()) {
-                return Err(Error::InvalidArgument("network_policy must be one of: off, egress, egress+published-ports".into()));
-            }
-            return Err(Error::Unavailable(format!("network_policy '{policy}' is not available in this build yet: it arrives with the networking issue")));
+        if options.network_policy != NetworkPolicy::Off {
+            return Err(Error::Unavailable(format!("network_policy '{}' is not available in this build yet: it arrives with the networking issue", options.network_policy)));
         }
         let name = options.name.as_deref().map(validate_name).transpose()?;
         let labels = validate_labels(&options.labels)?;
@@ -369,7 +366,7 @@ impl WorkspaceManager {
             expires_at: options.ttl_seconds.map(|t| now + t as f64),
             last_activity_at: now,
             state: WorkspaceState::Creating,
-            network_policy: "off".into(),
+            network_policy: NetworkPolicy::Off,
             allow_host_compat: options.vm.allow_host_compat,
             workspace_seed: WorkspaceSeed {
                 mode: seed.mode.name().into(),
@@ -664,7 +661,7 @@ pub(crate) fn status_of(record: &WorkspaceRecord, backend: &'static str) -> Work
         last_activity_at: record.last_activity_at,
         expires_at: record.expires_at,
         state: record.state.name(),
-        network_policy: record.network_policy.clone(),
+        network_policy: record.network_policy,
         network_enabled: false,
         allow_host_compat: record.allow_host_compat,
         guest_ip: None,

@@ -92,7 +92,7 @@ pub struct WorkspaceRecord {
     /// Recorded state (reconciled with the supervisor on load).
     pub state: WorkspaceState,
     /// Guest networking policy (only `off` in this build).
-    pub network_policy: String,
+    pub network_policy: crate::options::NetworkPolicy,
     /// Host execution was opted into.
     pub allow_host_compat: bool,
     /// How `/workspace` was seeded.

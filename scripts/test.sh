@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --no-run
-# Lints are part of the suite: any clippy warning fails it.
+# Lints are part of the suite: any clippy warning or module import cycle fails it.
+python3 scripts/check-module-cycles.py
 cargo clippy --quiet --workspace --all-targets -- -D warnings
 export PYRO_REQUIRE_FIRECRACKER="${CI:+1}"
 # Guest-booting tests share 2 cores; keep parallelism modest and boot timeouts generous.

@@ -90,6 +90,11 @@ fn read_end(path: &Path, max: u64) -> Vec<u8> {
     out
 }
 
+/// The last non-empty line of a log, for one-line error messages.
+pub(crate) fn last_line(log: &str) -> &str {
+    log.lines().rev().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no output")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

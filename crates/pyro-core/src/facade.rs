@@ -118,7 +118,7 @@ impl Pyro {
     /// Create → start → exec (auto-clean); on failure the VM is deleted too.
     pub async fn run_in_vm(&self, options: &CreateVmOptions, command: &str, timeout_seconds: u64, progress: Progress<'_>, output: OutputSink<'_>) -> Result<ExecReport> {
         if timeout_seconds == 0 {
-            return Err(crate::Error::InvalidArgument("timeout_seconds must be positive".into()));
+            return Err(crate::error::Error::InvalidArgument("timeout_seconds must be positive".into()));
         }
         options.validate()?;
         progress(&Event::RunCreate { environment: options.environment.clone() });

@@ -18,7 +18,7 @@ pub enum FrameKind {
     Hello = 0,
     /// Host → agent: opens a stream; JSON [`crate::Request`].
     Request = 1,
-    /// Raw bytes on an open stream; first payload byte is a [`crate::DataChannel`].
+    /// Raw bytes on an open stream; first payload byte is a [`crate::message::DataChannel`].
     Data = 2,
     /// The sender has no more data for this stream (payload empty).
     DataEnd = 3,
@@ -61,7 +61,7 @@ impl Frame {
     }
 
     /// A [`FrameKind::Data`] frame on `channel`.
-    pub fn data(stream: u32, channel: crate::DataChannel, bytes: &[u8]) -> Self {
+    pub fn data(stream: u32, channel: crate::message::DataChannel, bytes: &[u8]) -> Self {
         let mut payload = Vec::with_capacity(bytes.len() + 1);
         payload.push(channel as u8);
         payload.extend_from_slice(bytes);
@@ -79,9 +79,9 @@ impl Frame {
     }
 
     /// Splits a data frame into its channel and bytes.
-    pub fn split_data(&self) -> Result<(crate::DataChannel, &[u8]), FrameError> {
+    pub fn split_data(&self) -> Result<(crate::message::DataChannel, &[u8]), FrameError> {
         let (&first, rest) = self.payload.split_first().ok_or(FrameError::EmptyData)?;
-        let channel = crate::DataChannel::from_byte(first).ok_or(FrameError::UnknownChannel(first))?;
+        let channel = crate::message::DataChannel::from_byte(first).ok_or(FrameError::UnknownChannel(first))?;
         Ok((channel, rest))
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Capability;
+use crate::capability::Capability;
 
 /// The protocol version this build speaks. Bumped whenever the wire surface grows (a
 /// request, response, field or capability is added); see `VERSIONING.md`.

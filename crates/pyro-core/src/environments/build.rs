@@ -10,7 +10,7 @@ use std::process::Stdio;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::digest::sha256_bytes;
-use super::{KERNEL_FILE, ROOTFS_FILE};
+use super::manifest::{KERNEL_FILE, ROOTFS_FILE};
 use crate::events::{Event, Progress};
 use crate::fsutil::lock_file;
 use crate::catalog::EnvironmentSpec;

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWrite;
 
-use super::{InstallManifest, KERNEL_FILE, MANIFEST_FILE, ROOTFS_FILE};
+use super::manifest::{InstallManifest, KERNEL_FILE, MANIFEST_FILE, ROOTFS_FILE};
 use crate::events::{Event, Progress};
 use crate::catalog::{EnvironmentSpec, CATALOG_VERSION, PLATFORM};
 use crate::error::{Error, IoContext, Result};

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
-use super::GuestError;
+use super::error::GuestError;
 
 /// Interval between Hello knocks while waiting for the agent.
 const KNOCK_INTERVAL: Duration = Duration::from_millis(200);

@@ -6,7 +6,7 @@ use std::path::Path;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use super::GuestError;
+use super::error::GuestError;
 
 /// Longest acknowledgement line accepted from the bridge.
 const MAX_LINE: usize = 256;

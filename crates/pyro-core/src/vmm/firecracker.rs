@@ -124,7 +124,7 @@ impl Firecracker {
                 "{} --version failed ({}): {}",
                 self.binary.display(),
                 out.status,
-                super::qemu::last_line(&String::from_utf8_lossy(&out.stderr))
+                crate::console_log::last_line(&String::from_utf8_lossy(&out.stderr))
             ))),
         }
     }
@@ -249,7 +249,7 @@ fn startup_failure(spec: &LaunchSpec) -> String {
     };
     interesting(&serial)
         .or_else(|| interesting(&log))
-        .unwrap_or_else(|| strip_log_prefix(super::qemu::last_line(if serial.trim().is_empty() { &log } else { &serial })))
+        .unwrap_or_else(|| strip_log_prefix(crate::console_log::last_line(if serial.trim().is_empty() { &log } else { &serial })))
 }
 
 /// Drops Firecracker's `<timestamp> [<id>:<thread>] ` log prefix.

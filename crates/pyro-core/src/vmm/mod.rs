@@ -187,7 +187,7 @@ pub(crate) async fn connect_when_listening(child: &mut Child, socket: &Path, tim
             // Give the drain a moment to flush what the child printed before exiting.
             tokio::time::sleep(Duration::from_millis(50)).await;
             let text = crate::console_log::tail(log);
-            return Err(Error::Vmm(format!("{what} exited during startup ({status}): {}", qemu::last_line(&text))));
+            return Err(Error::Vmm(format!("{what} exited during startup ({status}): {}", crate::console_log::last_line(&text))));
         }
         if tokio::time::Instant::now() >= deadline {
             kill_group(child);

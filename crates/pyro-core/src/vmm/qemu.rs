@@ -172,11 +172,6 @@ impl Qemu {
     }
 }
 
-/// The last non-empty line of a log, for one-line error messages.
-pub(crate) fn last_line(log: &str) -> &str {
-    log.lines().rev().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no output")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,11 +4,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::files::guest_error;
 use super::record::{is_valid_key, WorkspaceState, NAME_PATTERN};
-use super::archive::{spool_tar, TarLimits};
+use super::archive::spool_tar;
 use super::tree::{diff_archives, TreeDiff};
-use super::{history, status_of, Workspace, WorkspaceManager, WorkspaceStatus, WORKSPACE_ROOT};
+use super::{guest_error, history, status_of, workspace_limits, Workspace, WorkspaceManager, WorkspaceStatus, WORKSPACE_ROOT};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{unix_now, write_atomic};
 use crate::guest::GuestClient;
@@ -85,11 +84,6 @@ fn validate_snapshot_name(name: &str) -> Result<String> {
         return Err(Error::InvalidArgument(format!("snapshot_name must match {NAME_PATTERN}")));
     }
     Ok(name.to_string())
-}
-
-/// Budgets for a tar stream of `/workspace`: what its disk can hold.
-pub(crate) fn workspace_limits() -> TarLimits {
-    TarLimits::for_disk(super::DISK_SIZE_BYTES)
 }
 
 /// Streams `/workspace` out of the guest into a new temporary file in `dir`, within

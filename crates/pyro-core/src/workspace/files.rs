@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::archive::{self, extract_export_with, ExportSummary};
 use super::patch::{apply_all, parse_patch, FileChangeKind};
 use super::paths::{normalize_destination, normalize_workspace_path};
-use super::WorkspaceManager;
+use super::{guest_error, WorkspaceManager};
 use crate::error::{Error, IoContext, Result};
 use crate::guest::{shell_quote, DirEntry, EntryKind, GuestClient, GuestError};
 
@@ -178,13 +178,6 @@ pub struct Synced {
     pub workspace_sync: SyncReport,
 }
 
-pub(crate) fn guest_error(e: GuestError) -> Error {
-    match e {
-        GuestError::Agent(message) => Error::InvalidArgument(message),
-        other => Error::Guest(other),
-    }
-}
-
 impl WorkspaceManager {
     /// Lists a path under `/workspace` (never following symlinks).
     pub async fn list_files(&self, id: &str, path: &str, recursive: bool) -> Result<FileList> {
@@ -293,7 +286,7 @@ impl WorkspaceManager {
         }
         let ws = self.open(id).await?;
         let client = self.guest(&ws, "workspace_export").await?;
-        let limits = super::changes::workspace_limits();
+        let limits = super::workspace_limits();
         let (staging, exported) = archive::spool_tar(&ws.dir, limits, |sink| async {
             client.tar_export(&path, sink).await.map_err(guest_error)
         })
@@ -376,15 +369,5 @@ mod tests {
         assert_eq!(utf8_text(&text[..2], true).unwrap(), "h");
         assert!(utf8_text(&text[..2], false).is_none());
         assert!(utf8_text(b"\xff\xfe", true).is_none());
-    }
-
-    #[test]
-    fn a_missing_guest_capability_maps_to_unavailable() {
-        let missing = || GuestError::Unavailable { op: "tar_export".into(), agent_protocol: 1, agent_version: "3.10.0".into(), reason: "no".into() };
-        let mapped = guest_error(missing());
-        assert_eq!(mapped.kind(), "unavailable");
-        assert!(mapped.to_string().contains("does not support tar_export"), "{mapped:?}");
-        assert_eq!(guest_error(GuestError::ChannelClosed).kind(), "guest");
-        assert!(matches!(guest_error(GuestError::Agent("x".into())), Error::InvalidArgument(_)));
     }
 }

@@ -30,7 +30,7 @@ use crate::events::{Event, Progress};
 use crate::options::NetworkPolicy;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{lock_file, unix_now};
-use crate::guest::{Capability, ExecRequest, GuestClient, Hello, PROTOCOL_VERSION};
+use crate::guest::{Capability, ExecRequest, GuestClient, GuestError, Hello, PROTOCOL_VERSION};
 use crate::paths::Dirs;
 use crate::vm::record::{new_id, validate_id, VmRecord, VmState};
 use crate::vm::{self, CommandOutput, CreateVmOptions, VmManager, DEFAULT_MAX_OUTPUT_BYTES};
@@ -633,6 +633,21 @@ impl WorkspaceManager {
     }
 }
 
+/// The core error for a failed guest call of a workspace operation: the agent's own
+/// refusal (a bad path, a missing file) is the caller's argument; everything else keeps
+/// its guest kind (`timeout`, `unavailable`, `guest`).
+pub(crate) fn guest_error(e: GuestError) -> Error {
+    match e {
+        GuestError::Agent(message) => Error::InvalidArgument(message),
+        other => Error::Guest(other),
+    }
+}
+
+/// Budgets for a tar stream of `/workspace`: what its disk can hold.
+pub(crate) fn workspace_limits() -> archive::TarLimits {
+    archive::TarLimits::for_disk(DISK_SIZE_BYTES)
+}
+
 fn unknown(id: &str) -> Error {
     Error::not_found("workspace", id)
 }
@@ -749,6 +764,16 @@ impl Drop for CreateGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_guest_capability_maps_to_unavailable() {
+        let missing = || GuestError::Unavailable { op: "tar_export".into(), agent_protocol: 1, agent_version: "3.10.0".into(), reason: "no".into() };
+        let mapped = guest_error(missing());
+        assert_eq!(mapped.kind(), "unavailable");
+        assert!(mapped.to_string().contains("does not support tar_export"), "{mapped:?}");
+        assert_eq!(guest_error(GuestError::ChannelClosed).kind(), "guest");
+        assert!(matches!(guest_error(GuestError::Agent("x".into())), Error::InvalidArgument(_)));
+    }
 
     fn hello(protocol_version: u32, capabilities: Option<&[&str]>) -> Hello {
         Hello {

@@ -140,7 +140,7 @@ fn vsock_listener(port: u32) -> io::Result<OwnedFd> {
         addr.svm_family = libc::AF_VSOCK as libc::sa_family_t;
         addr.svm_port = port;
         addr.svm_cid = libc::VMADDR_CID_ANY;
-        let len = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;
+        let len = size_of::<libc::sockaddr_vm>() as libc::socklen_t;
         if libc::bind(fd.as_raw_fd(), &addr as *const libc::sockaddr_vm as *const libc::sockaddr, len) != 0 {
             return Err(io::Error::last_os_error());
         }

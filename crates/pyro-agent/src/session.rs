@@ -146,6 +146,7 @@ async fn read_loop<R: AsyncRead + Unpin>(reader: &mut R, out: Out, active: &Acti
                     }
                 };
                 if request == Request::Shutdown {
+                    // SAFETY: sync(2) takes no arguments and cannot fail.
                     let _ = tokio::task::spawn_blocking(|| unsafe { libc::sync() }).await;
                     respond(&out, stream, &Response::Ok).await;
                     let (ack, done) = oneshot::channel();

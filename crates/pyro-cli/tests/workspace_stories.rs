@@ -163,6 +163,7 @@ fn modes_git_patches_and_crash_recovery() {
 
     // Killing the VMM: status reports stopped with the reason; start recovers /workspace.
     let vmm = vmm_pid(sb.state.path()).expect("a VMM process for the workspace");
+    // SAFETY: kill(2) with a pid we found and a valid signal number.
     unsafe { libc::kill(vmm, libc::SIGKILL) };
     let status = wait_for(Duration::from_secs(60), || {
         let s = sb.ws(&["status", &id]);

@@ -32,7 +32,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.as_file().sync_all().ctx("sync", tmp.path().to_path_buf())?;
     tmp.persist(path).map_err(|e| Error::io("write", path, e.error))?;
     // The rename itself is durable only once the directory is synced.
-    if let Ok(handle) = std::fs::File::open(dir) {
+    if let Ok(handle) = File::open(dir) {
         let _ = handle.sync_all();
     }
     Ok(())

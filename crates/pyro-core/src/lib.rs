@@ -3,6 +3,8 @@
 //! The faces are thin layers over [`Pyro`], whose methods mirror the SDK method names of
 //! the public contract.
 
+#![warn(missing_docs)]
+
 pub mod catalog;
 pub mod console_log;
 pub mod disk_image;

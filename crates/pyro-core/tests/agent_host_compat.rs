@@ -345,6 +345,7 @@ async fn list_never_follows_symlinks() {
     std::fs::write(agent.path("t/b/inner"), b"i").unwrap();
     std::os::unix::fs::symlink("../b", agent.path("t/a/ln")).unwrap();
     let fifo = std::ffi::CString::new(agent.p("t/fifo")).unwrap();
+    // SAFETY: `fifo` is a NUL-terminated path that outlives the call.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
 
     let listing = agent.client.list(&agent.p("t"), true).await.unwrap();

@@ -52,6 +52,7 @@ fn note(delta: i64, size: usize) {
 // SAFETY: forwards to the system allocator; the bookkeeping allocates nothing.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds GlobalAlloc's contract, which System requires too.
         let p = unsafe { System.alloc(layout) };
         if !p.is_null() {
             note(layout.size() as i64, layout.size());
@@ -60,6 +61,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: the caller upholds GlobalAlloc's contract, which System requires too.
         let p = unsafe { System.alloc_zeroed(layout) };
         if !p.is_null() {
             note(layout.size() as i64, layout.size());
@@ -68,11 +70,13 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller upholds GlobalAlloc's contract, which System requires too.
         unsafe { System.dealloc(ptr, layout) };
         note(-(layout.size() as i64), 0);
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: the caller upholds GlobalAlloc's contract, which System requires too.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
             note(new_size as i64 - layout.size() as i64, new_size);

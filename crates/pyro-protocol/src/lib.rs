@@ -7,6 +7,8 @@
 //! the agent closes it with exactly one [`FrameKind::Response`]. Streams are independent,
 //! so a slow request never blocks another one.
 
+#![warn(missing_docs)]
+
 mod capability;
 mod frame;
 pub mod archive_rules;

@@ -38,11 +38,11 @@ pub enum BackendKind {
 }
 
 impl std::str::FromStr for BackendKind {
-    type Err = crate::error::Error;
+    type Err = Error;
 
-    fn from_str(name: &str) -> crate::error::Result<Self> {
+    fn from_str(name: &str) -> Result<Self> {
         BackendKind::parse(name).ok_or_else(|| {
-            crate::error::Error::InvalidArgument(format!("unknown backend '{name}'; expected one of: firecracker, qemu-kvm, qemu-tcg, host_compat"))
+            Error::InvalidArgument(format!("unknown backend '{name}'; expected one of: firecracker, qemu-kvm, qemu-tcg, host_compat"))
         })
     }
 }

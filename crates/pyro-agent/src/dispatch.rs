@@ -27,6 +27,10 @@ pub async fn handle(request: Request, mut req: ReqCtx) -> Response {
         Request::TarImport { destination } => tar_import::run(&destination, &mut req).await.map(Response::TarImport),
         Request::TarExport { path } => tar_export::run(&path, &req).await.map(Response::TarExport),
         Request::Shutdown => Ok(Response::Ok), // handled by the session loop
+        Request::InstallSecrets { secrets } => {
+            crate::secrets::install(secrets.into_iter().map(|s| (s.name, s.value)));
+            Ok(Response::Ok)
+        }
     };
     if writes && req.ctx.durable {
         // SAFETY: sync(2) takes no arguments and cannot fail.

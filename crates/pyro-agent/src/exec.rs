@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
 use crate::request::ReqCtx;
+use crate::secrets;
 
 /// Largest stdout/stderr chunk per data frame.
 const CHUNK: usize = 64 * 1024;
@@ -47,12 +48,33 @@ impl Drop for GroupKiller {
 }
 
 struct Pumped {
+    /// Bytes produced (after redaction).
     total: u64,
+    /// Bytes sent to the host.
+    forwarded: u64,
     truncated: bool,
     last_forwarded: Option<u8>,
 }
 
-/// Forwards one output pipe as data frames, at most `cap` bytes, counting the rest.
+impl Pumped {
+    /// Forwards `bytes` within the cap; false when the session is gone.
+    async fn forward(&mut self, bytes: &[u8], channel: DataChannel, cap: u64, req: &ReqCtx) -> bool {
+        self.total += bytes.len() as u64;
+        let room = cap.saturating_sub(self.forwarded).min(bytes.len() as u64) as usize;
+        if room < bytes.len() {
+            self.truncated = true;
+        }
+        if room == 0 {
+            return true;
+        }
+        self.forwarded += room as u64;
+        self.last_forwarded = Some(bytes[room - 1]);
+        req.send_data(channel, &bytes[..room]).await.is_ok()
+    }
+}
+
+/// Forwards one output pipe, redacted of every installed secret, as data frames: at
+/// most `cap` bytes, counting the rest.
 async fn pump<R: AsyncRead + Unpin>(
     mut pipe: R,
     channel: DataChannel,
@@ -61,8 +83,8 @@ async fn pump<R: AsyncRead + Unpin>(
     mut stop: watch::Receiver<bool>,
 ) -> Pumped {
     let mut buf = vec![0u8; CHUNK];
-    let mut p = Pumped { total: 0, truncated: false, last_forwarded: None };
-    let mut forwarded = 0u64;
+    let mut p = Pumped { total: 0, forwarded: 0, truncated: false, last_forwarded: None };
+    let mut redactor = secrets::redactor();
     loop {
         let n = tokio::select! {
             biased;
@@ -74,19 +96,13 @@ async fn pump<R: AsyncRead + Unpin>(
             _ = stop.wait_for(|stop| *stop) => 0,
         };
         if n == 0 {
+            let tail = redactor.finish();
+            p.forward(&tail, channel, cap, req).await;
             return p;
         }
-        p.total += n as u64;
-        let room = cap.saturating_sub(forwarded).min(n as u64) as usize;
-        if room < n {
-            p.truncated = true;
-        }
-        if room > 0 {
-            forwarded += room as u64;
-            p.last_forwarded = Some(buf[room - 1]);
-            if req.send_data(channel, &buf[..room]).await.is_err() {
-                return p;
-            }
+        let clean = redactor.push(&buf[..n]);
+        if !p.forward(&clean, channel, cap, req).await {
+            return p;
         }
     }
 }
@@ -127,11 +143,13 @@ pub async fn run(exec: ExecRequest, req: &ReqCtx) -> Result<ExecResult, String> 
     if let Err(e) = tokio::fs::create_dir_all(&cwd).await {
         return Err(format!("cannot create working directory {}: {e}", cwd.display()));
     }
+    let secret_env = secrets::env_for(&exec.secret_env)?;
     let started = Instant::now();
     let mut child = tokio::process::Command::new("/bin/sh")
         .arg("-lc")
         .arg(&exec.command)
         .envs(&exec.env)
+        .envs(secret_env)
         .current_dir(Path::new(&cwd))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -10,7 +10,7 @@
 // Layers, each importing only from those below it:
 //   main → channel → session (frame loop) → dispatch (one request → one response)
 //   → handlers: exec, fsops, tar_import, tar_export
-//   → announce, blocking, fsinfo, paths → request (shared request context types).
+//   → announce, blocking, fsinfo, paths, secrets → request (shared request context types).
 mod announce;
 mod blocking;
 mod channel;
@@ -20,6 +20,7 @@ mod fsinfo;
 mod fsops;
 mod init;
 mod paths;
+mod secrets;
 mod request;
 mod session;
 mod tar_export;

@@ -55,7 +55,7 @@ fn main() {
         let vm = pyro.create_vm(&CreateVmOptions::new(ENV), &quiet).await.unwrap();
         pyro.start_vm(&vm.vm_id).await.unwrap();
         let guest = pyro.guest(&vm.vm_id).await.unwrap();
-        let request = ExecRequest { command: "true".into(), env: Default::default(), cwd: None, timeout_ms: 30_000, max_output_bytes: 1 << 20 };
+        let request = ExecRequest { command: "true".into(), env: Default::default(), secret_env: Default::default(), cwd: None, timeout_ms: 30_000, max_output_bytes: 1 << 20 };
         let mut trips = Vec::new();
         for _ in 0..runs * 5 {
             let start = Instant::now();

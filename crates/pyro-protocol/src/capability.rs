@@ -23,16 +23,28 @@ pub enum Capability {
     TarExport,
     /// [`crate::Request::Shutdown`]: flush filesystems and power off.
     Shutdown,
+    /// [`crate::Request::InstallSecrets`], and `secret_env` on the requests that start
+    /// processes: secrets held in agent memory and redacted from captured output.
+    Secrets,
 }
 
 impl Capability {
     /// Every capability this build of the protocol knows, in wire-name order of addition.
-    pub const ALL: [Capability; 7] =
-        [Capability::Exec, Capability::FsRead, Capability::FsWrite, Capability::FsList, Capability::TarImport, Capability::TarExport, Capability::Shutdown];
+    pub const ALL: [Capability; 8] = [
+        Capability::Exec,
+        Capability::FsRead,
+        Capability::FsWrite,
+        Capability::FsList,
+        Capability::TarImport,
+        Capability::TarExport,
+        Capability::Shutdown,
+        Capability::Secrets,
+    ];
 
     /// Capabilities of protocol version 1, which predates the `capabilities` field:
     /// a Hello without that field has exactly these.
-    pub const PROTOCOL_1: [Capability; 7] = Self::ALL;
+    pub const PROTOCOL_1: [Capability; 7] =
+        [Capability::Exec, Capability::FsRead, Capability::FsWrite, Capability::FsList, Capability::TarImport, Capability::TarExport, Capability::Shutdown];
 
     /// The stable wire name.
     pub fn name(self) -> &'static str {
@@ -44,6 +56,7 @@ impl Capability {
             Capability::TarImport => "tar_import",
             Capability::TarExport => "tar_export",
             Capability::Shutdown => "shutdown",
+            Capability::Secrets => "secrets",
         }
     }
 

@@ -101,6 +101,9 @@ pub struct ExecRequest {
     pub timeout_ms: u64,
     /// Per-stream cap on forwarded output; the rest is drained and counted as truncated.
     pub max_output_bytes: u64,
+    /// Installed secrets to put in the command's environment: secret name → variable.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, String>,
 }
 
 /// Everything the host can ask of the agent.
@@ -146,6 +149,28 @@ pub enum Request {
     },
     /// Flush filesystems and power the guest off.
     Shutdown,
+    /// Replace the secrets the agent holds in memory (never on disk): they are what
+    /// `secret_env` mappings resolve against and what captured output is redacted of.
+    InstallSecrets {
+        /// The workspace's secrets.
+        secrets: Vec<SecretValue>,
+    },
+}
+
+/// One secret as delivered to the agent.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretValue {
+    /// Name (`^[A-Za-z_][A-Za-z0-9_]{0,63}$`).
+    pub name: String,
+    /// The value (UTF-8, at most 64 KiB).
+    pub value: String,
+}
+
+impl std::fmt::Debug for SecretValue {
+    /// Never prints the value.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretValue").field("name", &self.name).field("value", &"[REDACTED]").finish()
+    }
 }
 
 impl Request {
@@ -164,6 +189,7 @@ impl Request {
             Request::TarImport { .. } => "tar_import",
             Request::TarExport { .. } => "tar_export",
             Request::Shutdown => "shutdown",
+            Request::InstallSecrets { .. } => "install_secrets",
         }
     }
 
@@ -172,6 +198,7 @@ impl Request {
     pub fn capability(&self) -> Option<Capability> {
         Some(match self {
             Request::Ping => return None,
+            Request::Exec(exec) if !exec.secret_env.is_empty() => Capability::Secrets,
             Request::Exec(_) => Capability::Exec,
             Request::ReadFile { .. } => Capability::FsRead,
             Request::WriteFile { .. } => Capability::FsWrite,
@@ -179,6 +206,7 @@ impl Request {
             Request::TarImport { .. } => Capability::TarImport,
             Request::TarExport { .. } => Capability::TarExport,
             Request::Shutdown => Capability::Shutdown,
+            Request::InstallSecrets { .. } => Capability::Secrets,
         })
     }
 }

@@ -384,6 +384,7 @@ impl VmManager {
             cwd: None,
             timeout_ms: timeout_seconds.saturating_mul(1000),
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            secret_env: Default::default(),
         };
         let output = client.exec_streaming(request, output).await.map_err(|e| guest_failure(&dir, e))?;
         drop(client);

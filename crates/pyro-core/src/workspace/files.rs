@@ -341,7 +341,7 @@ async fn chmod(client: &GuestClient, path: &str, mode: u32) -> Result<()> {
 
 /// Runs a small internal command in the guest; a failure is an error with its stderr.
 pub(crate) async fn run_checked(client: &GuestClient, command: &str) -> Result<()> {
-    let request = crate::guest::ExecRequest { command: command.into(), env: Default::default(), cwd: Some("/".into()), timeout_ms: 60_000, max_output_bytes: 64 << 10 };
+    let request = crate::guest::ExecRequest { command: command.into(), env: Default::default(), secret_env: Default::default(), cwd: Some("/".into()), timeout_ms: 60_000, max_output_bytes: 64 << 10 };
     let out = client.exec(request).await.map_err(guest_error)?;
     if out.result.exit_code == 0 {
         Ok(())

@@ -604,6 +604,7 @@ impl WorkspaceManager {
             cwd: Some(WORKSPACE_ROOT.into()),
             timeout_ms: timeout_seconds.saturating_mul(1000),
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
+            secret_env: Default::default(),
         };
         let out = client.exec(request).await?;
         let (sequence, record) = self.update_record(id, |r| {

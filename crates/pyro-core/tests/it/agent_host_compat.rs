@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use pyro_core::guest::{Capability, EntryKind, ExecRequest, GuestClient, GuestError, MIN_SUPPORTED_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use pyro_protocol::{read_frame, write_frame, Frame, FrameKind, Hello, Response};
+use pyro_test::process_gone;
 use tokio::net::UnixStream;
 
 fn agent_bin() -> PathBuf {
@@ -127,14 +128,6 @@ fn noise(len: usize) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
-}
-
-/// True when `pid` no longer runs (gone, or a zombie nobody reaped yet).
-fn process_gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-    }
 }
 
 async fn wait_for_file(path: &Path) -> String {

@@ -60,11 +60,6 @@ impl Redactor {
         Self { values, pending: Vec::new() }
     }
 
-    /// Whether there is nothing to redact (output can pass through untouched).
-    pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
-    }
-
     /// Feeds the next chunk; returns the bytes that can be emitted now, redacted.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
         if self.values.is_empty() {
@@ -98,13 +93,6 @@ impl Redactor {
     pub fn finish(&mut self) -> Vec<u8> {
         std::mem::take(&mut self.pending)
     }
-}
-
-/// Redacts a complete buffer in one go.
-pub fn redact_all(redactor: &mut Redactor, bytes: &[u8]) -> Vec<u8> {
-    let mut out = redactor.push(bytes);
-    out.extend(redactor.finish());
-    out
 }
 
 #[cfg(test)]
@@ -151,6 +139,6 @@ mod tests {
         assert_eq!(env_for(&mapping).unwrap(), vec![("TOKEN".to_string(), "tok".to_string())]);
         let missing: BTreeMap<_, _> = [("OTHER".to_string(), "X".to_string())].into();
         assert_eq!(env_for(&missing).unwrap_err(), "secret_env references unknown workspace secret 'OTHER'");
-        assert!(!redactor().is_empty());
+        assert_eq!(redactor().push(b"a tok b"), b"a [REDACTED] b");
     }
 }

@@ -176,7 +176,7 @@ impl std::fmt::Debug for SecretValue {
 impl Request {
     /// Every `op` tag, one per variant (kept complete by [`Request::op`]'s exhaustive match
     /// and the golden wire test).
-    pub const OPS: [&'static str; 8] = ["ping", "exec", "read_file", "write_file", "list", "tar_import", "tar_export", "shutdown"];
+    pub const OPS: [&'static str; 9] = ["ping", "exec", "read_file", "write_file", "list", "tar_import", "tar_export", "shutdown", "install_secrets"];
 
     /// The wire tag (`op`) of this request.
     pub fn op(&self) -> &'static str {

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use pyro_protocol::{
     decode_request, decode_response, read_frame, write_frame, Capability, DataChannel, DirEntry, EntryKind, ExecRequest, ExecResult, Frame, FrameKind, Hello,
-    ListResult, ReadResult, Request, Response, TarExportResult, TarImportResult, WriteResult, PROTOCOL_VERSION,
+    ListResult, ReadResult, Request, Response, SecretValue, TarExportResult, TarImportResult, WriteResult, PROTOCOL_VERSION,
 };
 
 fn golden_dir() -> PathBuf {
@@ -69,6 +69,7 @@ fn request_examples() -> Vec<Request> {
             cwd: Some("/workspace".into()),
             timeout_ms: 30_000,
             max_output_bytes: 65_536,
+            secret_env: BTreeMap::new(),
         }),
         Request::ReadFile { path: "/workspace/a.txt".into(), max_bytes: 1024 },
         Request::WriteFile { path: "/workspace/b.txt".into(), mode: Some(0o644), create_parents: true },
@@ -76,6 +77,7 @@ fn request_examples() -> Vec<Request> {
         Request::TarImport { destination: "/workspace".into() },
         Request::TarExport { path: "/workspace/src".into() },
         Request::Shutdown,
+        Request::InstallSecrets { secrets: vec![SecretValue { name: "API_TOKEN".into(), value: "example-value".into() }] },
     ];
     for example in &examples {
         // Exhaustive on purpose: a new variant must get an example above.
@@ -87,7 +89,8 @@ fn request_examples() -> Vec<Request> {
             | Request::List { .. }
             | Request::TarImport { .. }
             | Request::TarExport { .. }
-            | Request::Shutdown => {}
+            | Request::Shutdown
+            | Request::InstallSecrets { .. } => {}
         }
     }
     examples

@@ -1,28 +1,21 @@
 //! `pyro doctor` names missing host tools as issues, and says what isolates guests.
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 
+use pyro_test::Home;
 use serde_json::Value;
 
 #[test]
 fn a_missing_qemu_img_is_an_issue() {
-    let tmp = tempfile::tempdir().unwrap();
+    let home = Home::new(crate::PYRO);
     // A QEMU that answers --version, with no qemu-img beside it or on PATH.
-    let bin = tmp.path().join("bin");
+    let bin = home.path().join("bin");
     std::fs::create_dir(&bin).unwrap();
     let qemu = bin.join("qemu-system-x86_64");
     std::fs::write(&qemu, "#!/bin/sh\necho 'QEMU emulator version 7.2.0'\n").unwrap();
     std::fs::set_permissions(&qemu, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::os::unix::fs::symlink("/bin/cp", bin.join("cp")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pyro"))
-        .args(["doctor", "--json"])
-        .env("PATH", &bin)
-        .env("PYRO_QEMU", &qemu)
-        .env("PYRO_CACHE_DIR", tmp.path().join("cache"))
-        .env("PYRO_STATE_DIR", tmp.path().join("state"))
-        .output()
-        .unwrap();
+    let out = home.command(&["doctor", "--json"]).env("PATH", &bin).env("PYRO_QEMU", &qemu).output().unwrap();
     let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&out.stdout)));
     let issues: Vec<&str> = report["issues"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
     assert!(issues.iter().any(|i| i.starts_with("qemu-img is not installed")), "{issues:?}");
@@ -30,7 +23,7 @@ fn a_missing_qemu_img_is_an_issue() {
     assert_eq!(report["selected"]["isolation"], "tcg");
     assert!(report["selected"]["isolation_detail"].as_str().unwrap().contains("not KVM"));
     // The roots doctor reported on were created private.
-    for root in ["cache", "state"] {
-        assert_eq!(std::fs::metadata(tmp.path().join(root)).unwrap().permissions().mode() & 0o777, 0o700, "{root}");
+    for root in [home.cache(), home.state()] {
+        assert_eq!(std::fs::metadata(&root).unwrap().permissions().mode() & 0o777, 0o700, "{}", root.display());
     }
 }

@@ -5,14 +5,11 @@ use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::{Command, Output, Stdio};
 
-fn pyro(args: &[&str], dirs: &tempfile::TempDir) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pyro"));
-    cmd.args(args)
-        .env("PYRO_STATE_DIR", dirs.path().join("state"))
-        .env("PYRO_CACHE_DIR", dirs.path().join("cache"))
-        .env_remove("PYRO_LOG")
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped());
+use pyro_test::Home;
+
+fn pyro(args: &[&str], home: &Home) -> Command {
+    let mut cmd = home.command(args);
+    cmd.stderr(Stdio::piped());
     cmd
 }
 
@@ -46,8 +43,8 @@ const COMMANDS: &[&[&str]] = &[
 #[test]
 fn a_closed_stdout_is_a_quiet_exit() {
     for args in COMMANDS {
-        let dirs = tempfile::tempdir().unwrap();
-        let out = pyro(args, &dirs).stdout(Stdio::from(closed_pipe())).output().unwrap();
+        let home = Home::new(crate::PYRO);
+        let out = pyro(args, &home).stdout(Stdio::from(closed_pipe())).output().unwrap();
         assert_quiet(args, &out);
     }
 }
@@ -56,8 +53,8 @@ fn a_closed_stdout_is_a_quiet_exit() {
 fn a_stdout_closed_after_one_byte_is_a_quiet_exit() {
     // `| head -c 1`: the reader takes one byte, then goes away.
     for args in COMMANDS {
-        let dirs = tempfile::tempdir().unwrap();
-        let mut child = pyro(args, &dirs).stdout(Stdio::piped()).spawn().unwrap();
+        let home = Home::new(crate::PYRO);
+        let mut child = pyro(args, &home).stdout(Stdio::piped()).spawn().unwrap();
         let mut stdout = child.stdout.take().unwrap();
         let mut byte = [0u8; 1];
         let _ = stdout.read(&mut byte);

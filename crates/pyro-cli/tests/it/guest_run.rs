@@ -4,68 +4,25 @@
 //! are `#[ignore]`d in a plain `cargo test` and run by `scripts/test.sh`, after
 //! `scripts/setup.sh --no-run` installed `debian:12` and `debian:12-base`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 
+use pyro_test::{make_ext4, processes_with, wait_for, Sandbox};
 use serde_json::Value;
 
-mod common;
-
-use common::wait_for;
-
-/// A private state dir per test; the image cache is the user's (built by setup).
-struct Sandbox {
-    state: tempfile::TempDir,
-}
-
-impl Sandbox {
-    fn new() -> Self {
-        Self { state: tempfile::tempdir().expect("temp state dir") }
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pyro"));
-        cmd.args(args).env("PYRO_STATE_DIR", self.state.path()).stdin(Stdio::null());
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().expect("pyro runs")
-    }
-
-    fn vms_dir(&self) -> PathBuf {
-        self.state.path().join("vms")
-    }
-
-    /// Fails with the serial log tails of every VM still present, to explain boot trouble.
-    fn diagnostics(&self) -> String {
-        let mut out = String::new();
-        for entry in std::fs::read_dir(self.vms_dir()).into_iter().flatten().flatten() {
-            for file in ["serial.log", "vmm.log", "supervisor.log", "supervisor.json"] {
-                let text = std::fs::read_to_string(entry.path().join(file)).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(15).collect();
-                out.push_str(&format!("--- {} {file}\n{}\n", entry.path().display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
-            }
-        }
-        out
-    }
-}
+use crate::fixtures;
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn expect_success(sandbox: &Sandbox, out: &Output) {
-    assert!(out.status.success(), "pyro failed: {:?}\nstdout: {}\nstderr: {}\n{}", out.status, text(&out.stdout), text(&out.stderr), sandbox.diagnostics());
-}
-
 #[test]
 #[ignore = "boots a real guest; run by scripts/test.sh"]
 fn git_version_runs_inside_our_guest_kernel() {
-    let sb = Sandbox::new();
-    let out = sb.run(&["run", "debian:12", "--", "git --version && uname -r && cat /proc/1/comm"]);
-    expect_success(&sb, &out);
+    let sb = Sandbox::new(crate::PYRO);
+    let out = sb.raw(&["run", "debian:12", "--", "git --version && uname -r && cat /proc/1/comm"]);
+    sb.expect_success(&out);
     let stdout = text(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(lines[0].starts_with("git version 2."), "{stdout}");
@@ -82,8 +39,8 @@ fn git_version_runs_inside_our_guest_kernel() {
 #[test]
 #[ignore = "boots a real guest; run by scripts/test.sh"]
 fn exit_codes_timeouts_and_json() {
-    let sb = Sandbox::new();
-    let out = sb.run(&["run", "debian:12-base", "--json", "--", "echo out; echo err >&2; exit 7"]);
+    let sb = Sandbox::new(crate::PYRO);
+    let out = sb.raw(&["run", "debian:12-base", "--json", "--", "echo out; echo err >&2; exit 7"]);
     assert_eq!(out.status.code(), Some(7), "{}\n{}", text(&out.stderr), sb.diagnostics());
     let v: Value = serde_json::from_slice(&out.stdout).expect("JSON result");
     assert_eq!(v["exit_code"], 7);
@@ -92,7 +49,7 @@ fn exit_codes_timeouts_and_json() {
     assert_eq!(v["execution_mode"], "guest_vsock");
     assert_eq!(v["cleanup"]["deleted"], true);
 
-    let out = sb.run(&["run", "debian:12-base", "--timeout-seconds", "2", "--", "sleep 60"]);
+    let out = sb.raw(&["run", "debian:12-base", "--timeout-seconds", "2", "--", "sleep 60"]);
     assert_eq!(out.status.code(), Some(124), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("command timed out after 2s"), "{}", text(&out.stderr));
 }
@@ -100,16 +57,16 @@ fn exit_codes_timeouts_and_json() {
 #[test]
 #[ignore = "boots a real guest; run by scripts/test.sh"]
 fn large_and_binary_output_survive() {
-    let sb = Sandbox::new();
-    let out = sb.run(&["run", "debian:12-base", "--", "head -c 10485760 /dev/urandom | tee /tmp/x | sha256sum >&2; cat /tmp/x"]);
-    expect_success(&sb, &out);
+    let sb = Sandbox::new(crate::PYRO);
+    let out = sb.raw(&["run", "debian:12-base", "--", "head -c 10485760 /dev/urandom | tee /tmp/x | sha256sum >&2; cat /tmp/x"]);
+    sb.expect_success(&out);
     assert_eq!(out.stdout.len(), 10 * 1024 * 1024);
     use sha2::Digest;
     let digest = hex::encode(sha2::Sha256::digest(&out.stdout));
     assert!(text(&out.stderr).contains(&digest), "stdout arrived intact");
 
-    let out = sb.run(&["run", "debian:12-base", "--json", "--", "printf '\\377\\376ok'"]);
-    expect_success(&sb, &out);
+    let out = sb.raw(&["run", "debian:12-base", "--json", "--", "printf '\\377\\376ok'"]);
+    sb.expect_success(&out);
     let v: Value = serde_json::from_slice(&out.stdout).expect("non-UTF-8 output still gives valid JSON");
     assert_eq!(v["stdout"], "\u{fffd}\u{fffd}ok");
 }
@@ -117,13 +74,13 @@ fn large_and_binary_output_survive() {
 #[test]
 #[ignore = "boots real guests; run by scripts/test.sh"]
 fn ten_runs_at_once_all_succeed() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(crate::PYRO);
     let children: Vec<_> = (0..10)
-        .map(|i| sb.cmd(&["run", "debian:12-base", "--mem-mib", "256", "--", &format!("echo run-{i}")]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+        .map(|i| sb.command(&["run", "debian:12-base", "--mem-mib", "256", "--", &format!("echo run-{i}")]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
         .collect();
     for (i, child) in children.into_iter().enumerate() {
         let out = child.wait_with_output().unwrap();
-        expect_success(&sb, &out);
+        sb.expect_success(&out);
         assert_eq!(text(&out.stdout), format!("run-{i}\n"));
     }
 }
@@ -131,8 +88,8 @@ fn ten_runs_at_once_all_succeed() {
 #[test]
 #[ignore = "boots a real guest; run by scripts/test.sh"]
 fn killing_the_cli_leaves_nothing_behind() {
-    let sb = Sandbox::new();
-    let mut child = sb.cmd(&["run", "debian:12-base", "--", "sleep 120"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let sb = Sandbox::new(crate::PYRO);
+    let mut child = sb.command(&["run", "debian:12-base", "--", "sleep 120"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let vm_dir = wait_for(Duration::from_secs(300), || {
         std::fs::read_dir(sb.vms_dir()).ok()?.flatten().map(|e| e.path()).find(|p| p.join("supervisor.json").exists() && ready(p))
     })
@@ -141,12 +98,13 @@ fn killing_the_cli_leaves_nothing_behind() {
     child.wait().unwrap();
     let gone = wait_for(Duration::from_secs(60), || (!vm_dir.exists()).then_some(()));
     assert!(gone.is_some(), "supervisor removed the VM after its owner died\n{}", sb.diagnostics());
-    assert!(processes_mentioning(&vm_dir).is_empty(), "no stray VMM or supervisor");
+    let stray = [processes_with(&vm_dir, ""), processes_with(&vm_dir, "__vmm-guard")].concat();
+    assert!(stray.is_empty(), "no stray VMM, guard or supervisor: {stray:?}");
 }
 
 #[test]
 fn bad_input_gets_one_clear_line() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(crate::PYRO);
     let cases: &[(&[&str], &str)] = &[
         (&["run", "debian:13", "--", "true"], "unknown environment 'debian:13'; expected one of: debian:12, debian:12-base, debian:12-build"),
         (&["run", "debian:12"], "command is required after `--`"),
@@ -156,14 +114,14 @@ fn bad_input_gets_one_clear_line() {
         (&["run", "debian:12", "--backend", "vmware", "--", "true"], "unknown backend 'vmware'"),
     ];
     for (args, message) in cases {
-        let out = sb.run(args);
+        let out = sb.raw(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         let stderr = text(&out.stderr);
         assert_eq!(stderr.lines().count(), 1, "one line for {args:?}: {stderr}");
         assert!(stderr.starts_with("[error] ") && stderr.contains(message), "{args:?}: {stderr}");
         let mut json_args = args.to_vec();
         json_args.insert(2, "--json");
-        let out = sb.run(&json_args);
+        let out = sb.raw(&json_args);
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("JSON error for {json_args:?}: {}", text(&out.stdout)));
         assert_eq!(v["ok"], false);
         assert!(v["error"].as_str().unwrap().contains(message));
@@ -174,9 +132,9 @@ fn bad_input_gets_one_clear_line() {
 #[test]
 #[ignore = "boots a real guest for the KVM check; run by scripts/test.sh"]
 fn doctor_explains_the_backend_choice() {
-    let sb = Sandbox::new();
-    let out = sb.run(&["doctor", "--json"]);
-    expect_success(&sb, &out);
+    let sb = Sandbox::new(crate::PYRO);
+    let out = sb.raw(&["doctor", "--json"]);
+    sb.expect_success(&out);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let backend = v["selected"]["backend"].as_str().expect("a backend is selected");
     assert!(["qemu-tcg", "qemu-kvm", "firecracker"].contains(&backend), "{v}");
@@ -185,7 +143,7 @@ fn doctor_explains_the_backend_choice() {
         assert!(v["selected"]["reason"].as_str().unwrap().contains("KVM"), "{v}");
     }
     assert_eq!(v["capabilities"]["guest_exec"], true);
-    let human = text(&sb.run(&["doctor"]).stdout);
+    let human = text(&sb.raw(&["doctor"]).stdout);
     assert!(human.contains(&format!("Backend: {backend}")), "{human}");
 }
 
@@ -193,44 +151,21 @@ fn ready(vm_dir: &Path) -> bool {
     std::fs::read_to_string(vm_dir.join("supervisor.json")).map(|s| s.contains("\"ready\"")).unwrap_or(false)
 }
 
-/// PIDs whose command line mentions `path`.
-fn processes_mentioning(path: &Path) -> Vec<u32> {
-    let needle = path.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).map(|c| text(&c).contains(&needle)).unwrap_or(false))
-        .collect()
-}
-
 #[test]
 #[ignore = "boots a real guest kernel; run by scripts/test.sh"]
 fn a_kernel_panic_is_reported_with_the_serial_log_not_as_a_timeout() {
-    use pyro_core::environments::{InstallManifest, MANIFEST_FILE};
     // An install of debian:12-base whose rootfs has no init: our real kernel boots and panics.
     let real = pyro_core::Pyro::from_env().unwrap().inspect_environment("debian:12-base", false).unwrap();
     let kernel = real.kernel.expect("debian:12-base is installed (scripts/setup.sh)").path;
     let cache = tempfile::tempdir().unwrap();
-    let dir = cache.path().join("environments/linux-x86_64/debian_12-base-1.0.0");
+    let dir = fixtures::install_dir(&cache.path().join("environments/linux-x86_64"));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(&kernel, dir.join("vmlinux")).unwrap();
-    let status = Command::new("mkfs.ext4").args(["-q", "-F", "-O", "^inline_data,^large_dir"]).arg(dir.join("rootfs.ext4")).arg("16M").status().unwrap();
-    assert!(status.success());
-    let manifest = InstallManifest {
-        catalog_version: pyro_core::catalog::CATALOG_VERSION.into(),
-        name: "debian:12-base".into(),
-        version: "1.0.0".into(),
-        source: "oci://test/no-init".into(),
-        source_digest: None,
-        installed_at: 0.0,
-        agent_sha256: String::new(),
-        artifacts: InstallManifest::record_artifacts(&dir).unwrap(),
-    };
-    manifest.store(&dir.join(MANIFEST_FILE)).unwrap();
+    make_ext4(&dir.join("rootfs.ext4"), "16M", None);
+    fixtures::store_manifest(&dir, "oci://test/no-init", 0.0, String::new());
 
-    let sb = Sandbox::new();
-    let out = sb.cmd(&["run", "debian:12-base", "--", "true"]).env("PYRO_CACHE_DIR", cache.path()).env("PYRO_BOOT_TIMEOUT_SECONDS", "600").output().unwrap();
+    let sb = Sandbox::new(crate::PYRO);
+    let out = sb.command(&["run", "debian:12-base", "--", "true"]).env("PYRO_CACHE_DIR", cache.path()).env("PYRO_BOOT_TIMEOUT_SECONDS", "600").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("guest boot failed") && stderr.contains("Kernel panic"), "{stderr}");

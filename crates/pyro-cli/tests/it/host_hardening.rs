@@ -7,14 +7,12 @@
 //! They boot real guests, so they are `#[ignore]`d in a plain `cargo test` and run by
 //! `scripts/test.sh`.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{processes_with, vmm_pid, wait_for, Sandbox};
+use pyro_test::{processes_with, vmm_pid, wait_for, Sandbox};
 use serde_json::Value;
 
 const ENV: &str = "debian:12-base";
@@ -46,7 +44,7 @@ fn signal(pid: i32, sig: i32) {
 #[test]
 #[ignore = "boots real guests; run by scripts/test.sh"]
 fn killing_the_supervisor_takes_its_vmm_along_and_start_recovers() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(crate::PYRO);
     let id = create(&sb);
     sb.ws(&["file", "write", &id, "kept.txt", "--text", "kept\n"]);
     assert!(vmm_pid(sb.state.path()).is_some(), "a VMM runs\n{}", sb.diagnostics());
@@ -65,7 +63,7 @@ fn killing_the_supervisor_takes_its_vmm_along_and_start_recovers() {
 #[test]
 #[ignore = "boots real guests; run by scripts/test.sh"]
 fn two_racing_starts_boot_one_vm() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(crate::PYRO);
     let id = create(&sb);
     assert_eq!(sb.ws(&["stop", &id])["state"], "stopped");
     let start = || sb.command(&["workspace", "start", &id, "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
@@ -83,7 +81,7 @@ fn two_racing_starts_boot_one_vm() {
 #[test]
 #[ignore = "boots a real guest; run by scripts/test.sh"]
 fn a_stopped_supervisor_fails_calls_within_a_deadline() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(crate::PYRO);
     let id = create(&sb);
     let supervisor = supervisor_pid(&sb, &id);
     signal(supervisor, libc::SIGSTOP);
@@ -106,7 +104,7 @@ fn a_stopped_supervisor_fails_calls_within_a_deadline() {
 #[test]
 #[ignore = "boots a real guest; run by scripts/test.sh"]
 fn a_guest_flooding_its_console_is_capped_on_disk() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(crate::PYRO);
     let id = create(&sb);
     let flood = "head -c 67108864 /dev/zero | tr '\\0' x > /dev/hvc0; echo flooded";
     let exec = sb.ws(&["exec", &id, "--timeout-seconds", "900", "--", flood]);
@@ -123,7 +121,7 @@ fn a_guest_flooding_its_console_is_capped_on_disk() {
 #[test]
 #[ignore = "boots a real guest; run by scripts/test.sh"]
 fn ctrl_c_during_create_leaves_nothing_behind() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(crate::PYRO);
     let mut child = sb.command(&["workspace", "create", ENV, "--json"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     // Interrupt once the guest is booting.
     let booting = wait_for(Duration::from_secs(120), || vmm_pid(sb.state.path()));
@@ -142,7 +140,7 @@ fn ctrl_c_during_create_leaves_nothing_behind() {
 #[test]
 #[ignore = "boots a real guest; run by scripts/test.sh"]
 fn state_is_private_and_the_vmm_confined() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(crate::PYRO);
     let id = create(&sb);
     let ws = sb.state.path().join("workspaces").join(&id);
     assert_eq!(mode(sb.state.path()), 0o700, "state root");
@@ -176,7 +174,7 @@ fn state_is_private_and_the_vmm_confined() {
 #[test]
 #[ignore = "boots a real guest; run by scripts/test.sh"]
 fn a_2_gib_guest_file_neither_blows_host_memory_nor_panics_diff() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::new(crate::PYRO);
     let id = create(&sb);
     sb.ws(&["file", "write", &id, "notes.txt", "--text", "small change\n"]);
     let made = sb.ws(&["exec", &id, "--", "truncate -s 2G big.bin && echo made"]);

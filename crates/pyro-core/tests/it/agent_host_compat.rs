@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use pyro_core::guest::{Capability, EntryKind, ExecRequest, GuestClient, GuestError, MIN_SUPPORTED_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use pyro_protocol::{read_frame, write_frame, Frame, FrameKind, Hello, Response};
+use pyro_test::process_gone;
 use tokio::net::UnixStream;
 
 fn agent_bin() -> PathBuf {
@@ -107,6 +108,7 @@ fn cmd(command: &str) -> ExecRequest {
         command: command.to_string(),
         env: BTreeMap::new(),
         cwd: None,
+        secret_env: BTreeMap::new(),
         timeout_ms: 30_000,
         max_output_bytes: 64 << 20,
     }
@@ -127,14 +129,6 @@ fn noise(len: usize) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
-}
-
-/// True when `pid` no longer runs (gone, or a zombie nobody reaped yet).
-fn process_gone(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
-    }
 }
 
 async fn wait_for_file(path: &Path) -> String {

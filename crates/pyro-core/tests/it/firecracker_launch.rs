@@ -18,18 +18,11 @@ use std::time::Duration;
 use pyro_core::vmm::firecracker::{self, Firecracker};
 use pyro_core::vmm::LaunchSpec;
 use pyro_core::Error;
-
-fn required() -> bool {
-    std::env::var("PYRO_REQUIRE_FIRECRACKER").is_ok_and(|v| v == "1")
-}
+use pyro_test::{make_ext4, mkfs_ext4, process_gone, Required};
 
 /// Skips (returns `None`) with a printed reason, or panics when Firecracker is required.
 fn skip<T>(reason: &str) -> Option<T> {
-    if required() {
-        panic!("PYRO_REQUIRE_FIRECRACKER=1 but {reason}");
-    }
-    eprintln!("SKIP: {reason}");
-    None
+    Required::FIRECRACKER.skip(reason)
 }
 
 /// The Firecracker binary, fetching it once if absent.
@@ -85,16 +78,6 @@ fn kvm_usable() -> bool {
     std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
 }
 
-fn mkfs_ext4(path: &Path) -> bool {
-    std::process::Command::new("mkfs.ext4")
-        .args(["-q", "-F"])
-        .arg(path)
-        .arg("16M")
-        .stdout(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 fn spec(vm_dir: &Path, kernel: &Path, disk: &Path, debug_console: bool) -> LaunchSpec {
     LaunchSpec {
         vm_dir: vm_dir.to_path_buf(),
@@ -103,13 +86,6 @@ fn spec(vm_dir: &Path, kernel: &Path, disk: &Path, debug_console: bool) -> Launc
         vcpu_count: 1,
         mem_mib: 128,
         debug_console,
-    }
-}
-
-fn pid_gone(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with(['Z', 'X'])),
-        Err(_) => true,
     }
 }
 
@@ -198,10 +174,11 @@ async fn firecracker_accepts_our_launch_config() {
 
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().join("base.ext4");
-    if !mkfs_ext4(&base) {
+    if mkfs_ext4().is_none() {
         skip::<()>("mkfs.ext4 is not available");
         return;
     }
+    make_ext4(&base, "16M", None);
     let vm_dir = dir.path().join("vm");
     std::fs::create_dir(&vm_dir).unwrap();
     let disk = firecracker::prepare_disk(&base, &vm_dir).unwrap();
@@ -256,6 +233,6 @@ async fn firecracker_accepts_our_launch_config() {
     firecracker::stop(&mut child, &s).await.unwrap();
     eprintln!("stopped in {:?}", started.elapsed());
     assert!(child.try_wait().unwrap().is_some(), "firecracker still running after stop");
-    assert!(pid_gone(pid), "pid {pid} still exists");
+    assert!(process_gone(pid as i32), "pid {pid} still exists");
     assert!(!api.exists() && !s.channel_socket().exists(), "sockets not removed");
 }

@@ -1,35 +1,43 @@
-//! The test sandbox shared by the guest-booting CLI tests: a private state dir, a host
-//! scratch dir, `pyro workspace … --json` helpers with diagnostics (the guest's serial
-//! log tail) in every failure, and cleanup of every workspace left behind.
-#![allow(dead_code)] // each test binary uses its own subset
+//! [`Sandbox`]: the state of one guest-booting CLI test.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::{describe, tail};
+
+/// A private state dir and a host scratch dir for one test that drives real guests
+/// through the `pyro` binary; the image cache is the user's (built by scripts/setup.sh).
+/// Dropping it deletes every workspace still listed, so no guest outlives its test.
 pub struct Sandbox {
+    /// `PYRO_STATE_DIR` of every command this sandbox runs.
     pub state: tempfile::TempDir,
+    /// Scratch space on the host: seed trees ([`Sandbox::seed`]), exports.
     pub host: tempfile::TempDir,
+    bin: PathBuf,
 }
 
 impl Sandbox {
-    pub fn new() -> Self {
-        Self { state: tempfile::tempdir().unwrap(), host: tempfile::tempdir().unwrap() }
-    }
-
-    pub fn raw(&self, args: &[&str]) -> Output {
-        self.raw_env(args, &[])
+    /// A fresh sandbox running the `pyro` binary at `bin` (in pyro-cli's tests,
+    /// `env!("CARGO_BIN_EXE_pyro")`).
+    pub fn new(bin: impl Into<PathBuf>) -> Self {
+        Self { state: tempfile::tempdir().unwrap(), host: tempfile::tempdir().unwrap(), bin: bin.into() }
     }
 
     /// `pyro ARGS` on this sandbox's state dir, stdin closed, not started yet.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pyro"));
+        let mut cmd = Command::new(&self.bin);
         cmd.args(args).env("PYRO_STATE_DIR", self.state.path()).stdin(Stdio::null());
         cmd
     }
 
+    /// Runs `pyro ARGS` to completion and returns what it printed.
+    pub fn raw(&self, args: &[&str]) -> Output {
+        self.raw_env(args, &[])
+    }
+
+    /// Runs `pyro ARGS` with extra environment variables `env`.
     pub fn raw_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = self.command(args);
         for (k, v) in env {
@@ -58,6 +66,8 @@ impl Sandbox {
         value["error"].as_str().unwrap().to_string()
     }
 
+    /// Writes `files` (path, content, mode) under `host/NAME` and returns that directory,
+    /// to pass as `--seed-path`.
     pub fn seed(&self, name: &str, files: &[(&str, &str, u32)]) -> PathBuf {
         let dir = self.host.path().join(name);
         for (path, content, mode) in files {
@@ -70,6 +80,8 @@ impl Sandbox {
         dir
     }
 
+    /// Creates a started `debian:12` workspace named `name` from `seed` with `labels`
+    /// (`KEY=VALUE`); returns its id.
     pub fn create(&self, seed: &Path, name: &str, labels: &[&str]) -> String {
         let mut args = vec!["create", "debian:12", "--seed-path", seed.to_str().unwrap(), "--name", name];
         for label in labels {
@@ -80,19 +92,32 @@ impl Sandbox {
         created["workspace_id"].as_str().unwrap().to_string()
     }
 
+    /// Exports `path` of workspace `id` to the host and returns its text.
     pub fn export_text(&self, id: &str, path: &str) -> String {
         let out = self.host.path().join(format!("export-{}-{}", id, path.replace('/', "_")));
         self.ws(&["export", id, path, "--output", out.to_str().unwrap()]);
         std::fs::read_to_string(out).unwrap()
     }
 
+    /// Where `pyro run` keeps its one-shot VMs (`STATE/vms`).
+    pub fn vms_dir(&self) -> PathBuf {
+        self.state.path().join("vms")
+    }
+
+    /// Fails with `out` and the diagnostics unless the command succeeded.
+    pub fn expect_success(&self, out: &Output) {
+        assert!(out.status.success(), "pyro failed: {}\n{}", describe(out), self.diagnostics());
+    }
+
+    /// The tails of the serial, VMM and supervisor logs of every VM still present (one-shot
+    /// VMs and workspaces), to explain boot trouble in a failure message.
     pub fn diagnostics(&self) -> String {
+        let runs = std::fs::read_dir(self.vms_dir()).into_iter().flatten().flatten().map(|e| e.path());
+        let workspaces = std::fs::read_dir(self.state.path().join("workspaces")).into_iter().flatten().flatten().map(|e| e.path().join("vm"));
         let mut out = String::new();
-        for ws in std::fs::read_dir(self.state.path().join("workspaces")).into_iter().flatten().flatten() {
+        for vm in runs.chain(workspaces) {
             for file in ["serial.log", "vmm.log", "supervisor.log", "supervisor.json"] {
-                let text = std::fs::read_to_string(ws.path().join("vm").join(file)).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(12).collect();
-                out.push_str(&format!("--- {} {file}\n{}\n", ws.path().display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
+                out.push_str(&format!("--- {} {file}\n{}\n", vm.display(), tail(&vm.join(file), 15)));
             }
         }
         out
@@ -118,48 +143,4 @@ impl Drop for Sandbox {
             }
         }
     }
-}
-
-
-/// The pid of a VMM (QEMU or Firecracker) whose command line names `state` (not the
-/// guard pyro may run in front of it).
-pub fn vmm_pid(state: &Path) -> Option<i32> {
-    let mut vmms = processes_with(state, "qemu-system");
-    vmms.extend(processes_with(state, "firecracker"));
-    vmms.into_iter().next()
-}
-
-/// Every live process whose command line names `state` and contains `what`; the VMM
-/// guard (`pyro __vmm-guard qemu-system…`) counts only when `what` names it.
-pub fn processes_with(state: &Path, what: &str) -> Vec<i32> {
-    let needle = state.to_string_lossy().into_owned();
-    pids().into_iter().filter(|pid| {
-        let text = cmdline(*pid);
-        let guard = text.contains("__vmm-guard") && !what.contains("__vmm-guard");
-        text.contains(what) && text.contains(&needle) && !guard && !is_zombie(*pid)
-    }).collect()
-}
-
-fn pids() -> Vec<i32> {
-    std::fs::read_dir("/proc").into_iter().flatten().flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()).collect()
-}
-
-fn cmdline(pid: i32) -> String {
-    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()).replace('\0', " ")
-}
-
-fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z')).unwrap_or(true)
-}
-
-/// Polls `probe` every 200 ms until it returns a value or `limit` passes.
-pub fn wait_for<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if let Some(v) = probe() {
-            return Some(v);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    None
 }

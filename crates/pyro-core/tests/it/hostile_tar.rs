@@ -10,7 +10,7 @@
 //! is written outside the output. `PYRO_FUZZ_CASES` sets its case count (default 2000):
 //!
 //! ```text
-//! PYRO_FUZZ_CASES=1000000 cargo test --release -p pyro-core --test hostile_tar -- --ignored --nocapture
+//! PYRO_FUZZ_CASES=1000000 cargo test --release -p pyro-core --test it -- --ignored --nocapture hostile_tar::fuzz
 //! ```
 
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --no-run
-# Lints are part of the suite: any clippy warning or module import cycle fails it.
+# Lints are part of the suite: unformatted code, any clippy warning or a module import
+# cycle fails it.
+cargo fmt --all --check
 python3 scripts/check-module-cycles.py
 cargo clippy --quiet --workspace --all-targets -- -D warnings
 export PYRO_REQUIRE_FIRECRACKER="${CI:+1}"

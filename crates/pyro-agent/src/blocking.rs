@@ -93,9 +93,7 @@ impl DownloadWriter {
         }
         let frame = Frame::data(self.stream, DataChannel::Download, &self.buf);
         self.buf.clear();
-        self.out
-            .blocking_send(WriterMsg::Frame(frame))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "session closed"))
+        self.out.blocking_send(WriterMsg::Frame(frame)).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "session closed"))
     }
 }
 

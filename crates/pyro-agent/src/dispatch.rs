@@ -20,9 +20,7 @@ pub async fn handle(request: Request, mut req: ReqCtx) -> Response {
         Request::Ping => Ok(Response::Ok),
         Request::Exec(exec) => exec::run(exec, &req).await.map(Response::Exec),
         Request::ReadFile { path, max_bytes } => fsops::read_file(&path, max_bytes, &req).await.map(Response::Read),
-        Request::WriteFile { path, mode, create_parents } => {
-            fsops::write_file(&path, mode, create_parents, &mut req).await.map(Response::Write)
-        }
+        Request::WriteFile { path, mode, create_parents } => fsops::write_file(&path, mode, create_parents, &mut req).await.map(Response::Write),
         Request::List { path, recursive } => fsops::list(&path, recursive, &req).await.map(Response::List),
         Request::TarImport { destination } => tar_import::run(&destination, &mut req).await.map(Response::TarImport),
         Request::TarExport { path } => tar_export::run(&path, &req).await.map(Response::TarExport),

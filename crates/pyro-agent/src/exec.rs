@@ -75,13 +75,7 @@ impl Pumped {
 
 /// Forwards one output pipe, redacted of every installed secret, as data frames: at
 /// most `cap` bytes, counting the rest.
-async fn pump<R: AsyncRead + Unpin>(
-    mut pipe: R,
-    channel: DataChannel,
-    cap: u64,
-    req: &ReqCtx,
-    mut stop: watch::Receiver<bool>,
-) -> Pumped {
+async fn pump<R: AsyncRead + Unpin>(mut pipe: R, channel: DataChannel, cap: u64, req: &ReqCtx, mut stop: watch::Receiver<bool>) -> Pumped {
     let mut buf = vec![0u8; CHUNK];
     let mut p = Pumped { total: 0, forwarded: 0, truncated: false, last_forwarded: None };
     let mut redactor = secrets::redactor();
@@ -165,12 +159,8 @@ pub async fn run(exec: ExecRequest, req: &ReqCtx) -> Result<ExecResult, String> 
     let stderr = child.stderr.take().expect("stderr is piped");
     let (stop_tx, stop_rx) = watch::channel(false);
     let cap = exec.max_output_bytes;
-    let pumps = async {
-        tokio::join!(
-            pump(stdout, DataChannel::Stdout, cap, req, stop_rx.clone()),
-            pump(stderr, DataChannel::Stderr, cap, req, stop_rx.clone()),
-        )
-    };
+    let pumps =
+        async { tokio::join!(pump(stdout, DataChannel::Stdout, cap, req, stop_rx.clone()), pump(stderr, DataChannel::Stderr, cap, req, stop_rx.clone()),) };
     tokio::pin!(pumps);
 
     let waiter = async {

@@ -26,11 +26,7 @@ pub async fn read_file(path: &str, max_bytes: u64, req: &ReqCtx) -> Result<ReadR
         if !meta.is_file() {
             return Err(not_regular());
         }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-            .open(&full)
-            .map_err(|e| describe(&display, e))?;
+        let mut file = OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(&full).map_err(|e| describe(&display, e))?;
         let meta = file.metadata().map_err(|e| describe(&display, e))?;
         if !meta.is_file() {
             return Err(not_regular());
@@ -51,9 +47,7 @@ pub fn check_parents(display: &str, target: &Path) -> Result<bool, String> {
     for component in parent.components().skip(1) {
         prefix.push(component);
         match fs::symlink_metadata(&prefix) {
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(format!("path would traverse through a symlinked parent: {display}"))
-            }
+            Ok(m) if m.file_type().is_symlink() => return Err(format!("path would traverse through a symlinked parent: {display}")),
             Ok(m) if !m.is_dir() => return Err(format!("parent is not a directory: {}", prefix.display())),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
@@ -74,19 +68,10 @@ impl TempFile {
     /// Creates a new, empty, private file in `dir`.
     pub fn create_in(dir: &Path, prefix: &str) -> io::Result<(Self, File)> {
         loop {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0);
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
             let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
             let path = dir.join(format!("{prefix}{}-{n}-{nanos:x}", std::process::id()));
-            match OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-                .open(&path)
-            {
+            match OpenOptions::new().write(true).create_new(true).mode(0o600).custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW).open(&path) {
                 Ok(file) => return Ok((Self { path: Some(path) }, file)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),
@@ -136,8 +121,8 @@ pub async fn write_file(path: &str, mode: Option<u32>, create_parents: bool, req
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(format!("cannot access {display}: {e}")),
         };
-        let (temp, mut file) = TempFile::create_in(&parent, ".pyro-write-")
-            .map_err(|e| format!("cannot create a temporary file in {}: {e}", parent.display()))?;
+        let (temp, mut file) =
+            TempFile::create_in(&parent, ".pyro-write-").map_err(|e| format!("cannot create a temporary file in {}: {e}", parent.display()))?;
         let written = io::copy(&mut source, &mut file).map_err(|e| format!("writing {display} failed: {e}"))?;
         let final_mode = match &existing {
             Some(m) => m.mode() & 0o7777,
@@ -147,8 +132,7 @@ pub async fn write_file(path: &str, mode: Option<u32>, create_parents: bool, req
             // Keep the owner (best effort: only root may give files away).
             let _ = std::os::unix::fs::fchown(&file, Some(m.uid()), Some(m.gid()));
         }
-        file.set_permissions(fs::Permissions::from_mode(final_mode))
-            .map_err(|e| format!("cannot set the mode of {display}: {e}"))?;
+        file.set_permissions(fs::Permissions::from_mode(final_mode)).map_err(|e| format!("cannot set the mode of {display}: {e}"))?;
         drop(file);
         temp.persist(&target).map_err(|e| format!("cannot replace {display}: {e}"))?;
         Ok(WriteResult { bytes_written: written, mode: final_mode })
@@ -175,10 +159,8 @@ fn dir_entry(path: &Path, meta: &Metadata) -> DirEntry {
 }
 
 fn walk(dir: &Path, recursive: bool, out: &mut Vec<DirEntry>) -> Result<(), String> {
-    let mut names: Vec<_> = fs::read_dir(dir)
-        .map_err(|e| format!("cannot list {}: {e}", dir.display()))?
-        .filter_map(|entry| entry.ok().map(|e| e.file_name()))
-        .collect();
+    let mut names: Vec<_> =
+        fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?.filter_map(|entry| entry.ok().map(|e| e.file_name())).collect();
     names.sort();
     for name in names {
         let path = dir.join(&name);

@@ -20,8 +20,8 @@ mod fsinfo;
 mod fsops;
 mod init;
 mod paths;
-mod secrets;
 mod request;
+mod secrets;
 mod session;
 mod tar_export;
 mod tar_import;
@@ -34,10 +34,7 @@ use request::Ctx;
 const USAGE: &str = "usage: pyro-agent [--listen-unix PATH [--cwd-root DIR]] | --version";
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("cannot start the async runtime")
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("cannot start the async runtime")
 }
 
 /// The guest server; its exit code becomes the server process's.

@@ -92,9 +92,6 @@ pub struct ReqCtx {
 impl ReqCtx {
     /// Sends a data frame on this request's stream.
     pub async fn send_data(&self, channel: DataChannel, bytes: &[u8]) -> Result<(), String> {
-        self.out
-            .send(WriterMsg::Frame(Frame::data(self.stream, channel, bytes)))
-            .await
-            .map_err(|_| "session closed".to_string())
+        self.out.send(WriterMsg::Frame(Frame::data(self.stream, channel, bytes))).await.map_err(|_| "session closed".to_string())
     }
 }

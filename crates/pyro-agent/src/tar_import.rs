@@ -87,8 +87,7 @@ impl Extractor {
         dirs.sort_by_key(|(rel, _)| std::cmp::Reverse(rel.split(|&b| b == b'/').count()));
         for (rel, (mode, mtime)) in dirs {
             let path = self.full(&rel);
-            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
-                .map_err(|e| format!("cannot set the mode of {}: {e}", lossy(&rel)))?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).map_err(|e| format!("cannot set the mode of {}: {e}", lossy(&rel)))?;
             set_mtime(&path, mtime).map_err(|e| format!("cannot set the mtime of {}: {e}", lossy(&rel)))?;
         }
         Ok(TarImportResult { entry_count: self.entries, bytes_written: self.bytes })
@@ -142,12 +141,8 @@ impl Extractor {
     fn member<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), String> {
         let raw_name = entry.path_bytes().into_owned();
         let link = entry.link_name_bytes().map(|l| l.into_owned());
-        let raw = RawMember {
-            name: &raw_name,
-            kind: MemberType::from_typeflag(entry.header().entry_type().as_byte()),
-            link: link.as_deref(),
-            size: entry.size(),
-        };
+        let raw =
+            RawMember { name: &raw_name, kind: MemberType::from_typeflag(entry.header().entry_type().as_byte()), link: link.as_deref(), size: entry.size() };
         let verdict = RULES.check(&raw).map_err(|r| r.to_string())?;
         if verdict == Verdict::Skip {
             return Ok(()); // archive-wide metadata, not a member
@@ -187,8 +182,7 @@ impl Extractor {
                     .open(&path)
                     .map_err(|e| format!("cannot create {name}: {e}"))?;
                 let n = io::copy(entry, &mut file).map_err(|e| format!("cannot extract {name}: {e}"))?;
-                file.set_permissions(fs::Permissions::from_mode(mode))
-                    .map_err(|e| format!("cannot set the mode of {name}: {e}"))?;
+                file.set_permissions(fs::Permissions::from_mode(mode)).map_err(|e| format!("cannot set the mode of {name}: {e}"))?;
                 drop(file);
                 set_mtime(&path, mtime).map_err(|e| format!("cannot set the mtime of {name}: {e}"))?;
                 self.bytes += n;
@@ -196,8 +190,7 @@ impl Extractor {
             Shape::Symlink { target } => {
                 self.ensure_parents(&name, &components, true)?;
                 self.clear_for(&name, &path)?;
-                std::os::unix::fs::symlink(OsStr::from_bytes(target), &path)
-                    .map_err(|e| format!("cannot create symlink {name}: {e}"))?;
+                std::os::unix::fs::symlink(OsStr::from_bytes(target), &path).map_err(|e| format!("cannot create symlink {name}: {e}"))?;
                 set_mtime(&path, mtime).map_err(|e| format!("cannot set the mtime of {name}: {e}"))?;
             }
             Shape::HardLink { target: target_components } => {
@@ -224,10 +217,7 @@ impl Extractor {
 /// Sets the modification time without following symlinks (access time untouched).
 fn set_mtime(path: &Path, mtime: u64) -> io::Result<()> {
     let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let times = [
-        libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
-        libc::timespec { tv_sec: mtime as _, tv_nsec: 0 },
-    ];
+    let times = [libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT }, libc::timespec { tv_sec: mtime as _, tv_nsec: 0 }];
     // SAFETY: valid C string and a two-element timespec array.
     let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
     if rc == 0 {

@@ -23,7 +23,13 @@ fn time_command(args: &[&str], runs: usize, state: &std::path::Path) -> Duration
         (0..runs)
             .map(|_| {
                 let start = Instant::now();
-                let status = Command::new(env!("CARGO_BIN_EXE_pyro")).args(args).env("PYRO_STATE_DIR", state).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
+                let status = Command::new(env!("CARGO_BIN_EXE_pyro"))
+                    .args(args)
+                    .env("PYRO_STATE_DIR", state)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .unwrap();
                 assert!(status.success(), "pyro {args:?} failed");
                 start.elapsed()
             })
@@ -55,7 +61,14 @@ fn main() {
         let vm = pyro.create_vm(&CreateVmOptions::new(ENV), &quiet).await.unwrap();
         pyro.start_vm(&vm.vm_id).await.unwrap();
         let guest = pyro.guest(&vm.vm_id).await.unwrap();
-        let request = ExecRequest { command: "true".into(), env: Default::default(), secret_env: Default::default(), cwd: None, timeout_ms: 30_000, max_output_bytes: 1 << 20 };
+        let request = ExecRequest {
+            command: "true".into(),
+            env: Default::default(),
+            secret_env: Default::default(),
+            cwd: None,
+            timeout_ms: 30_000,
+            max_output_bytes: 1 << 20,
+        };
         let mut trips = Vec::new();
         for _ in 0..runs * 5 {
             let start = Instant::now();

@@ -45,7 +45,14 @@ fn main() {
     std::fs::create_dir(&big).unwrap();
     let mut seed_bytes = 0x2545F4914F6CDD1Du64;
     for i in 0..100 {
-        let data: Vec<u8> = (0..1 << 20).map(|_| { seed_bytes ^= seed_bytes << 13; seed_bytes ^= seed_bytes >> 7; seed_bytes ^= seed_bytes << 17; seed_bytes as u8 }).collect();
+        let data: Vec<u8> = (0..1 << 20)
+            .map(|_| {
+                seed_bytes ^= seed_bytes << 13;
+                seed_bytes ^= seed_bytes >> 7;
+                seed_bytes ^= seed_bytes << 17;
+                seed_bytes as u8
+            })
+            .collect();
         std::fs::write(big.join(format!("blob-{i:03}.bin")), data).unwrap();
     }
     // 1,000 small text files.

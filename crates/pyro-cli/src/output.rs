@@ -173,7 +173,9 @@ pub fn event_line(event: &Event) -> String {
         Event::RunCreate { environment } => format!("[run] phase=create environment={environment}"),
         Event::RunStart { vm_id, backend, isolation } => format!("[run] phase=start vm_id={vm_id} backend={backend} isolation={isolation}"),
         Event::RunExecute { vm_id } => format!("[run] phase=execute vm_id={vm_id}"),
-        Event::WorkspaceBoot { workspace_id, backend, isolation } => format!("[workspace] phase=boot workspace_id={workspace_id} backend={backend} isolation={isolation}"),
+        Event::WorkspaceBoot { workspace_id, backend, isolation } => {
+            format!("[workspace] phase=boot workspace_id={workspace_id} backend={backend} isolation={isolation}")
+        }
         Event::KvmCheck => "[backend] checking once whether KVM boots guests on this host".into(),
         Event::PullInstall { environment } => format!("[pull] phase=install environment={environment}"),
         Event::PullAgentChanged { environment } => format!("[pull] {environment} was built with a different pyro-agent; rebuilding it"),
@@ -191,7 +193,11 @@ pub fn event_line(event: &Event) -> String {
 
 /// "yes"/"no" for human output.
 pub fn yes_no(value: bool) -> &'static str {
-    if value { "yes" } else { "no" }
+    if value {
+        "yes"
+    } else {
+        "no"
+    }
 }
 
 #[cfg(test)]

@@ -68,10 +68,10 @@ pub const CATALOG: &[EnvironmentSpec] = &[
 
 /// Looks an environment up by its exact name.
 pub fn lookup(name: &str) -> Result<&'static EnvironmentSpec, Error> {
-    CATALOG.iter().find(|spec| spec.name == name).ok_or_else(|| Error::UnknownEnvironment {
-        name: name.to_string(),
-        expected: CATALOG.iter().map(|s| s.name).collect::<Vec<_>>().join(", "),
-    })
+    CATALOG
+        .iter()
+        .find(|spec| spec.name == name)
+        .ok_or_else(|| Error::UnknownEnvironment { name: name.to_string(), expected: CATALOG.iter().map(|s| s.name).collect::<Vec<_>>().join(", ") })
 }
 
 #[cfg(test)]

@@ -319,10 +319,7 @@ impl DiskImage {
                 _ => {}
             }
             if walk.out.len() + children.len() >= walk.limits.max_entries {
-                return Err(Error::LimitExceeded(format!(
-                    "disk listing has more than {} entries; list a narrower path",
-                    walk.limits.max_entries
-                )));
+                return Err(Error::LimitExceeded(format!("disk listing has more than {} entries; list a narrower path", walk.limits.max_entries)));
             }
             if children.len() % 1024 == 1023 {
                 walk.check_deadline()?;
@@ -408,7 +405,22 @@ mod tests {
         let out = Command::new("mkfs.ext4")
             .args(["-F", "-q", "-d"])
             .arg(tree)
-            .args(["-O", "^inline_data,^large_dir,^metadata_csum_seed", "-L", "pyro-rootfs", "-m", "0", "-E", "root_owner=0:0", "-b", "4096", "-I", "256", "-N", "256"])
+            .args([
+                "-O",
+                "^inline_data,^large_dir,^metadata_csum_seed",
+                "-L",
+                "pyro-rootfs",
+                "-m",
+                "0",
+                "-E",
+                "root_owner=0:0",
+                "-b",
+                "4096",
+                "-I",
+                "256",
+                "-N",
+                "256",
+            ])
             .arg(image)
             .output()
             .expect("mkfs.ext4 (e2fsprogs) is installed by scripts/setup.sh");

@@ -60,11 +60,7 @@ mod tests {
         let readme = include_str!("../../../README.md");
         let start = readme.find("<!-- env-vars -->").expect("README has an <!-- env-vars --> marker");
         let end = readme.find("<!-- /env-vars -->").expect("README has an <!-- /env-vars --> marker");
-        let listed: Vec<&str> = readme[start..end]
-            .lines()
-            .filter_map(|line| line.strip_prefix("| `"))
-            .filter_map(|rest| rest.split('`').next())
-            .collect();
+        let listed: Vec<&str> = readme[start..end].lines().filter_map(|line| line.strip_prefix("| `")).filter_map(|rest| rest.split('`').next()).collect();
         assert_eq!(listed, super::ALL, "README's environment variable table differs from env_vars::ALL");
     }
 

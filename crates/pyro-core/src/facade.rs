@@ -14,7 +14,6 @@ use crate::workspace::history::WorkspaceLogs;
 use crate::workspace::{CreateWorkspaceOptions, UpdateWorkspace, WorkspaceDeleted, WorkspaceExec, WorkspaceList, WorkspaceManager, WorkspaceStatus};
 use std::path::Path;
 
-
 /// The pyro core facade.
 #[derive(Debug, Clone)]
 pub struct Pyro {
@@ -116,7 +115,14 @@ impl Pyro {
     }
 
     /// Create → start → exec (auto-clean); on failure the VM is deleted too.
-    pub async fn run_in_vm(&self, options: &CreateVmOptions, command: &str, timeout_seconds: u64, progress: Progress<'_>, output: OutputSink<'_>) -> Result<ExecReport> {
+    pub async fn run_in_vm(
+        &self,
+        options: &CreateVmOptions,
+        command: &str,
+        timeout_seconds: u64,
+        progress: Progress<'_>,
+        output: OutputSink<'_>,
+    ) -> Result<ExecReport> {
         if timeout_seconds == 0 {
             return Err(crate::error::Error::InvalidArgument("timeout_seconds must be positive".into()));
         }

@@ -109,9 +109,8 @@ impl FromStr for PortMapping {
             None => (None, port(text)?),
         };
         let guest_port = u16::try_from(guest).map_err(|_| Error::InvalidArgument("published guest_port must be between 1 and 65535".into()))?;
-        let host_port = host
-            .map(|h| u16::try_from(h).map_err(|_| Error::InvalidArgument("published host_port must be between 1025 and 65535".into())))
-            .transpose()?;
+        let host_port =
+            host.map(|h| u16::try_from(h).map_err(|_| Error::InvalidArgument("published host_port must be between 1025 and 65535".into()))).transpose()?;
         PortMapping { host_port, guest_port }.validate()
     }
 }
@@ -236,7 +235,10 @@ mod tests {
     fn readiness_flags_resolve_to_one_probe() {
         let s = |v: &str| Some(v.to_string());
         assert_eq!(ReadinessProbe::from_flags(None, None, None, None).unwrap(), None);
-        assert_eq!(ReadinessProbe::from_flags(None, s(" localhost : 8080 "), None, None).unwrap(), Some(ReadinessProbe::Tcp { address: "localhost:8080".into() }));
+        assert_eq!(
+            ReadinessProbe::from_flags(None, s(" localhost : 8080 "), None, None).unwrap(),
+            Some(ReadinessProbe::Tcp { address: "localhost:8080".into() })
+        );
         assert_eq!(
             message(ReadinessProbe::from_flags(s("/x"), s("h:1"), None, None).unwrap_err()),
             "choose at most one of --ready-file, --ready-tcp, --ready-http, or --ready-command"

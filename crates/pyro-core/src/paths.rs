@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
-
 /// The host directories pyro uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dirs {
@@ -110,7 +109,6 @@ fn check_static(path: &Path) -> Result<PathBuf> {
     }
     Ok(path.to_path_buf())
 }
-
 
 /// The `pyro` executable (supervisors run as `pyro __supervise`): `$PYRO_BIN`, the running
 /// executable when it is `pyro`, else a `pyro` beside it or one directory up (cargo puts

@@ -237,7 +237,8 @@ fn exercise(image: &Rc<Vec<u8>>, rng: &mut Rng) {
     let mut retired = contained(&listed);
     let _ = disk.entries("/", false);
     let _ = disk.list_names("/");
-    let mut paths: Vec<String> = ["/file.txt", "/a/b", "/a/b/multi.bin", "/many", "/sparse", "/short-link", "/long-link", "/a/b/c/loop", "/fifo"].map(String::from).to_vec();
+    let mut paths: Vec<String> =
+        ["/file.txt", "/a/b", "/a/b/multi.bin", "/many", "/sparse", "/short-link", "/long-link", "/a/b/c/loop", "/fifo"].map(String::from).to_vec();
     if let Ok(entries) = &listed {
         for _ in 0..8.min(entries.len()) {
             paths.push(rng.pick(entries).path.clone());

@@ -91,34 +91,18 @@ pub struct Rules {
 
 impl Rules {
     /// The host packing a seed or sync source for the guest's importer.
-    pub const HOST_SOURCE: Rules = Rules {
-        symlinks: SymlinkPolicy::Contained,
-        agent_types_only: false,
-        wording: Wording::Host,
-    };
+    pub const HOST_SOURCE: Rules = Rules { symlinks: SymlinkPolicy::Contained, agent_types_only: false, wording: Wording::Host };
     /// The host reading an archive the guest agent streamed (export, diff, snapshots):
     /// any symlink target (it is only compared, or recreated where nothing is written
     /// through it), and only the member types the agent emits.
-    pub const HOST_FROM_GUEST: Rules = Rules {
-        symlinks: SymlinkPolicy::Any,
-        agent_types_only: true,
-        wording: Wording::Host,
-    };
+    pub const HOST_FROM_GUEST: Rules = Rules { symlinks: SymlinkPolicy::Any, agent_types_only: true, wording: Wording::Host };
     /// The agent's `TarImport`.
-    pub const AGENT_IMPORT: Rules = Rules {
-        symlinks: SymlinkPolicy::Contained,
-        agent_types_only: false,
-        wording: Wording::Agent,
-    };
+    pub const AGENT_IMPORT: Rules = Rules { symlinks: SymlinkPolicy::Contained, agent_types_only: false, wording: Wording::Agent };
 
     /// A refusal of the member `name` in these rules' words, for what a caller finds on
     /// its own filesystem (say an existing symlink in the way).
     pub fn refusal(&self, name: &[u8], reason: Reason) -> Refusal {
-        Refusal {
-            name: lossy(name),
-            reason,
-            wording: self.wording,
-        }
+        Refusal { name: lossy(name), reason, wording: self.wording }
     }
 
     /// Checks one member on its own (see the module docs).
@@ -139,13 +123,7 @@ impl Rules {
         if kind == MemberType::GlobalHeader && !self.agent_types_only {
             return Ok(Located::Skip);
         }
-        let agent_type = matches!(
-            kind,
-            MemberType::Regular
-                | MemberType::Directory
-                | MemberType::Symlink
-                | MemberType::HardLink
-        );
+        let agent_type = matches!(kind, MemberType::Regular | MemberType::Directory | MemberType::Symlink | MemberType::HardLink);
         if self.agent_types_only && !agent_type {
             return Err(self.refusal(member.name, Reason::UnsupportedType));
         }
@@ -155,25 +133,15 @@ impl Rules {
         }
         let components = normalize_relative(member.name).map_err(|_| unsafe_path())?;
         // Pre-POSIX archives mark directories with a trailing slash on a regular member.
-        let is_dir = kind == MemberType::Directory
-            || (kind == MemberType::Regular && member.name.ends_with(b"/") && member.size == 0);
+        let is_dir = kind == MemberType::Directory || (kind == MemberType::Regular && member.name.ends_with(b"/") && member.size == 0);
         if components.is_empty() {
-            return if is_dir {
-                Ok(Located::Root)
-            } else {
-                Err(unsafe_path())
-            };
+            return if is_dir { Ok(Located::Root) } else { Err(unsafe_path()) };
         }
         Ok(Located::Below { components, is_dir })
     }
 
     /// Member type and link target rules, for a member at `components`.
-    fn shape<'a>(
-        &self,
-        member: &RawMember<'a>,
-        components: &[&'a [u8]],
-        is_dir: bool,
-    ) -> Result<Shape<'a>, Refusal> {
+    fn shape<'a>(&self, member: &RawMember<'a>, components: &[&'a [u8]], is_dir: bool) -> Result<Shape<'a>, Refusal> {
         let refuse = |reason| Err(self.refusal(member.name, reason));
         let target = member.link.unwrap_or_default();
         match member.kind {
@@ -186,26 +154,18 @@ impl Rules {
                 if self.symlinks == SymlinkPolicy::Contained {
                     match resolve_link_target(&components[..components.len() - 1], target) {
                         Ok(_) => {}
-                        Err(Escape::Absolute) => {
-                            return refuse(Reason::AbsoluteSymlinkTarget {
-                                target: lossy(target),
-                            })
-                        }
+                        Err(Escape::Absolute) => return refuse(Reason::AbsoluteSymlinkTarget { target: lossy(target) }),
                         Err(Escape::AboveRoot) => return refuse(Reason::SymlinkEscapes),
                     }
                     if !dotdot_only_leading(target) {
-                        return refuse(Reason::SymlinkDotDot {
-                            target: lossy(target),
-                        });
+                        return refuse(Reason::SymlinkDotDot { target: lossy(target) });
                     }
                 }
                 Ok(Shape::Symlink { target })
             }
             MemberType::HardLink => match normalize_relative(target) {
                 Ok(target) if !target.is_empty() => Ok(Shape::HardLink { target }),
-                _ => refuse(Reason::HardLinkOutside {
-                    target: lossy(target),
-                }),
+                _ => refuse(Reason::HardLinkOutside { target: lossy(target) }),
             },
             _ => refuse(Reason::UnsupportedType),
         }
@@ -215,10 +175,7 @@ impl Rules {
 enum Located<'a> {
     Skip,
     Root,
-    Below {
-        components: Vec<&'a [u8]>,
-        is_dir: bool,
-    },
+    Below { components: Vec<&'a [u8]>, is_dir: bool },
 }
 
 /// A member as its header declares it.
@@ -354,50 +311,23 @@ impl fmt::Display for Refusal {
             Reason::SymlinkEscapes if host => write!(f, "symlink {name} escapes the workspace"),
             Reason::SymlinkEscapes => write!(f, "symlink {name} escapes the destination"),
             Reason::SymlinkDotDot { target } => {
-                write!(
-                    f,
-                    "symlink {name} has a target with `..` after a directory name: {target}"
-                )
+                write!(f, "symlink {name} has a target with `..` after a directory name: {target}")
             }
             Reason::HardLinkOutside { target } if !host => {
-                write!(
-                    f,
-                    "hard link {name} points outside the destination: {target}"
-                )
+                write!(f, "hard link {name} points outside the destination: {target}")
             }
             Reason::HardLinkOutside { target } | Reason::HardLinkNotEarlier { target } => {
-                write!(
-                    f,
-                    "hard link {name} must point at an earlier file member: {target}"
-                )
+                write!(f, "hard link {name} must point at an earlier file member: {target}")
             }
             Reason::TraversesSymlink => {
                 write!(f, "archive member would traverse through a symlink: {name}")
             }
-            Reason::BelowFile { file } if host => write!(
-                f,
-                "archive member {name} conflicts with the earlier file {file}"
-            ),
-            Reason::BelowFile { file } => write!(
-                f,
-                "archive member {name} conflicts with existing file {file}"
-            ),
-            Reason::OverDirectory if host => write!(
-                f,
-                "archive member {name} conflicts with an earlier directory"
-            ),
-            Reason::OverDirectory => write!(
-                f,
-                "archive member {name} conflicts with an existing directory"
-            ),
-            Reason::DirectoryOverFile if host => write!(
-                f,
-                "directory {name} conflicts with an earlier file or symlink"
-            ),
-            Reason::DirectoryOverFile => write!(
-                f,
-                "directory {name} conflicts with an existing file or symlink"
-            ),
+            Reason::BelowFile { file } if host => write!(f, "archive member {name} conflicts with the earlier file {file}"),
+            Reason::BelowFile { file } => write!(f, "archive member {name} conflicts with existing file {file}"),
+            Reason::OverDirectory if host => write!(f, "archive member {name} conflicts with an earlier directory"),
+            Reason::OverDirectory => write!(f, "archive member {name} conflicts with an existing directory"),
+            Reason::DirectoryOverFile if host => write!(f, "directory {name} conflicts with an earlier file or symlink"),
+            Reason::DirectoryOverFile => write!(f, "directory {name} conflicts with an existing file or symlink"),
         }
     }
 }
@@ -476,10 +406,7 @@ pub struct MemberRules {
 impl MemberRules {
     /// A stream checked with `rules`.
     pub fn new(rules: Rules) -> Self {
-        Self {
-            rules,
-            seen: HashMap::new(),
-        }
+        Self { rules, seen: HashMap::new() }
     }
 
     /// The rules applied to each member.
@@ -489,12 +416,7 @@ impl MemberRules {
 
     /// Checks the next member of the stream; `Ok(None)` means "skip it" (`./`, global pax
     /// headers). `mode` and `mtime` are carried into the [`Member`].
-    pub fn check(
-        &mut self,
-        raw: &RawMember<'_>,
-        mode: u32,
-        mtime: u64,
-    ) -> Result<Option<Member>, Refusal> {
+    pub fn check(&mut self, raw: &RawMember<'_>, mode: u32, mtime: u64) -> Result<Option<Member>, Refusal> {
         let refuse = |reason| Err(self.rules.refusal(raw.name, reason));
         let (components, is_dir) = match self.rules.locate(raw)? {
             Located::Skip | Located::Root => return Ok(None),
@@ -510,11 +432,7 @@ impl MemberRules {
             prefix.extend_from_slice(component);
             match self.seen.get(&prefix) {
                 Some(Seen::Symlink) => return refuse(Reason::TraversesSymlink),
-                Some(Seen::File) => {
-                    return refuse(Reason::BelowFile {
-                        file: lossy(&prefix),
-                    })
-                }
+                Some(Seen::File) => return refuse(Reason::BelowFile { file: lossy(&prefix) }),
                 Some(Seen::Dir) => {}
                 None => {
                     self.seen.insert(prefix.clone(), Seen::Dir);
@@ -525,19 +443,13 @@ impl MemberRules {
         let existing = self.seen.get(&rel).copied();
         let over_dir = existing == Some(Seen::Dir);
         let (kind, seen) = match shape {
-            Shape::Dir if existing.is_some_and(|s| s != Seen::Dir) => {
-                return refuse(Reason::DirectoryOverFile)
-            }
+            Shape::Dir if existing.is_some_and(|s| s != Seen::Dir) => return refuse(Reason::DirectoryOverFile),
             Shape::Dir => (MemberKind::Dir, Seen::Dir),
             Shape::HardLink { target } => {
                 let target_rel = target.join(&b'/');
                 let target_seen = match self.seen.get(&target_rel) {
                     Some(s @ (Seen::File | Seen::Symlink)) => *s,
-                    _ => {
-                        return refuse(Reason::HardLinkNotEarlier {
-                            target: lossy(raw.link.unwrap_or_default()),
-                        })
-                    }
+                    _ => return refuse(Reason::HardLinkNotEarlier { target: lossy(raw.link.unwrap_or_default()) }),
                 };
                 if over_dir {
                     return refuse(Reason::OverDirectory);
@@ -546,20 +458,10 @@ impl MemberRules {
             }
             _ if over_dir => return refuse(Reason::OverDirectory),
             Shape::File { size } => (MemberKind::File { size }, Seen::File),
-            Shape::Symlink { target } => (
-                MemberKind::Symlink {
-                    target: target.to_vec(),
-                },
-                Seen::Symlink,
-            ),
+            Shape::Symlink { target } => (MemberKind::Symlink { target: target.to_vec() }, Seen::Symlink),
         };
         self.seen.insert(rel.clone(), seen);
-        Ok(Some(Member {
-            name: rel,
-            kind,
-            mode,
-            mtime,
-        }))
+        Ok(Some(Member { name: rel, kind, mode, mtime }))
     }
 }
 
@@ -570,12 +472,7 @@ mod tests {
     use std::path::{Component, Path};
 
     fn raw<'a>(name: &'a str, kind: MemberType, link: Option<&'a str>) -> RawMember<'a> {
-        RawMember {
-            name: name.as_bytes(),
-            kind,
-            link: link.map(str::as_bytes),
-            size: 0,
-        }
+        RawMember { name: name.as_bytes(), kind, link: link.map(str::as_bytes), size: 0 }
     }
 
     /// The message each side gives for a stream of members (the last one refused).
@@ -592,10 +489,7 @@ mod tests {
     #[test]
     fn typeflags() {
         use MemberType::*;
-        let got: Vec<_> = b"0\x0075S21g346xLKV"
-            .iter()
-            .map(|&b| MemberType::from_typeflag(b))
-            .collect();
+        let got: Vec<_> = b"0\x0075S21g346xLKV".iter().map(|&b| MemberType::from_typeflag(b)).collect();
         assert_eq!(
             got,
             [
@@ -630,112 +524,35 @@ mod tests {
             };
             (host, agent)
         };
-        let same = |members: &[RawMember<'_>], message: &str| {
-            assert_eq!(both(members), (message.into(), message.into()))
-        };
-        same(
-            &[raw("../x", Regular, None)],
-            "unsafe archive member path: ../x",
-        );
-        same(
-            &[raw("/etc/passwd", Regular, None)],
-            "unsafe archive member path: /etc/passwd",
-        );
+        let same = |members: &[RawMember<'_>], message: &str| assert_eq!(both(members), (message.into(), message.into()));
+        same(&[raw("../x", Regular, None)], "unsafe archive member path: ../x");
+        same(&[raw("/etc/passwd", Regular, None)], "unsafe archive member path: /etc/passwd");
         same(&[raw(".", Regular, None)], "unsafe archive member path: .");
-        same(
-            &[raw("a/..", Symlink, Some("b"))],
-            "unsafe archive member path: a/..",
-        );
-        same(
-            &[raw("n\0", Regular, None)],
-            "unsafe archive member path: n\0",
-        );
-        same(
-            &[raw("p", Unsupported, None)],
-            "unsupported archive member type: p",
-        );
-        same(
-            &[raw("l", Symlink, Some(""))],
-            "symlink l has an empty target",
-        );
-        same(
-            &[raw("l", Symlink, Some("a/../b"))],
-            "symlink l has a target with `..` after a directory name: a/../b",
-        );
-        assert_eq!(
-            both(&[raw("l", Symlink, Some("../x"))]),
-            (
-                "symlink l escapes the workspace".into(),
-                "symlink l escapes the destination".into()
-            )
-        );
-        assert_eq!(
-            both(&[raw("l", Symlink, Some("/x"))]),
-            (
-                "symlink l escapes the workspace".into(),
-                "symlink l has an absolute target: /x".into()
-            )
-        );
+        same(&[raw("a/..", Symlink, Some("b"))], "unsafe archive member path: a/..");
+        same(&[raw("n\0", Regular, None)], "unsafe archive member path: n\0");
+        same(&[raw("p", Unsupported, None)], "unsupported archive member type: p");
+        same(&[raw("l", Symlink, Some(""))], "symlink l has an empty target");
+        same(&[raw("l", Symlink, Some("a/../b"))], "symlink l has a target with `..` after a directory name: a/../b");
+        assert_eq!(both(&[raw("l", Symlink, Some("../x"))]), ("symlink l escapes the workspace".into(), "symlink l escapes the destination".into()));
+        assert_eq!(both(&[raw("l", Symlink, Some("/x"))]), ("symlink l escapes the workspace".into(), "symlink l has an absolute target: /x".into()));
         assert_eq!(
             both(&[raw("h", HardLink, Some("../o"))]),
-            (
-                "hard link h must point at an earlier file member: ../o".into(),
-                "hard link h points outside the destination: ../o".into()
-            )
+            ("hard link h must point at an earlier file member: ../o".into(), "hard link h points outside the destination: ../o".into())
         );
         let host = |members: &[RawMember<'_>]| refused(Rules::HOST_SOURCE, members);
-        assert_eq!(
-            host(&[
-                raw("h", HardLink, Some("later")),
-                raw("later", Regular, None)
-            ]),
-            "hard link h must point at an earlier file member: later"
-        );
-        assert_eq!(
-            host(&[raw("d/", Directory, None), raw("h", HardLink, Some("d"))]),
-            "hard link h must point at an earlier file member: d"
-        );
-        assert_eq!(
-            host(&[raw("l", Symlink, Some("sub")), raw("l/x", Regular, None)]),
-            "archive member would traverse through a symlink: l/x"
-        );
-        assert_eq!(
-            host(&[raw("f", Regular, None), raw("f/x", Regular, None)]),
-            "archive member f/x conflicts with the earlier file f"
-        );
-        assert_eq!(
-            host(&[raw("d/", Directory, None), raw("d", Regular, None)]),
-            "archive member d conflicts with an earlier directory"
-        );
-        assert_eq!(
-            host(&[raw("f", Regular, None), raw("f/", Directory, None)]),
-            "directory f/ conflicts with an earlier file or symlink"
-        );
+        assert_eq!(host(&[raw("h", HardLink, Some("later")), raw("later", Regular, None)]), "hard link h must point at an earlier file member: later");
+        assert_eq!(host(&[raw("d/", Directory, None), raw("h", HardLink, Some("d"))]), "hard link h must point at an earlier file member: d");
+        assert_eq!(host(&[raw("l", Symlink, Some("sub")), raw("l/x", Regular, None)]), "archive member would traverse through a symlink: l/x");
+        assert_eq!(host(&[raw("f", Regular, None), raw("f/x", Regular, None)]), "archive member f/x conflicts with the earlier file f");
+        assert_eq!(host(&[raw("d/", Directory, None), raw("d", Regular, None)]), "archive member d conflicts with an earlier directory");
+        assert_eq!(host(&[raw("f", Regular, None), raw("f/", Directory, None)]), "directory f/ conflicts with an earlier file or symlink");
         let agent = |reason| Rules::AGENT_IMPORT.refusal(b"m", reason).to_string();
-        assert_eq!(
-            agent(Reason::TraversesSymlink),
-            "archive member would traverse through a symlink: m"
-        );
-        assert_eq!(
-            agent(Reason::BelowFile { file: "f".into() }),
-            "archive member m conflicts with existing file f"
-        );
-        assert_eq!(
-            agent(Reason::OverDirectory),
-            "archive member m conflicts with an existing directory"
-        );
-        assert_eq!(
-            agent(Reason::DirectoryOverFile),
-            "directory m conflicts with an existing file or symlink"
-        );
-        assert_eq!(
-            refused(Rules::HOST_FROM_GUEST, &[raw("s", OtherFile, None)]),
-            "unsupported archive member type: s"
-        );
-        assert_eq!(
-            refused(Rules::HOST_FROM_GUEST, &[raw("g", GlobalHeader, None)]),
-            "unsupported archive member type: g"
-        );
+        assert_eq!(agent(Reason::TraversesSymlink), "archive member would traverse through a symlink: m");
+        assert_eq!(agent(Reason::BelowFile { file: "f".into() }), "archive member m conflicts with existing file f");
+        assert_eq!(agent(Reason::OverDirectory), "archive member m conflicts with an existing directory");
+        assert_eq!(agent(Reason::DirectoryOverFile), "directory m conflicts with an existing file or symlink");
+        assert_eq!(refused(Rules::HOST_FROM_GUEST, &[raw("s", OtherFile, None)]), "unsupported archive member type: s");
+        assert_eq!(refused(Rules::HOST_FROM_GUEST, &[raw("g", GlobalHeader, None)]), "unsupported archive member type: g");
     }
 
     #[test]
@@ -748,52 +565,15 @@ mod tests {
             let components = components.iter().map(|c| c.as_bytes()).collect();
             Ok(Verdict::Member(Checked { components, shape }))
         };
-        assert_eq!(
-            check(raw("./a/b/", Regular, None)),
-            member(&["a", "b"], Shape::Dir)
-        );
-        assert_eq!(
-            check(raw("a", OtherFile, None)),
-            member(&["a"], Shape::File { size: 0 })
-        );
-        assert_eq!(
-            check(raw("s/l", Symlink, Some("../t"))),
-            member(&["s", "l"], Shape::Symlink { target: b"../t" })
-        );
-        assert_eq!(
-            check(raw("h", HardLink, Some("./d/f"))),
-            member(
-                &["h"],
-                Shape::HardLink {
-                    target: vec![&b"d"[..], &b"f"[..]]
-                }
-            )
-        );
+        assert_eq!(check(raw("./a/b/", Regular, None)), member(&["a", "b"], Shape::Dir));
+        assert_eq!(check(raw("a", OtherFile, None)), member(&["a"], Shape::File { size: 0 }));
+        assert_eq!(check(raw("s/l", Symlink, Some("../t"))), member(&["s", "l"], Shape::Symlink { target: b"../t" }));
+        assert_eq!(check(raw("h", HardLink, Some("./d/f"))), member(&["h"], Shape::HardLink { target: vec![&b"d"[..], &b"f"[..]] }));
         let mut stream = MemberRules::new(Rules::HOST_FROM_GUEST);
-        let any = stream
-            .check(&raw("l", Symlink, Some("/etc/../..")), 0o777, 5)
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            any.kind,
-            MemberKind::Symlink {
-                target: b"/etc/../..".to_vec()
-            }
-        );
-        let hard = stream
-            .check(&raw("h", HardLink, Some("l")), 0o644, 6)
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            (hard.kind, hard.mode, hard.mtime),
-            (
-                MemberKind::HardLink {
-                    target: b"l".to_vec()
-                },
-                0o644,
-                6
-            )
-        );
+        let any = stream.check(&raw("l", Symlink, Some("/etc/../..")), 0o777, 5).unwrap().unwrap();
+        assert_eq!(any.kind, MemberKind::Symlink { target: b"/etc/../..".to_vec() });
+        let hard = stream.check(&raw("h", HardLink, Some("l")), 0o644, 6).unwrap().unwrap();
+        assert_eq!((hard.kind, hard.mode, hard.mtime), (MemberKind::HardLink { target: b"l".to_vec() }, 0o644, 6));
         assert_eq!(stream.check(&raw("./", Directory, None), 0, 0), Ok(None));
     }
 
@@ -815,18 +595,8 @@ mod tests {
     }
 
     fn name() -> impl Strategy<Value = String> {
-        let segment = prop_oneof![
-            Just("a"),
-            Just("b"),
-            Just(".."),
-            Just("."),
-            Just(""),
-            Just("c d")
-        ];
-        (
-            prop_oneof![Just(""), Just("/"), Just("./")],
-            proptest::collection::vec(segment, 1..=5),
-        )
+        let segment = prop_oneof![Just("a"), Just("b"), Just(".."), Just("."), Just(""), Just("c d")];
+        (prop_oneof![Just(""), Just("/"), Just("./")], proptest::collection::vec(segment, 1..=5))
             .prop_map(|(prefix, segments)| format!("{prefix}{}", segments.join("/")))
     }
 
@@ -848,12 +618,7 @@ mod tests {
     }
 
     fn as_raw((kind, name, link, size): &(MemberType, String, String, u64)) -> RawMember<'_> {
-        RawMember {
-            name: name.as_bytes(),
-            kind: *kind,
-            link: Some(link.as_bytes()),
-            size: *size,
-        }
+        RawMember { name: name.as_bytes(), kind: *kind, link: Some(link.as_bytes()), size: *size }
     }
 
     proptest! {

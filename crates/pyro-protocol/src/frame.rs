@@ -304,7 +304,8 @@ mod tests {
             } else {
                 for _ in 0..=rng.below(4) {
                     let len = [0, 1, 2, 100, 4096, MAX_FRAME_PAYLOAD, MAX_FRAME_PAYLOAD + 1][rng.below(7)].min(rng.below(70_000));
-                    let frame = Frame { stream: rng.next() as u32, kind: FrameKind::from_byte(rng.below(6) as u8).unwrap(), payload: vec![rng.next() as u8; len] };
+                    let frame =
+                        Frame { stream: rng.next() as u32, kind: FrameKind::from_byte(rng.below(6) as u8).unwrap(), payload: vec![rng.next() as u8; len] };
                     rt.block_on(write_frame(&mut bytes, &frame)).unwrap();
                 }
                 for _ in 0..rng.below(4) {
@@ -315,7 +316,9 @@ mod tests {
                     match rng.below(4) {
                         0 => bytes[at] ^= 1 << rng.below(8),
                         1 => {
-                            let edge = [0u32, 1, 9, MAX_FRAME_PAYLOAD as u32, MAX_FRAME_PAYLOAD as u32 + 1, MAX_FRAME_PAYLOAD as u32 + 2, u32::MAX / 2, u32::MAX][rng.below(8)];
+                            let edge =
+                                [0u32, 1, 9, MAX_FRAME_PAYLOAD as u32, MAX_FRAME_PAYLOAD as u32 + 1, MAX_FRAME_PAYLOAD as u32 + 2, u32::MAX / 2, u32::MAX]
+                                    [rng.below(8)];
                             let end = (at + 4).min(bytes.len());
                             bytes[at..end].copy_from_slice(&edge.to_be_bytes()[..end - at]);
                         }

@@ -9,17 +9,15 @@
 
 #![warn(missing_docs)]
 
+pub mod archive_rules;
 mod capability;
 mod frame;
-pub mod archive_rules;
 pub mod member_path;
 mod message;
 
 pub use capability::Capability;
 pub use frame::{read_frame, write_frame, Frame, FrameError, FrameKind, MAX_FRAME_PAYLOAD};
 pub use message::{
-    decode_request, decode_response, is_supported_version, DataChannel, DecodeError, DirEntry,
-    EntryKind, ExecRequest, ExecResult, Hello, ListResult, ReadResult, Request, Response, SecretValue,
-    TarExportResult, TarImportResult, WriteResult, AGENT_PORT, MIN_SUPPORTED_PROTOCOL_VERSION,
-    PROTOCOL_VERSION,
+    decode_request, decode_response, is_supported_version, DataChannel, DecodeError, DirEntry, EntryKind, ExecRequest, ExecResult, Hello, ListResult,
+    ReadResult, Request, Response, SecretValue, TarExportResult, TarImportResult, WriteResult, AGENT_PORT, MIN_SUPPORTED_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };

@@ -16,11 +16,14 @@ pub fn vmm_pid(state: &Path) -> Option<i32> {
 /// guard (`pyro __vmm-guard qemu-system…`) counts only when `what` names it.
 pub fn processes_with(state: &Path, what: &str) -> Vec<i32> {
     let needle = state.to_string_lossy().into_owned();
-    pids().into_iter().filter(|pid| {
-        let text = cmdline(*pid);
-        let guard = text.contains("__vmm-guard") && !what.contains("__vmm-guard");
-        text.contains(what) && text.contains(&needle) && !guard && !process_gone(*pid)
-    }).collect()
+    pids()
+        .into_iter()
+        .filter(|pid| {
+            let text = cmdline(*pid);
+            let guard = text.contains("__vmm-guard") && !what.contains("__vmm-guard");
+            text.contains(what) && text.contains(&needle) && !guard && !process_gone(*pid)
+        })
+        .collect()
 }
 
 fn pids() -> Vec<i32> {

@@ -51,7 +51,8 @@ impl Sandbox {
         let full = with_json(args);
         let out = self.raw(&full);
         let text = String::from_utf8_lossy(&out.stdout);
-        let value: Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("pyro {full:?} printed no JSON: {text}\nstderr: {}\n{}", String::from_utf8_lossy(&out.stderr), self.diagnostics()));
+        let value: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("pyro {full:?} printed no JSON: {text}\nstderr: {}\n{}", String::from_utf8_lossy(&out.stderr), self.diagnostics()));
         assert!(value.get("ok") != Some(&Value::Bool(false)), "pyro {full:?} failed: {value}\n{}", self.diagnostics());
         value
     }

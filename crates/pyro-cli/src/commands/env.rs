@@ -24,11 +24,7 @@ pub async fn run(pyro: &Pyro, command: EnvCommand, json: bool) -> Result<i32> {
             }
         }
         EnvCommand::Pull(args) => {
-            let options = PullOptions {
-                force: args.force,
-                source: args.source,
-                registry: args.registry,
-            };
+            let options = PullOptions { force: args.force, source: args.source, registry: args.registry };
             let sink = progress(json);
             let report = pyro.pull_environment(&args.environment, &options, &sink).await?;
             if json {

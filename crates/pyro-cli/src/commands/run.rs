@@ -5,8 +5,8 @@ use pyro_core::guest::shell_quote;
 use pyro_core::{Error, Pyro, Result};
 
 use crate::cli::RunArgs;
-use crate::settings;
 use crate::output::{print_json, progress, raw_stderr, raw_stdout_or_drop, tell};
+use crate::settings;
 
 /// Runs `pyro run`; the exit code is the guest command's.
 pub async fn run(pyro: &Pyro, args: RunArgs, json: bool) -> Result<i32> {
@@ -32,7 +32,10 @@ pub async fn run(pyro: &Pyro, args: RunArgs, json: bool) -> Result<i32> {
         }
         tell!(
             "[run] environment={} execution_mode={} exit_code={} duration_ms={}",
-            report.environment, report.execution_mode, report.output.exit_code, report.output.duration_ms
+            report.environment,
+            report.execution_mode,
+            report.output.exit_code,
+            report.output.duration_ms
         );
     }
     Ok(report.output.exit_code)

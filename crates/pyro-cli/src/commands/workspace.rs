@@ -10,8 +10,8 @@ use serde::Serialize;
 use super::pending::not_yet;
 use super::run::shell_join;
 use crate::cli::{DiskCommand, FileCommand, PatchCommand, ServiceCommand, SnapshotCommand, SyncCommand, WorkspaceCommand};
-use crate::settings;
 use crate::output::{has_terminal_controls, part, print_json, progress, raw_stderr, raw_stdout, say, tell};
+use crate::settings;
 
 /// Prints `value` as JSON, or runs `human` to print it for people.
 fn emit<T: Serialize>(json: bool, value: &T, human: impl FnOnce(&T)) {
@@ -48,24 +48,28 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand, json: bool) -> Result<i
                 let error = w.error.as_ref().map(|e| format!(" error={e}")).unwrap_or_default();
                 say!(
                     "[workspace] workspace_id={}{name} state={} environment={}{labels} last_activity_at={} commands={} services={}/{}{error}",
-                    w.workspace_id, w.state, w.environment, w.last_activity_at, w.command_count, w.running_service_count, w.service_count
+                    w.workspace_id,
+                    w.state,
+                    w.environment,
+                    w.last_activity_at,
+                    w.command_count,
+                    w.running_service_count,
+                    w.service_count
                 );
             }
         }),
-        W::Sync(SyncCommand::Push { id, source_path, dest }) => {
-            emit(json, &pyro.push_workspace_sync(&id.workspace_id, &source_path, &dest).await?, |r| {
-                let s = &r.workspace_sync;
-                say!(
-                    "[workspace-sync] workspace_id={} mode={} source={} destination={} entry_count={} bytes_written={}",
-                    r.workspace_id,
-                    s.mode,
-                    s.source_path.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
-                    s.destination,
-                    s.entry_count,
-                    s.bytes_written
-                );
-            })
-        }
+        W::Sync(SyncCommand::Push { id, source_path, dest }) => emit(json, &pyro.push_workspace_sync(&id.workspace_id, &source_path, &dest).await?, |r| {
+            let s = &r.workspace_sync;
+            say!(
+                "[workspace-sync] workspace_id={} mode={} source={} destination={} entry_count={} bytes_written={}",
+                r.workspace_id,
+                s.mode,
+                s.source_path.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+                s.destination,
+                s.entry_count,
+                s.bytes_written
+            );
+        }),
         W::Stop(a) => emit(json, &pyro.stop_workspace(&a.workspace_id).await?, |s| print_status("Stopped workspace", s)),
         W::Start(a) => emit(json, &pyro.start_workspace(&a.workspace_id).await?, |s| print_status("Started workspace", s)),
         W::Exec(args) => {
@@ -80,7 +84,12 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand, json: bool) -> Result<i
                 raw_stderr(&r.output.stderr);
                 tell!(
                     "[workspace-exec] workspace_id={} sequence={} cwd={} execution_mode={} exit_code={} duration_ms={}",
-                    r.workspace_id, r.sequence, r.cwd, r.execution_mode, r.output.exit_code, r.output.duration_ms
+                    r.workspace_id,
+                    r.sequence,
+                    r.cwd,
+                    r.execution_mode,
+                    r.output.exit_code,
+                    r.output.duration_ms
                 );
             });
             return Ok(code);
@@ -103,7 +112,13 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand, json: bool) -> Result<i
                     if !r.content.ends_with('\n') {
                         say!();
                     }
-                    tell!("[workspace-file-read] workspace_id={} path={} size_bytes={} truncated={}", r.workspace_id, r.path, r.size_bytes, if r.truncated { "yes" } else { "no" });
+                    tell!(
+                        "[workspace-file-read] workspace_id={} path={} size_bytes={} truncated={}",
+                        r.workspace_id,
+                        r.path,
+                        r.size_bytes,
+                        if r.truncated { "yes" } else { "no" }
+                    );
                 }
             })
         }
@@ -114,7 +129,14 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand, json: bool) -> Result<i
                 (None, None) => return Err(Error::InvalidArgument("one of --text or --text-file is required".into())),
             };
             emit(json, &pyro.write_workspace_file(&id.workspace_id, &path, &text).await?, |r| {
-                say!("[workspace-file-write] workspace_id={} path={} bytes_written={} mode={} execution_mode={}", r.workspace_id, r.path, r.bytes_written, r.mode, r.execution_mode)
+                say!(
+                    "[workspace-file-write] workspace_id={} path={} bytes_written={} mode={} execution_mode={}",
+                    r.workspace_id,
+                    r.path,
+                    r.bytes_written,
+                    r.mode,
+                    r.execution_mode
+                )
             })
         }
         W::Export(a) => emit(json, &pyro.export_workspace(&a.id.workspace_id, &a.path, &a.output).await?, |r| {
@@ -140,7 +162,13 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand, json: bool) -> Result<i
             })
         }
         W::Disk(DiskCommand::Export { id, output }) => emit(json, &pyro.export_workspace_disk(&id.workspace_id, &output).await?, |r| {
-            say!("[workspace-disk-export] workspace_id={} output_path={} disk_format={} size_bytes={}", r.workspace_id, r.output_path.display(), r.disk_format, r.size_bytes);
+            say!(
+                "[workspace-disk-export] workspace_id={} output_path={} disk_format={} size_bytes={}",
+                r.workspace_id,
+                r.output_path.display(),
+                r.disk_format,
+                r.size_bytes
+            );
             tell!("[workspace-disk-export] note: the guest wrote this filesystem; mounting it hands guest-crafted metadata to the host kernel's ext4 driver (prefer `pyro workspace disk list/read`, or debugfs)");
         }),
         W::Disk(DiskCommand::List(a)) => emit(json, &pyro.list_workspace_disk(&a.id.workspace_id, &a.path, a.recursive).await?, |l| {
@@ -158,7 +186,13 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand, json: bool) -> Result<i
                     if !r.content.ends_with('\n') {
                         say!();
                     }
-                    tell!("[workspace-disk-read] workspace_id={} path={} size_bytes={} truncated={}", r.workspace_id, r.path, r.size_bytes, if r.truncated { "yes" } else { "no" });
+                    tell!(
+                        "[workspace-disk-read] workspace_id={} path={} size_bytes={} truncated={}",
+                        r.workspace_id,
+                        r.path,
+                        r.size_bytes,
+                        if r.truncated { "yes" } else { "no" }
+                    );
                 }
             })
         }
@@ -170,7 +204,14 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand, json: bool) -> Result<i
             }
             say!(
                 "[workspace-diff] workspace_id={} total={} added={} modified={} deleted={} type_changed={} text_patched={} non_text={}",
-                d.workspace_id, s.total, s.added, s.modified, s.deleted, s.type_changed, s.text_patched, s.non_text
+                d.workspace_id,
+                s.total,
+                s.added,
+                s.modified,
+                s.deleted,
+                s.type_changed,
+                s.text_patched,
+                s.non_text
             );
             // Patch bodies are guest file content a person reviews: controls are shown, not run.
             part(&d.diff.patch);

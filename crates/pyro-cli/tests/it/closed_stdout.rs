@@ -31,14 +31,8 @@ fn assert_quiet(args: &[&str], out: &Output) {
     assert_eq!(out.status.code(), Some(0), "pyro {args:?}: {stderr}");
 }
 
-const COMMANDS: &[&[&str]] = &[
-    &["doctor"],
-    &["doctor", "--json"],
-    &["env", "list"],
-    &["env", "list", "--json"],
-    &["workspace", "list"],
-    &["workspace", "list", "--json"],
-];
+const COMMANDS: &[&[&str]] =
+    &[&["doctor"], &["doctor", "--json"], &["env", "list"], &["env", "list", "--json"], &["workspace", "list"], &["workspace", "list", "--json"]];
 
 #[test]
 fn a_closed_stdout_is_a_quiet_exit() {

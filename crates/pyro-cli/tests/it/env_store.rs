@@ -41,7 +41,8 @@ fn interrupted_installs_are_not_installed_and_prune_removes_them() {
 
     let pruned = json(&home.raw(&["env", "prune", "--json"]));
     assert_eq!(pruned["count"], 3, "{pruned}");
-    let names: Vec<String> = std::fs::read_dir(&root).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| !n.ends_with(".lock")).collect();
+    let names: Vec<String> =
+        std::fs::read_dir(&root).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| !n.ends_with(".lock")).collect();
     assert_eq!(names, vec!["debian_12-base-1.0.0".to_string()], "the valid install survives");
     assert_eq!(json(&home.raw(&["env", "prune", "--json"]))["count"], 0);
 }

@@ -76,7 +76,13 @@ fn large_and_binary_output_survive() {
 fn ten_runs_at_once_all_succeed() {
     let sb = Sandbox::new(crate::PYRO);
     let children: Vec<_> = (0..10)
-        .map(|i| sb.command(&["run", "debian:12-base", "--mem-mib", "256", "--", &format!("echo run-{i}")]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+        .map(|i| {
+            sb.command(&["run", "debian:12-base", "--mem-mib", "256", "--", &format!("echo run-{i}")])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
         .collect();
     for (i, child) in children.into_iter().enumerate() {
         let out = child.wait_with_output().unwrap();
@@ -165,7 +171,8 @@ fn a_kernel_panic_is_reported_with_the_serial_log_not_as_a_timeout() {
     fixtures::store_manifest(&dir, "oci://test/no-init", 0.0, String::new());
 
     let sb = Sandbox::new(crate::PYRO);
-    let out = sb.command(&["run", "debian:12-base", "--", "true"]).env("PYRO_CACHE_DIR", cache.path()).env("PYRO_BOOT_TIMEOUT_SECONDS", "600").output().unwrap();
+    let out =
+        sb.command(&["run", "debian:12-base", "--", "true"]).env("PYRO_CACHE_DIR", cache.path()).env("PYRO_BOOT_TIMEOUT_SECONDS", "600").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("guest boot failed") && stderr.contains("Kernel panic"), "{stderr}");

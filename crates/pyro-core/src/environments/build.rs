@@ -11,11 +11,11 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::digest::sha256_bytes;
 use super::manifest::{KERNEL_FILE, ROOTFS_FILE};
-use crate::events::{Event, Progress};
-use crate::fsutil::lock_file;
 use crate::catalog::EnvironmentSpec;
 use crate::disk_image::DiskImage;
 use crate::error::{Error, IoContext, Result};
+use crate::events::{Event, Progress};
+use crate::fsutil::lock_file;
 use crate::paths::{self, Dirs};
 
 const KERNEL_SCRIPT: &str = include_str!("../../../../images/kernel/build-kernel.sh");
@@ -62,9 +62,7 @@ async fn ensure_kernel(dirs: &Dirs, progress: Progress<'_>) -> Result<PathBuf> {
     // Another pull may be compiling this kernel; wait for it off the async thread, so
     // this pull's rootfs bootstrap keeps being driven meanwhile.
     let lock_path = dir.join(".lock");
-    let _lock = tokio::task::spawn_blocking(move || lock_file(&lock_path))
-        .await
-        .map_err(|e| Error::Build(format!("kernel lock wait failed: {e}")))??;
+    let _lock = tokio::task::spawn_blocking(move || lock_file(&lock_path)).await.map_err(|e| Error::Build(format!("kernel lock wait failed: {e}")))??;
     if vmlinux.is_file() {
         return Ok(vmlinux);
     }
@@ -83,27 +81,19 @@ async fn ensure_kernel(dirs: &Dirs, progress: Progress<'_>) -> Result<PathBuf> {
 
 /// The Debian kernel source tarball (`apt-get install linux-source`).
 fn kernel_source() -> Result<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/src")
-        .map(|entries| entries.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/src").map(|entries| entries.flatten().map(|e| e.path()).collect()).unwrap_or_default();
     found.retain(|p| p.file_name().map(|n| n.to_string_lossy().starts_with("linux-source-") && n.to_string_lossy().ends_with(".tar.xz")).unwrap_or(false));
     found.sort();
-    found.pop().ok_or_else(|| Error::Build("kernel source not found in /usr/src; install it with `apt-get install linux-source` (scripts/setup.sh does)".into()))
+    found
+        .pop()
+        .ok_or_else(|| Error::Build("kernel source not found in /usr/src; install it with `apt-get install linux-source` (scripts/setup.sh does)".into()))
 }
 
 /// Runs an embedded bash script, forwarding its stderr lines as progress; on failure the
 /// error carries the last lines it printed.
 async fn run_script(name: &'static str, script: &str, args: &[String], progress: Progress<'_>) -> Result<()> {
     let mut command = tokio::process::Command::new("bash");
-    command
-        .arg("-c")
-        .arg(script)
-        .arg(name)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    command.arg("-c").arg(script).arg(name).args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
     // SAFETY: prctl and umask only set attributes of the child; if pyro is killed mid-build the
     // script gets SIGTERM and its trap removes its half-built work.
     unsafe {

@@ -53,9 +53,7 @@ impl ArtifactRecord {
 
     /// Whether `path` still looks exactly like the recorded file without reading it.
     pub fn unchanged(&self, path: &Path) -> bool {
-        std::fs::metadata(path)
-            .map(|m| m.is_file() && m.len() == self.size_bytes && m.ino() == self.inode && mtime_ns(&m) == self.mtime_ns)
-            .unwrap_or(false)
+        std::fs::metadata(path).map(|m| m.is_file() && m.len() == self.size_bytes && m.ino() == self.inode && mtime_ns(&m) == self.mtime_ns).unwrap_or(false)
     }
 }
 

@@ -20,16 +20,14 @@ pub use build::GUEST_AGENT_PATH;
 pub use digest::{sha256_file, ArtifactRecord};
 pub use manifest::{InstallManifest, ARTIFACT_FILES, KERNEL_FILE, MANIFEST_FILE, ROOTFS_FILE};
 
-use crate::events::{Event, Progress};
 use crate::catalog::{self, EnvironmentSpec, CATALOG, CATALOG_VERSION, PLATFORM};
 use crate::error::{Error, IoContext, Result};
+use crate::events::{Event, Progress};
 use crate::fsutil::{lock_file, try_lock_file, unix_now};
 use crate::paths::Dirs;
 
-
 /// Prefix of staging directories.
 const PARTIAL_PREFIX: &str = ".partial-";
-
 
 /// Whether an environment can be used.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -186,9 +184,7 @@ impl EnvironmentStore {
         let dir = self.install_dir(spec);
         let manifest = match self.check(spec, false) {
             (InstallState::Installed, Some(manifest)) => manifest,
-            (InstallState::NotInstalled, _) => {
-                return Err(Error::NotInstalled(format!("environment '{name}' is not installed; run `pyro env pull {name}`")))
-            }
+            (InstallState::NotInstalled, _) => return Err(Error::NotInstalled(format!("environment '{name}' is not installed; run `pyro env pull {name}`"))),
             (InstallState::Corrupt(problem), _) => {
                 return Err(Error::Corrupt(format!("environment '{name}' is unusable: {problem}; run `pyro env pull {name} --force`")))
             }
@@ -262,12 +258,7 @@ impl EnvironmentStore {
             match sha256_file(&path) {
                 Ok(actual) if actual == record.sha256 => {}
                 Ok(actual) => {
-                    let err = Error::DigestMismatch {
-                        environment: spec.name.into(),
-                        artifact: file.into(),
-                        expected: record.sha256.clone(),
-                        actual,
-                    };
+                    let err = Error::DigestMismatch { environment: spec.name.into(), artifact: file.into(), expected: record.sha256.clone(), actual };
                     return (InstallState::Corrupt(err.to_string()), Some(manifest));
                 }
                 Err(e) => return (InstallState::Corrupt(e.to_string()), Some(manifest)),
@@ -332,7 +323,10 @@ impl EnvironmentStore {
                     }
                 }
                 None if options.source == PullSource::Registry => {
-                    return Err(Error::InvalidArgument(format!("no registry configured; set {env_registry_var} or pass --registry", env_registry_var = env_vars::ENV_REGISTRY)))
+                    return Err(Error::InvalidArgument(format!(
+                        "no registry configured; set {env_registry_var} or pass --registry",
+                        env_registry_var = env_vars::ENV_REGISTRY
+                    )))
                 }
                 None => {}
             }

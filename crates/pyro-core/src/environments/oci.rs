@@ -29,9 +29,9 @@ use flate2::Compression;
 use oci_client::client::{linux_amd64_resolver, ClientConfig, ClientProtocol};
 use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
 use oci_client::manifest::{
-    OciDescriptor, OciImageManifest, OciManifest, IMAGE_CONFIG_MEDIA_TYPE, IMAGE_DOCKER_LAYER_GZIP_MEDIA_TYPE,
-    IMAGE_DOCKER_LAYER_TAR_MEDIA_TYPE, IMAGE_LAYER_GZIP_MEDIA_TYPE, IMAGE_LAYER_MEDIA_TYPE, IMAGE_MANIFEST_LIST_MEDIA_TYPE,
-    IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE,
+    OciDescriptor, OciImageManifest, OciManifest, IMAGE_CONFIG_MEDIA_TYPE, IMAGE_DOCKER_LAYER_GZIP_MEDIA_TYPE, IMAGE_DOCKER_LAYER_TAR_MEDIA_TYPE,
+    IMAGE_LAYER_GZIP_MEDIA_TYPE, IMAGE_LAYER_MEDIA_TYPE, IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
+    OCI_IMAGE_MEDIA_TYPE,
 };
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
@@ -40,9 +40,9 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWrite;
 
 use super::manifest::{InstallManifest, KERNEL_FILE, MANIFEST_FILE, ROOTFS_FILE};
-use crate::events::{Event, Progress};
 use crate::catalog::{EnvironmentSpec, CATALOG_VERSION, PLATFORM};
 use crate::error::{Error, IoContext, Result};
+use crate::events::{Event, Progress};
 
 /// File name of the metadata layer's only file.
 pub const METADATA_FILE: &str = "environment-metadata.json";
@@ -172,12 +172,16 @@ impl Registry {
         }
         for component in namespace.split('/').filter(|_| !namespace.is_empty()) {
             if !is_repository_component(component) {
-                return Err(invalid(&format!(
-                    "namespace component '{component}' must be lowercase letters and digits separated by '.', '_', '__' or '-'"
-                )));
+                return Err(invalid(&format!("namespace component '{component}' must be lowercase letters and digits separated by '.', '_', '__' or '-'")));
             }
         }
-        let scheme = if insecure { "http://" } else if lower.starts_with("https://") { "https://" } else { "" };
+        let scheme = if insecure {
+            "http://"
+        } else if lower.starts_with("https://") {
+            "https://"
+        } else {
+            ""
+        };
         Ok(Self { location: format!("{scheme}{rest}"), host: host.to_ascii_lowercase(), namespace: namespace.to_string(), insecure })
     }
 
@@ -306,9 +310,10 @@ impl Registry {
                 let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
                 if codes.iter().any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied)) {
                     denied()
-                } else if codes.iter().any(|c| {
-                    matches!(c, OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::NotFound | OciErrorCode::BlobUnknown)
-                }) {
+                } else if codes
+                    .iter()
+                    .any(|c| matches!(c, OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::NotFound | OciErrorCode::BlobUnknown))
+                {
                     Error::Registry(not_found.to_string())
                 } else {
                     let messages: Vec<String> = envelope.errors.iter().map(|e| format!("{:?}: {}", e.code, e.message)).collect();
@@ -353,9 +358,8 @@ impl Registry {
         let mut extracted: BTreeMap<String, ExtractedFile> = BTreeMap::new();
         let count = manifest.layers.len();
         for (index, layer) in manifest.layers.iter().enumerate() {
-            let gzip = layer_is_gzip(&layer.media_type).ok_or_else(|| {
-                Error::Registry(format!("environment image {shown}: layer {} has unsupported media type {}", index + 1, layer.media_type))
-            })?;
+            let gzip = layer_is_gzip(&layer.media_type)
+                .ok_or_else(|| Error::Registry(format!("environment image {shown}: layer {} has unsupported media type {}", index + 1, layer.media_type)))?;
             let expected = parse_sha256_digest(&layer.digest)
                 .ok_or_else(|| Error::Registry(format!("environment image {shown}: layer {} has unsupported digest '{}'", index + 1, layer.digest)))?;
             let blob = tempfile::Builder::new().prefix(".layer-").tempfile_in(staging).ctx("create a temp file in", staging)?;
@@ -369,10 +373,7 @@ impl Registry {
                 return Err(Error::Registry(format!("OCI blob digest mismatch for {}; got sha256:{actual}", layer.digest)));
             }
             if layer.size >= 0 && size != layer.size as u64 {
-                return Err(Error::Registry(format!(
-                    "OCI blob size mismatch for {}: the manifest says {} bytes, got {size}",
-                    layer.digest, layer.size
-                )));
+                return Err(Error::Registry(format!("OCI blob size mismatch for {}: the manifest says {} bytes, got {size}", layer.digest, layer.size)));
             }
             progress(&Event::PullLayer { index: index + 1, count, bytes: size });
 
@@ -448,8 +449,8 @@ impl Registry {
             OciManifest::Image(image) => return Ok((image, digest)),
             OciManifest::ImageIndex(index) => index,
         };
-        let entry = linux_amd64_resolver(&index.manifests)
-            .ok_or_else(|| Error::Registry(format!("OCI index of {shown} did not contain a linux/amd64 manifest")))?;
+        let entry =
+            linux_amd64_resolver(&index.manifests).ok_or_else(|| Error::Registry(format!("OCI index of {shown} did not contain a linux/amd64 manifest")))?;
         let by_digest = reference.clone_with_digest(entry.clone());
         let (body, digest) = client.pull_manifest_raw(&by_digest, auth, &ACCEPT).await.map_err(|e| self.error(&action, not_found, e))?;
         let digest = verify_manifest_digest(&body, &digest, Some(entry.as_str()))?;
@@ -467,10 +468,7 @@ impl Registry {
         }
         let mut config = Vec::new();
         let missing = format!("registry {} is missing the config blob {} of {shown}", self.location, descriptor.digest);
-        client
-            .pull_blob(reference, descriptor, &mut config)
-            .await
-            .map_err(|e| self.error(&format!("downloading the config of {shown}"), &missing, e))?;
+        client.pull_blob(reference, descriptor, &mut config).await.map_err(|e| self.error(&format!("downloading the config of {shown}"), &missing, e))?;
         let config: serde_json::Value =
             serde_json::from_slice(&config).map_err(|e| Error::Registry(format!("environment image {shown} has an unreadable config: {e}")))?;
         let os = config.get("os").and_then(|v| v.as_str()).unwrap_or("");
@@ -644,7 +642,8 @@ fn validate_host(host: &str) -> std::result::Result<(), String> {
         }
     };
     if let Some(name) = name {
-        let label_ok = |l: &str| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        let label_ok =
+            |l: &str| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-') && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
         if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
             return Err(format!("'{name}' is not a valid host name"));
         }
@@ -710,18 +709,14 @@ fn verify_manifest_digest(body: &[u8], claimed: &str, requested: Option<&str>) -
 }
 
 fn parse_manifest(body: &[u8], shown: &str) -> Result<OciManifest> {
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| Error::Registry(format!("manifest of {shown} is not valid JSON: {e}")))?;
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| Error::Registry(format!("manifest of {shown} is not valid JSON: {e}")))?;
     if value.get("schemaVersion").and_then(|v| v.as_u64()) != Some(2) {
         return Err(Error::Registry(format!("manifest of {shown} is not a schema 2 manifest")));
     }
     if value.get("manifests").is_some() {
-        return serde_json::from_value(value)
-            .map(OciManifest::ImageIndex)
-            .map_err(|e| Error::Registry(format!("OCI index of {shown} is malformed: {e}")));
+        return serde_json::from_value(value).map(OciManifest::ImageIndex).map_err(|e| Error::Registry(format!("OCI index of {shown} is malformed: {e}")));
     }
-    let manifest: OciImageManifest =
-        serde_json::from_value(value).map_err(|e| Error::Registry(format!("manifest of {shown} is malformed: {e}")))?;
+    let manifest: OciImageManifest = serde_json::from_value(value).map_err(|e| Error::Registry(format!("manifest of {shown} is malformed: {e}")))?;
     if let Some(media_type) = &manifest.media_type {
         if media_type != OCI_IMAGE_MEDIA_TYPE && media_type != IMAGE_MANIFEST_MEDIA_TYPE {
             return Err(Error::Registry(format!("manifest of {shown} has unsupported media type {media_type}")));

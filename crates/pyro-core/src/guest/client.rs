@@ -7,9 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pyro_protocol::{
-    decode_response, is_supported_version, read_frame, write_frame, DataChannel, DecodeError, ExecRequest, ExecResult,
-    Frame, FrameKind, Hello, ListResult, Request, Response, TarExportResult, TarImportResult, WriteResult,
-    MIN_SUPPORTED_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    decode_response, is_supported_version, read_frame, write_frame, DataChannel, DecodeError, ExecRequest, ExecResult, Frame, FrameKind, Hello, ListResult,
+    Request, Response, TarExportResult, TarImportResult, WriteResult, MIN_SUPPORTED_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -315,12 +314,7 @@ impl Call {
     /// the agent answers before the upload is complete (e.g. it refused the request).
     /// With `idle`, fails with [`GuestError::Stalled`] when the guest takes no upload
     /// frame and sends nothing for that long (reading `source` does not count).
-    async fn upload<R: AsyncRead + Unpin>(
-        &mut self,
-        mut source: R,
-        context: &'static str,
-        idle: Option<Duration>,
-    ) -> Result<Option<Response>, GuestError> {
+    async fn upload<R: AsyncRead + Unpin>(&mut self, mut source: R, context: &'static str, idle: Option<Duration>) -> Result<Option<Response>, GuestError> {
         let mut buf = vec![0u8; UPLOAD_CHUNK];
         let permits = self.inner.upload_permits.clone();
         let op = self.op;
@@ -528,9 +522,7 @@ impl GuestClient {
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
         let (mut reader, mut writer) = tokio::io::split(stream);
-        let hello = tokio::time::timeout(hello_timeout, await_hello(&mut reader, &mut writer))
-            .await
-            .map_err(|_| GuestError::HelloTimeout(hello_timeout))??;
+        let hello = tokio::time::timeout(hello_timeout, await_hello(&mut reader, &mut writer)).await.map_err(|_| GuestError::HelloTimeout(hello_timeout))??;
         if !is_supported_version(hello.protocol_version) {
             return Err(GuestError::ProtocolMismatch {
                 agent: hello.protocol_version,
@@ -664,11 +656,7 @@ impl GuestClient {
     /// Runs a command and collects its output (at most `max_output_bytes` per stream, plus
     /// the timeout notice on stderr; see [`GuestClient::exec_with`]), also passing each
     /// chunk to `live` (when given) as it arrives, e.g. to stream it to a terminal.
-    pub async fn exec_streaming(
-        &self,
-        request: ExecRequest,
-        live: Option<&(dyn Fn(OutputChunk<'_>) + Send + Sync)>,
-    ) -> Result<ExecOutput, GuestError> {
+    pub async fn exec_streaming(&self, request: ExecRequest, live: Option<&(dyn Fn(OutputChunk<'_>) + Send + Sync)>) -> Result<ExecOutput, GuestError> {
         let cap = usize::try_from(request.max_output_bytes).unwrap_or(usize::MAX);
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         let result = self
@@ -706,16 +694,12 @@ impl GuestClient {
                 match call.next().await? {
                     Next::Data(DataChannel::Download, bytes) => {
                         if (content.len() as u64).saturating_add(bytes.len() as u64) > max_bytes {
-                            return Err(GuestError::Protocol(format!(
-                                "the guest agent sent more than the {max_bytes} bytes read_file asked for"
-                            )));
+                            return Err(GuestError::Protocol(format!("the guest agent sent more than the {max_bytes} bytes read_file asked for")));
                         }
                         content.extend_from_slice(&bytes);
                     }
                     Next::Data(..) => {}
-                    Next::Response(Response::Read(r)) => {
-                        return Ok(ReadOutput { content, size_bytes: r.size_bytes, truncated: r.truncated })
-                    }
+                    Next::Response(Response::Read(r)) => return Ok(ReadOutput { content, size_bytes: r.size_bytes, truncated: r.truncated }),
                     Next::Response(other) => return Err(agent_error(&self.inner.hello, other, "read_file")),
                 }
             }
@@ -748,10 +732,9 @@ impl GuestClient {
         let max_entries = self.inner.limits.max_list_entries;
         within("list", Some(self.inner.limits.call_deadline), async {
             match self.start("list", &Request::List { path: path.to_string(), recursive })?.response().await? {
-                Response::List(result) if result.entries.len() > max_entries => Err(GuestError::Protocol(format!(
-                    "the guest agent listed {} entries, more than the {max_entries} accepted",
-                    result.entries.len()
-                ))),
+                Response::List(result) if result.entries.len() > max_entries => {
+                    Err(GuestError::Protocol(format!("the guest agent listed {} entries, more than the {max_entries} accepted", result.entries.len())))
+                }
                 Response::List(result) => Ok(result),
                 other => Err(agent_error(&self.inner.hello, other, "list")),
             }
@@ -796,9 +779,7 @@ impl GuestClient {
         let context = "writing the archive failed";
         loop {
             match call.next_within(idle).await? {
-                Next::Data(DataChannel::Download, bytes) => {
-                    sink.write_all(&bytes).await.map_err(|source| GuestError::Local { context, source })?
-                }
+                Next::Data(DataChannel::Download, bytes) => sink.write_all(&bytes).await.map_err(|source| GuestError::Local { context, source })?,
                 Next::Data(..) => {}
                 Next::Response(Response::TarExport(result)) => {
                     sink.flush().await.map_err(|source| GuestError::Local { context, source })?;

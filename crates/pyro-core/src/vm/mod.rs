@@ -18,8 +18,8 @@ use tokio::net::UnixStream;
 use self::record::{new_id, validate_id, vms_root, VmRecord, VmState};
 use self::supervisor::{Phase, SupervisorStatus, CONTROL_SOCKET};
 use crate::environments::{EnvironmentStore, InstalledEnvironment, PullOptions};
-use crate::events::{Event, OutputChunk, Progress};
 use crate::error::{Error, IoContext, Result};
+use crate::events::{Event, OutputChunk, Progress};
 use crate::fsutil::{lock_file, unix_now};
 use crate::guest::{ExecOutput, GuestClient};
 use crate::paths::Dirs;
@@ -368,7 +368,13 @@ impl VmManager {
     }
 
     /// Runs one command in a started VM, then deletes the VM whatever the exit code.
-    pub async fn exec_vm(&self, vm_id: &str, command: &str, timeout_seconds: u64, output: Option<&(dyn Fn(OutputChunk<'_>) + Send + Sync)>) -> Result<ExecReport> {
+    pub async fn exec_vm(
+        &self,
+        vm_id: &str,
+        command: &str,
+        timeout_seconds: u64,
+        output: Option<&(dyn Fn(OutputChunk<'_>) + Send + Sync)>,
+    ) -> Result<ExecReport> {
         if timeout_seconds == 0 {
             return Err(Error::InvalidArgument("timeout_seconds must be positive".into()));
         }

@@ -334,7 +334,13 @@ mod tests {
     use pyro_protocol::{DataChannel, Request, Response};
 
     fn hello() -> Hello {
-        Hello { protocol_version: pyro_protocol::PROTOCOL_VERSION, agent_version: "test".into(), kernel_release: "test".into(), uptime_ms: None, capabilities: None }
+        Hello {
+            protocol_version: pyro_protocol::PROTOCOL_VERSION,
+            agent_version: "test".into(),
+            kernel_release: "test".into(),
+            uptime_ms: None,
+            capabilities: None,
+        }
     }
 
     fn small_limits() -> RelayLimits {

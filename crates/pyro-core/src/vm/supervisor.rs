@@ -85,7 +85,12 @@ impl SupervisorStatus {
 
 /// The configured boot timeout.
 pub fn boot_timeout() -> Duration {
-    std::env::var(env_vars::BOOT_TIMEOUT_SECONDS).ok().and_then(|v| v.parse::<u64>().ok()).filter(|s| *s > 0).map(Duration::from_secs).unwrap_or(DEFAULT_BOOT_TIMEOUT)
+    std::env::var(env_vars::BOOT_TIMEOUT_SECONDS)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_BOOT_TIMEOUT)
 }
 
 /// Spawns the supervisor of `vm_dir` as a detached process (own session, no terminal)
@@ -372,4 +377,3 @@ fn spawn_guest_writer(mut write: tokio::net::unix::OwnedWriteHalf) -> mpsc::Send
     });
     tx
 }
-

@@ -112,11 +112,7 @@ impl Firecracker {
     /// The `Firecracker vX.Y.Z` first line of `firecracker --version` (Firecracker also
     /// prints a log line on exit; it is not included).
     pub fn version(&self) -> Result<String> {
-        let out = std::process::Command::new(&self.binary)
-            .arg("--version")
-            .stdin(Stdio::null())
-            .output()
-            .ctx("run", &self.binary)?;
+        let out = std::process::Command::new(&self.binary).arg("--version").stdin(Stdio::null()).output().ctx("run", &self.binary)?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         match parse_version(&stdout) {
             Some(version) if out.status.success() => Ok(version),
@@ -240,13 +236,8 @@ fn startup_failure(spec: &LaunchSpec) -> String {
     let mut serial = crate::console_log::tail(&spec.serial_log());
     serial.push_str(&crate::console_log::tail(&spec.vmm_log()));
     let log = crate::console_log::tail(&log_file(spec));
-    let interesting = |text: &str| {
-        text.lines()
-            .rev()
-            .map(str::trim)
-            .find(|l| l.contains("Error") || l.contains("error") || l.contains("failed"))
-            .map(strip_log_prefix)
-    };
+    let interesting =
+        |text: &str| text.lines().rev().map(str::trim).find(|l| l.contains("Error") || l.contains("error") || l.contains("failed")).map(strip_log_prefix);
     interesting(&serial)
         .or_else(|| interesting(&log))
         .unwrap_or_else(|| strip_log_prefix(crate::console_log::last_line(if serial.trim().is_empty() { &log } else { &serial })))
@@ -255,9 +246,7 @@ fn startup_failure(spec: &LaunchSpec) -> String {
 /// Drops Firecracker's `<timestamp> [<id>:<thread>] ` log prefix.
 fn strip_log_prefix(line: &str) -> String {
     match (line.find(" ["), line.find("] ")) {
-        (Some(open), Some(close)) if open < close && line[..open].starts_with(|c: char| c.is_ascii_digit()) => {
-            line[close + 2..].trim().to_string()
-        }
+        (Some(open), Some(close)) if open < close && line[..open].starts_with(|c: char| c.is_ascii_digit()) => line[close + 2..].trim().to_string(),
         _ => line.trim().to_string(),
     }
 }
@@ -395,10 +384,7 @@ pub async fn connect_agent(spec: &LaunchSpec, timeout: Duration) -> Result<UnixS
             Err(_) => "no answer from the guest".to_string(),
         };
         if Instant::now() >= deadline {
-            return Err(Error::Vmm(format!(
-                "guest agent did not answer on vsock port {AGENT_PORT} within {:.1}s: {last_error}",
-                timeout.as_secs_f32()
-            )));
+            return Err(Error::Vmm(format!("guest agent did not answer on vsock port {AGENT_PORT} within {:.1}s: {last_error}", timeout.as_secs_f32())));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -482,10 +468,7 @@ mod tests {
 
     #[test]
     fn log_prefix_is_dropped() {
-        assert_eq!(
-            strip_log_prefix("2026-11-26T23:36:25.641550102 [anonymous-instance:main] Running Firecracker v1.12.1"),
-            "Running Firecracker v1.12.1"
-        );
+        assert_eq!(strip_log_prefix("2026-11-26T23:36:25.641550102 [anonymous-instance:main] Running Firecracker v1.12.1"), "Running Firecracker v1.12.1");
         assert_eq!(strip_log_prefix("Error: [x] y"), "Error: [x] y");
     }
 

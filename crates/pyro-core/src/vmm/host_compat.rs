@@ -4,9 +4,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-
 use super::spawn::spawn_confined;
-use super::{connect_when_listening, remove_stale, Launched, LaunchSpec};
+use super::{connect_when_listening, remove_stale, LaunchSpec, Launched};
 use crate::error::{IoContext, Result};
 
 /// Starts `agent --listen-unix <channel socket> --cwd-root <vm_dir>/root` and connects.

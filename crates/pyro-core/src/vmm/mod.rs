@@ -22,7 +22,6 @@ use tokio::process::Child;
 
 use crate::error::{Error, Result};
 
-
 /// Which backend runs a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -41,9 +40,8 @@ impl std::str::FromStr for BackendKind {
     type Err = Error;
 
     fn from_str(name: &str) -> Result<Self> {
-        BackendKind::parse(name).ok_or_else(|| {
-            Error::InvalidArgument(format!("unknown backend '{name}'; expected one of: firecracker, qemu-kvm, qemu-tcg, host_compat"))
-        })
+        BackendKind::parse(name)
+            .ok_or_else(|| Error::InvalidArgument(format!("unknown backend '{name}'; expected one of: firecracker, qemu-kvm, qemu-tcg, host_compat")))
     }
 }
 

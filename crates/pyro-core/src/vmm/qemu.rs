@@ -9,9 +9,8 @@ use crate::env_vars;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-
 use super::spawn::{running_as_root, spawn_confined, UNPRIVILEGED_USER};
-use super::{connect_when_listening, kernel_cmdline, remove_stale, Launched, LaunchSpec, RebootMethod};
+use super::{connect_when_listening, kernel_cmdline, remove_stale, LaunchSpec, Launched, RebootMethod};
 use crate::error::{Error, IoContext, Result};
 
 /// QEMU's seccomp sandbox: no obsolete syscalls, no new processes, no scheduler or
@@ -57,9 +56,7 @@ pub fn locate() -> Option<PathBuf> {
 
 /// Looks `name` up on `$PATH`.
 pub(crate) fn find_in_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|p| p.is_file()))
-        .unwrap_or(None)
+    std::env::var_os("PATH").map(|paths| std::env::split_paths(&paths).map(|dir| dir.join(name)).find(|p| p.is_file())).unwrap_or(None)
 }
 
 impl Qemu {
@@ -177,14 +174,7 @@ mod tests {
     use super::*;
 
     fn spec() -> LaunchSpec {
-        LaunchSpec {
-            vm_dir: "/vm".into(),
-            kernel: "/k/vmlinux".into(),
-            disk: "/vm/disk.qcow2".into(),
-            vcpu_count: 2,
-            mem_mib: 512,
-            debug_console: false,
-        }
+        LaunchSpec { vm_dir: "/vm".into(), kernel: "/k/vmlinux".into(), disk: "/vm/disk.qcow2".into(), vcpu_count: 2, mem_mib: 512, debug_console: false }
     }
 
     #[test]

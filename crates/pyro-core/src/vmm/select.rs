@@ -12,7 +12,6 @@ use serde::{Deserialize, Serialize};
 use super::{firecracker, qemu, BackendKind};
 use crate::error::{Error, Result};
 
-
 /// Access to `/dev/kvm`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct KvmAccess {
@@ -154,7 +153,10 @@ impl HostProbe {
             }
         }
         if self.qemu.is_some() {
-            return Ok(Selection { backend: BackendKind::QemuTcg, reason: format!("KVM cannot be used ({kvm_detail}); QEMU software emulation (TCG) still runs a real guest kernel") });
+            return Ok(Selection {
+                backend: BackendKind::QemuTcg,
+                reason: format!("KVM cannot be used ({kvm_detail}); QEMU software emulation (TCG) still runs a real guest kernel"),
+            });
         }
         Err(Error::Unavailable("no VM backend available: install qemu-system-x86 (scripts/setup.sh does) or Firecracker on a host with working KVM".into()))
     }
@@ -183,7 +185,15 @@ mod tests {
             kvm: KvmAccess { exists: kvm, readable: kvm, writable: kvm },
             firecracker: fc.then(|| bin("/fc")),
             qemu: qemu.then(|| bin("/q")),
-            kvm_boot: boots.map(|b| KvmBootCheck { host_kernel: "h".into(), guest_kernel_sha256: "k".into(), qemu_version: "v".into(), boots: b, detail: if b { "ok".into() } else { "guest never answered under KVM".into() }, inconclusive: false, checked_at: 0.0 }),
+            kvm_boot: boots.map(|b| KvmBootCheck {
+                host_kernel: "h".into(),
+                guest_kernel_sha256: "k".into(),
+                qemu_version: "v".into(),
+                boots: b,
+                detail: if b { "ok".into() } else { "guest never answered under KVM".into() },
+                inconclusive: false,
+                checked_at: 0.0,
+            }),
         }
     }
 

@@ -20,7 +20,6 @@ use tokio::process::{Child, Command};
 use crate::console_log::drain_into;
 use crate::error::{IoContext, Result};
 
-
 /// The only environment a VMM gets.
 const VMM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -62,14 +61,7 @@ pub(crate) fn spawn_confined(program: &Path, args: Vec<String>, guarded: bool, s
     let death_signal = if guarded { libc::SIGTERM } else { libc::SIGKILL };
     let parent = std::process::id() as libc::pid_t;
     let inherit: RawFd = INHERITED_FD.load(Ordering::SeqCst);
-    command
-        .env_clear()
-        .env("PATH", VMM_PATH)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
+    command.env_clear().env("PATH", VMM_PATH).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
     // SAFETY: prctl, getppid, close_range and fcntl are async-signal-safe syscalls that
     // touch no memory of the parent; nothing here allocates.
     unsafe {

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::record::{is_valid_key, WorkspaceState, NAME_PATTERN};
 use super::archive::spool_tar;
+use super::record::{is_valid_key, WorkspaceState, NAME_PATTERN};
 use super::tree::{diff_archives, TreeDiff};
 use super::{guest_error, history, status_of, workspace_limits, Workspace, WorkspaceManager, WorkspaceStatus, WORKSPACE_ROOT};
 use crate::error::{Error, IoContext, Result};
@@ -89,10 +89,7 @@ fn validate_snapshot_name(name: &str) -> Result<String> {
 /// Streams `/workspace` out of the guest into a new temporary file in `dir`, within
 /// [`workspace_limits`] (a stream past them is cancelled and its partial file removed).
 async fn export_tree(client: &GuestClient, dir: &Path) -> Result<tempfile::NamedTempFile> {
-    let (spooled, _) = spool_tar(dir, workspace_limits(), |sink| async move {
-        client.tar_export(WORKSPACE_ROOT, sink).await.map_err(guest_error)
-    })
-    .await?;
+    let (spooled, _) = spool_tar(dir, workspace_limits(), |sink| async move { client.tar_export(WORKSPACE_ROOT, sink).await.map_err(guest_error) }).await?;
     Ok(spooled)
 }
 
@@ -121,7 +118,12 @@ impl WorkspaceManager {
         let client = self.guest(&ws, "workspace_snapshot_create").await?;
         std::fs::create_dir_all(&dir).ctx("create", &dir)?;
         let staging = export_tree(&client, &dir).await?;
-        let info = SnapshotInfo { snapshot_name: name.clone(), kind: "named".into(), created_at: unix_now(), size_bytes: std::fs::metadata(staging.path()).map(|m| m.len()).unwrap_or(0) };
+        let info = SnapshotInfo {
+            snapshot_name: name.clone(),
+            kind: "named".into(),
+            created_at: unix_now(),
+            size_bytes: std::fs::metadata(staging.path()).map(|m| m.len()).unwrap_or(0),
+        };
         // The archive lands first, without replacing one a racing create stored; the
         // record, which makes the snapshot visible, follows.
         staging.persist_noclobber(&archive).map_err(|e| match e.error.kind() {
@@ -153,7 +155,12 @@ impl WorkspaceManager {
     }
 
     fn baseline_info(&self, ws: &Workspace) -> SnapshotInfo {
-        SnapshotInfo { snapshot_name: BASELINE.into(), kind: BASELINE.into(), created_at: ws.record.created_at, size_bytes: std::fs::metadata(ws.baseline()).map(|m| m.len()).unwrap_or(0) }
+        SnapshotInfo {
+            snapshot_name: BASELINE.into(),
+            kind: BASELINE.into(),
+            created_at: ws.record.created_at,
+            size_bytes: std::fs::metadata(ws.baseline()).map(|m| m.len()).unwrap_or(0),
+        }
     }
 
     fn snapshot(&self, ws: &Workspace, name: &str) -> Result<(SnapshotInfo, PathBuf)> {
@@ -162,7 +169,8 @@ impl WorkspaceManager {
         }
         let name = validate_snapshot_name(name)?;
         let dir = snapshots_dir(&ws.dir);
-        let missing = || Error::not_found_because("snapshot", name.as_str(), format!("snapshot '{name}' does not exist in workspace '{}'", ws.record.workspace_id));
+        let missing =
+            || Error::not_found_because("snapshot", name.as_str(), format!("snapshot '{name}' does not exist in workspace '{}'", ws.record.workspace_id));
         let info: SnapshotInfo = serde_json::from_slice(&std::fs::read(dir.join(format!("{name}.json"))).map_err(|_| missing())?).map_err(|_| missing())?;
         Ok((info, dir.join(format!("{name}.tar"))))
     }

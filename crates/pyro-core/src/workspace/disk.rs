@@ -59,7 +59,11 @@ impl WorkspaceManager {
     async fn stopped(&self, id: &str) -> Result<Workspace> {
         let ws = self.open(id).await?;
         if ws.record.state != WorkspaceState::Stopped {
-            return Err(Error::wrong_state("stopped", ws.record.state.name(), format!("workspace disk operations require state=stopped; stop it first with `pyro workspace stop {id}`")));
+            return Err(Error::wrong_state(
+                "stopped",
+                ws.record.state.name(),
+                format!("workspace disk operations require state=stopped; stop it first with `pyro workspace stop {id}`"),
+            ));
         }
         if ws.record.allow_host_compat && self.backend_of(&ws.dir) == "host_compat" {
             return Err(Error::Unavailable("workspace disk operations are unavailable for host_compat workspaces".into()));
@@ -86,7 +90,12 @@ impl WorkspaceManager {
             return Err(Error::io("copy the disk to", &output, std::io::Error::other(format!("cp {status}"))));
         }
         rename_noreplace(&tmp, &output)?;
-        Ok(DiskExported { workspace_id: id.into(), size_bytes: std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0), output_path: output, disk_format: "ext4" })
+        Ok(DiskExported {
+            workspace_id: id.into(),
+            size_bytes: std::fs::metadata(&output).map(|m| m.len()).unwrap_or(0),
+            output_path: output,
+            disk_format: "ext4",
+        })
     }
 
     /// Lists a path of the stopped rootfs.
@@ -105,7 +114,14 @@ impl WorkspaceManager {
         let path = normalize_disk_path(path)?;
         let ws = self.stopped(id).await?;
         let (bytes, size_bytes) = DiskImage::open(&ws.disk())?.read_prefix(&path, max_bytes)?;
-        Ok(DiskRead { workspace_id: id.into(), path, size_bytes, max_bytes, truncated: size_bytes > bytes.len() as u64, content: String::from_utf8_lossy(&bytes).into_owned() })
+        Ok(DiskRead {
+            workspace_id: id.into(),
+            path,
+            size_bytes,
+            max_bytes,
+            truncated: size_bytes > bytes.len() as u64,
+            content: String::from_utf8_lossy(&bytes).into_owned(),
+        })
     }
 }
 
@@ -114,7 +130,8 @@ impl WorkspaceManager {
 fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let exists = || Error::Conflict(format!("output_path already exists: {}", to.display()));
-    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::InvalidArgument(format!("path contains a NUL byte: {}", p.display())));
+    let c =
+        |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::InvalidArgument(format!("path contains a NUL byte: {}", p.display())));
     let (src, dst) = (c(from)?, c(to)?);
     // SAFETY: both arguments are valid NUL-terminated strings that outlive the call.
     let rc = unsafe { libc::renameat2(libc::AT_FDCWD, src.as_ptr(), libc::AT_FDCWD, dst.as_ptr(), libc::RENAME_NOREPLACE) };

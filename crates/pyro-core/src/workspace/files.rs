@@ -32,7 +32,13 @@ pub struct FileEntry {
 
 impl From<&DirEntry> for FileEntry {
     fn from(e: &DirEntry) -> Self {
-        Self { path: e.path.clone(), artifact_type: kind_name(e.kind), size_bytes: e.size_bytes, mode: format!("{:04o}", e.mode & 0o7777), link_target: e.link_target.clone() }
+        Self {
+            path: e.path.clone(),
+            artifact_type: kind_name(e.kind),
+            size_bytes: e.size_bytes,
+            mode: format!("{:04o}", e.mode & 0o7777),
+            link_target: e.link_target.clone(),
+        }
     }
 }
 
@@ -184,7 +190,11 @@ impl WorkspaceManager {
         let path = normalize_workspace_path(path)?;
         let ws = self.open(id).await?;
         let listing = self.guest(&ws, "workspace_file_list").await?.list(&path, recursive).await.map_err(guest_error)?;
-        let entries = if listing.root.kind == EntryKind::Directory { listing.entries.iter().map(FileEntry::from).collect() } else { vec![FileEntry::from(&listing.root)] };
+        let entries = if listing.root.kind == EntryKind::Directory {
+            listing.entries.iter().map(FileEntry::from).collect()
+        } else {
+            vec![FileEntry::from(&listing.root)]
+        };
         Ok(FileList { workspace_id: id.into(), path, recursive, entries, execution_mode: "guest_vsock" })
     }
 
@@ -199,7 +209,8 @@ impl WorkspaceManager {
         let path = normalize_workspace_path(path)?;
         let ws = self.open(id).await?;
         let out = self.guest(&ws, "workspace_file_read").await?.read_file(&path, max_bytes).await.map_err(guest_error)?;
-        let content = utf8_text(&out.content, out.truncated).ok_or_else(|| Error::InvalidArgument(format!("{path} is not UTF-8 text; use `pyro workspace export` for binary files")))?;
+        let content = utf8_text(&out.content, out.truncated)
+            .ok_or_else(|| Error::InvalidArgument(format!("{path} is not UTF-8 text; use `pyro workspace export` for binary files")))?;
         Ok(FileRead { workspace_id: id.into(), path, size_bytes: out.size_bytes, max_bytes, content, truncated: out.truncated, execution_mode: "guest_vsock" })
     }
 
@@ -287,13 +298,17 @@ impl WorkspaceManager {
         let ws = self.open(id).await?;
         let client = self.guest(&ws, "workspace_export").await?;
         let limits = super::workspace_limits();
-        let (staging, exported) = archive::spool_tar(&ws.dir, limits, |sink| async {
-            client.tar_export(&path, sink).await.map_err(guest_error)
-        })
-        .await?;
+        let (staging, exported) = archive::spool_tar(&ws.dir, limits, |sink| async { client.tar_export(&path, sink).await.map_err(guest_error) }).await?;
         let archive = std::fs::File::open(staging.path()).ctx("open", staging.path())?;
         let summary = extract_export_with(std::io::BufReader::new(archive), &output, exported.kind, limits)?;
-        Ok(Exported { workspace_id: id.into(), workspace_path: path, output_path: output, artifact_type: kind_name(exported.kind), summary, execution_mode: "guest_vsock" })
+        Ok(Exported {
+            workspace_id: id.into(),
+            workspace_path: path,
+            output_path: output,
+            artifact_type: kind_name(exported.kind),
+            summary,
+            execution_mode: "guest_vsock",
+        })
     }
 
     /// Imports a host directory or archive under `dest` (merging over what is there).
@@ -341,7 +356,14 @@ async fn chmod(client: &GuestClient, path: &str, mode: u32) -> Result<()> {
 
 /// Runs a small internal command in the guest; a failure is an error with its stderr.
 pub(crate) async fn run_checked(client: &GuestClient, command: &str) -> Result<()> {
-    let request = crate::guest::ExecRequest { command: command.into(), env: Default::default(), secret_env: Default::default(), cwd: Some("/".into()), timeout_ms: 60_000, max_output_bytes: 64 << 10 };
+    let request = crate::guest::ExecRequest {
+        command: command.into(),
+        env: Default::default(),
+        secret_env: Default::default(),
+        cwd: Some("/".into()),
+        timeout_ms: 60_000,
+        max_output_bytes: 64 << 10,
+    };
     let out = client.exec(request).await.map_err(guest_error)?;
     if out.result.exit_code == 0 {
         Ok(())

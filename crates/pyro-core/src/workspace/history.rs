@@ -53,12 +53,14 @@ pub fn append(dir: &Path, summary: &CommandSummary, stdout: &[u8], stderr: &[u8]
 /// Reads the whole history, oldest first.
 pub fn read(dir: &Path, workspace_id: &str) -> Result<WorkspaceLogs> {
     let commands = commands_dir(dir);
-    let mut files: Vec<_> = std::fs::read_dir(&commands).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect();
+    let mut files: Vec<_> =
+        std::fs::read_dir(&commands).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "json")).collect();
     files.sort();
     let mut entries = Vec::new();
     for file in files {
         let bytes = std::fs::read(&file).ctx("read", &file)?;
-        let mut entry: HistoryEntry = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt(format!("history entry {} is corrupt: {e}", file.display())))?;
+        let mut entry: HistoryEntry =
+            serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt(format!("history entry {} is corrupt: {e}", file.display())))?;
         entry.stdout = std::fs::read(file.with_extension("stdout")).unwrap_or_default();
         entry.stderr = std::fs::read(file.with_extension("stderr")).unwrap_or_default();
         entries.push(entry);

@@ -13,8 +13,8 @@ pub mod changes;
 pub mod disk;
 pub mod files;
 pub mod history;
-pub mod paths;
 pub mod patch;
+pub mod paths;
 pub mod record;
 pub mod tree;
 
@@ -26,11 +26,11 @@ use serde::Serialize;
 
 use self::record::{validate_labels, validate_name, CommandSummary, WorkspaceRecord, WorkspaceSeed, WorkspaceState};
 use crate::environments::InstalledEnvironment;
-use crate::events::{Event, Progress};
-use crate::options::NetworkPolicy;
 use crate::error::{Error, IoContext, Result};
+use crate::events::{Event, Progress};
 use crate::fsutil::{lock_file, unix_now};
 use crate::guest::{Capability, ExecRequest, GuestClient, GuestError, Hello, PROTOCOL_VERSION};
+use crate::options::NetworkPolicy;
 use crate::paths::Dirs;
 use crate::vm::record::{new_id, validate_id, VmRecord, VmState};
 use crate::vm::{self, CommandOutput, CreateVmOptions, VmManager, DEFAULT_MAX_OUTPUT_BYTES};
@@ -273,7 +273,11 @@ impl WorkspaceManager {
         }
         if record.creation_abandoned() {
             self.discard(&dir).await?;
-            return Err(Error::not_found_because("workspace", id, format!("workspace '{id}' does not exist (its creation was interrupted and it was removed)")));
+            return Err(Error::not_found_because(
+                "workspace",
+                id,
+                format!("workspace '{id}' does not exist (its creation was interrupted and it was removed)"),
+            ));
         }
         if record.state == WorkspaceState::Creating {
             return Err(Error::Conflict(format!("workspace '{id}' is still being created")));
@@ -302,7 +306,11 @@ impl WorkspaceManager {
     /// A client of the started workspace's agent; `op` names the operation for the error.
     pub(crate) async fn guest(&self, ws: &Workspace, op: &str) -> Result<GuestClient> {
         if ws.record.state != WorkspaceState::Started {
-            return Err(Error::wrong_state("started", ws.record.state.name(), format!("workspace {} must be in 'started' state before {op}", ws.record.workspace_id)));
+            return Err(Error::wrong_state(
+                "started",
+                ws.record.state.name(),
+                format!("workspace {} must be in 'started' state before {op}", ws.record.workspace_id),
+            ));
         }
         Ok(vm::connect(&ws.vm_dir()).await?.0)
     }
@@ -317,11 +325,12 @@ impl WorkspaceManager {
 
     /// Marks activity now.
     pub(crate) fn touch(&self, id: &str) -> Result<WorkspaceRecord> {
-        Ok(self.update_record(id, |r| {
-            r.last_activity_at = unix_now();
-            Ok(())
-        })?
-        .1)
+        Ok(self
+            .update_record(id, |r| {
+                r.last_activity_at = unix_now();
+                Ok(())
+            })?
+            .1)
     }
 
     /// Creates, boots and seeds a workspace. Nothing is left behind on failure.
@@ -333,7 +342,10 @@ impl WorkspaceManager {
             }
         }
         if options.network_policy != NetworkPolicy::Off {
-            return Err(Error::Unavailable(format!("network_policy '{}' is not available in this build yet: it arrives with the networking issue", options.network_policy)));
+            return Err(Error::Unavailable(format!(
+                "network_policy '{}' is not available in this build yet: it arrives with the networking issue",
+                options.network_policy
+            )));
         }
         let name = options.name.as_deref().map(validate_name).transpose()?;
         let labels = validate_labels(&options.labels)?;
@@ -432,7 +444,14 @@ impl WorkspaceManager {
         let r = &ws.record;
         let launch = LaunchSpec { vm_dir, kernel: installed.kernel.clone(), disk: ws.disk(), vcpu_count: r.vcpu_count, mem_mib: r.mem_mib, debug_console };
         // The workspace's own TTL is enforced by the manager; its guest never expires.
-        let mut record = VmRecord::new(r.workspace_id.clone(), installed, launch, GUEST_NEVER_EXPIRES_SECONDS, Selection { backend, reason: reason.into() }, r.allow_host_compat);
+        let mut record = VmRecord::new(
+            r.workspace_id.clone(),
+            installed,
+            launch,
+            GUEST_NEVER_EXPIRES_SECONDS,
+            Selection { backend, reason: reason.into() },
+            r.allow_host_compat,
+        );
         record.idle_stop_seconds = (idle > 0).then_some(idle);
         record.save()
     }
@@ -609,7 +628,13 @@ impl WorkspaceManager {
         let out = client.exec(request).await?;
         let (sequence, record) = self.update_record(id, |r| {
             r.command_count += 1;
-            let summary = CommandSummary { sequence: r.command_count, command: command.into(), cwd: WORKSPACE_ROOT.into(), exit_code: out.result.exit_code, duration_ms: out.result.duration_ms };
+            let summary = CommandSummary {
+                sequence: r.command_count,
+                command: command.into(),
+                cwd: WORKSPACE_ROOT.into(),
+                exit_code: out.result.exit_code,
+                duration_ms: out.result.duration_ms,
+            };
             history::append(&ws.dir, &summary, &out.stdout, &out.stderr)?;
             r.last_command = Some(summary);
             r.last_activity_at = unix_now();

@@ -118,16 +118,8 @@ fn header_text(raw: &str) -> &str {
 }
 
 /// Line prefixes of git features this applier does not support.
-const UNSUPPORTED_PREFIXES: &[&str] = &[
-    "rename from ",
-    "rename to ",
-    "copy from ",
-    "copy to ",
-    "similarity index ",
-    "dissimilarity index ",
-    "GIT binary patch",
-    "Binary files ",
-];
+const UNSUPPORTED_PREFIXES: &[&str] =
+    &["rename from ", "rename to ", "copy from ", "copy to ", "similarity index ", "dissimilarity index ", "GIT binary patch", "Binary files "];
 
 fn check_supported(line: &str) -> Result<(), Error> {
     if UNSUPPORTED_PREFIXES.iter().any(|p| line.starts_with(p)) {
@@ -139,8 +131,7 @@ fn check_supported(line: &str) -> Result<(), Error> {
 /// Parses a git mode (`100644`, `100755`) into permission bits; symlinks, submodules and
 /// other non-regular modes are unsupported.
 fn parse_mode(value: &str, line: &str) -> Result<u32, Error> {
-    let mode =
-        u32::from_str_radix(value.trim(), 8).map_err(|_| invalid(format!("invalid patch header: {line}")))?;
+    let mode = u32::from_str_radix(value.trim(), 8).map_err(|_| invalid(format!("invalid patch header: {line}")))?;
     if mode & 0o170000 != 0o100000 {
         return Err(invalid(format!("unsupported patch feature: {line}")));
     }
@@ -300,9 +291,8 @@ fn apply_marker(body: &mut [HunkLine], raw: &str) -> Result<(), Error> {
 /// Parses one hunk starting at its `@@` line.
 fn parse_hunk(lines: &mut Lines<'_>) -> Result<Hunk, Error> {
     let header = lines.peek_header().unwrap_or_default();
-    let (old_start, old_count, _new_start, new_count) = parse_hunk_header(header)
-        .filter(|&(_, b, _, d)| b > 0 || d > 0)
-        .ok_or_else(|| invalid(format!("invalid patch hunk header: {header}")))?;
+    let (old_start, old_count, _new_start, new_count) =
+        parse_hunk_header(header).filter(|&(_, b, _, d)| b > 0 || d > 0).ok_or_else(|| invalid(format!("invalid patch hunk header: {header}")))?;
     lines.pos += 1;
     let (mut old_left, mut new_left) = (old_count, new_count);
     let mut body: Vec<HunkLine> = Vec::new();
@@ -560,8 +550,7 @@ pub fn apply_file(patch: &FilePatch, current: Option<&[u8]>) -> Result<Option<Ve
         }
         _ => {}
     }
-    let text = std::str::from_utf8(current.unwrap_or_default())
-        .map_err(|_| invalid(format!("workspace patch only supports UTF-8 text files: {path}")))?;
+    let text = std::str::from_utf8(current.unwrap_or_default()).map_err(|_| invalid(format!("workspace patch only supports UTF-8 text files: {path}")))?;
     let old: Vec<&str> = text.split_inclusive('\n').collect();
     let mut out = String::with_capacity(text.len());
     let mut cursor = 0usize;
@@ -593,9 +582,7 @@ pub fn apply_file(patch: &FilePatch, current: Option<&[u8]>) -> Result<Option<Ve
         return Ok(None);
     }
     if out.len() > MAX_PATCH_BYTES {
-        return Err(invalid(format!(
-            "patched file {path} exceeds the maximum supported size of {MAX_PATCH_BYTES} bytes"
-        )));
+        return Err(invalid(format!("patched file {path} exceeds the maximum supported size of {MAX_PATCH_BYTES} bytes")));
     }
     Ok(Some(out.into_bytes()))
 }
@@ -603,14 +590,7 @@ pub fn apply_file(patch: &FilePatch, current: Option<&[u8]>) -> Result<Option<Ve
 /// Finds where a hunk's old lines sit in `old`, at or after `cursor` (the end of the
 /// previous hunk): `expected` if they match there, else the nearest unique match.
 /// `must_end` requires the match to end at the end of the file.
-fn locate(
-    old: &[&str],
-    needle: &[&str],
-    expected: usize,
-    cursor: usize,
-    must_end: bool,
-    path: &str,
-) -> Result<usize, Error> {
+fn locate(old: &[&str], needle: &[&str], expected: usize, cursor: usize, must_end: bool, path: &str) -> Result<usize, Error> {
     let out_of_range = || invalid(format!("patch hunk is out of range for {path}"));
     let total = old.len();
     if needle.is_empty() {
@@ -703,9 +683,7 @@ mod tests {
     }
 
     fn apply(patch: &FilePatch, current: Option<&str>) -> Result<Option<String>, String> {
-        apply_file(patch, current.map(str::as_bytes))
-            .map(|out| out.map(|bytes| String::from_utf8(bytes).unwrap()))
-            .map_err(|e| e.to_string())
+        apply_file(patch, current.map(str::as_bytes)).map(|out| out.map(|bytes| String::from_utf8(bytes).unwrap())).map_err(|e| e.to_string())
     }
 
     /// Parses a single-file patch and applies it.
@@ -742,57 +720,31 @@ mod tests {
         assert_eq!(parse_err(binary), "unsupported patch feature: GIT binary patch");
         let symlink = "diff --git a/l b/l\nnew file mode 120000\nindex 0..1\n--- /dev/null\n+++ b/l\n@@ -0,0 +1 @@\n+t\n";
         assert_eq!(parse_err(symlink), "unsupported patch feature: new file mode 120000");
-        assert_eq!(
-            parse_err("Binary files a/x and b/x differ\n"),
-            "unsupported patch feature: Binary files a/x and b/x differ"
-        );
+        assert_eq!(parse_err("Binary files a/x and b/x differ\n"), "unsupported patch feature: Binary files a/x and b/x differ");
     }
 
     #[test]
     fn header_errors() {
-        assert_eq!(
-            parse_err("--- a/../etc/passwd\n+++ b/../etc/passwd\n@@ -1 +1 @@\n-a\n+b\n"),
-            "workspace path must stay inside /workspace"
-        );
+        assert_eq!(parse_err("--- a/../etc/passwd\n+++ b/../etc/passwd\n@@ -1 +1 @@\n-a\n+b\n"), "workspace path must stay inside /workspace");
         assert_eq!(parse_err("--- a/\n+++ b/\n@@ -1 +1 @@\n-a\n+b\n"), "workspace path must not be empty");
-        assert_eq!(
-            parse_err("--- a/x\n+++ b/y\n@@ -1 +1 @@\n-a\n+b\n"),
-            "rename and copy patches are not supported"
-        );
-        assert_eq!(
-            parse_err("--- /dev/null\n+++ /dev/null\n@@ -1 +1 @@\n-a\n+b\n"),
-            "patch must target a workspace path"
-        );
+        assert_eq!(parse_err("--- a/x\n+++ b/y\n@@ -1 +1 @@\n-a\n+b\n"), "rename and copy patches are not supported");
+        assert_eq!(parse_err("--- /dev/null\n+++ /dev/null\n@@ -1 +1 @@\n-a\n+b\n"), "patch must target a workspace path");
         assert_eq!(parse_err("--- a/x\n@@ -1 +1 @@\n-a\n+b\n"), "patch is missing '+++' header");
         assert_eq!(parse_err("--- a/x\n"), "patch is missing '+++' header");
         assert_eq!(parse_err("hello\n--- a/x\n+++ b/x\n"), "invalid patch header: hello");
         assert_eq!(parse_err(&modify("@@ -1 +1 @@\n-a\n+b\ngarbage\n")), "invalid patch header: garbage");
         assert_eq!(parse_err("@@ -1 +1 @@\n-a\n+b\n"), "invalid patch header: @@ -1 +1 @@");
         assert_eq!(parse_err("diff --git a/x b/x\nfoo bar\n"), "invalid patch header: foo bar");
-        assert_eq!(
-            parse_err("diff --git a/x b/x\n@@ -1 +1 @@\n-a\n+b\n"),
-            "invalid patch header: @@ -1 +1 @@"
-        );
-        assert_eq!(
-            parse_err("diff --git a/x b/x\nnew file mode 100644\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n"),
-            "invalid patch header: diff --git a/x b/x"
-        );
-        assert_eq!(
-            parse_err("diff --git a/x b/y\nnew file mode 100644\n"),
-            "invalid patch header: diff --git a/x b/y"
-        );
+        assert_eq!(parse_err("diff --git a/x b/x\n@@ -1 +1 @@\n-a\n+b\n"), "invalid patch header: @@ -1 +1 @@");
+        assert_eq!(parse_err("diff --git a/x b/x\nnew file mode 100644\n--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n"), "invalid patch header: diff --git a/x b/x");
+        assert_eq!(parse_err("diff --git a/x b/y\nnew file mode 100644\n"), "invalid patch header: diff --git a/x b/y");
         assert_eq!(parse_err("--- \"a/x\n+++ b/x\n"), "invalid patch header: --- \"a/x");
     }
 
     #[test]
     fn hunk_header_and_count_errors() {
-        for header in
-            ["@@ -1 +1", "@@ -a,1 +1 @@", "@@ -1, +1 @@", "@@ -0,0 +0,0 @@", "@@@ -1 -1 +1 @@@", "@@ 1 +1 @@"]
-        {
-            assert_eq!(
-                parse_err(&modify(&format!("{header}\n-a\n+b\n"))),
-                format!("invalid patch hunk header: {header}")
-            );
+        for header in ["@@ -1 +1", "@@ -a,1 +1 @@", "@@ -1, +1 @@", "@@ -0,0 +0,0 @@", "@@@ -1 -1 +1 @@@", "@@ 1 +1 @@"] {
+            assert_eq!(parse_err(&modify(&format!("{header}\n-a\n+b\n"))), format!("invalid patch hunk header: {header}"));
         }
         let mismatch = "patch hunk line counts do not match the header";
         assert_eq!(parse_err(&modify("@@ -1,2 +1,2 @@\n-a\n+b\n")), mismatch);
@@ -801,28 +753,16 @@ mod tests {
         assert_eq!(parse_err(&modify("@@ -1 +1 @@\n-a\n-c\n+b\n")), mismatch);
         assert_eq!(parse_err(&modify("@@ -1 +1 @@\n-a\n+b\n c\n")), mismatch);
         assert_eq!(parse_err(&modify("@@ -1,2 +1,2 @@\n-a\nxyz\n")), "invalid patch hunk line: xyz");
-        assert_eq!(
-            parse_err(&modify("@@ -1,2 +1 @@\n-a\n\\ No newline at end of file\n-b\n+c\n")),
-            "invalid patch hunk line: \\ No newline at end of file"
-        );
-        assert_eq!(
-            parse_err(&modify("@@ -1 +1 @@\n\\ No newline at end of file\n-a\n+b\n")),
-            "invalid patch hunk line: \\ No newline at end of file"
-        );
+        assert_eq!(parse_err(&modify("@@ -1,2 +1 @@\n-a\n\\ No newline at end of file\n-b\n+c\n")), "invalid patch hunk line: \\ No newline at end of file");
+        assert_eq!(parse_err(&modify("@@ -1 +1 @@\n\\ No newline at end of file\n-a\n+b\n")), "invalid patch hunk line: \\ No newline at end of file");
     }
 
     #[test]
     fn section_errors() {
         assert_eq!(parse_err("--- a/x\n+++ b/x\n"), "patch for /workspace/x has no hunks");
         assert_eq!(parse_err("--- /dev/null\n+++ b/x\n"), "patch for /workspace/x has no hunks");
-        assert_eq!(
-            parse_err("diff --git a/x b/x\nindex 1..2 100644\n"),
-            "patch for /workspace/x has no hunks"
-        );
-        assert_eq!(
-            parse_err("diff --git a/x b/x\nindex 1..2 100644\n--- a/x\n+++ b/x\n"),
-            "patch for /workspace/x has no hunks"
-        );
+        assert_eq!(parse_err("diff --git a/x b/x\nindex 1..2 100644\n"), "patch for /workspace/x has no hunks");
+        assert_eq!(parse_err("diff --git a/x b/x\nindex 1..2 100644\n--- a/x\n+++ b/x\n"), "patch for /workspace/x has no hunks");
         let twice = "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-a\n+b\n--- a/./x\n+++ b/x\n@@ -3 +3 @@\n-c\n+d\n";
         assert_eq!(parse_err(twice), "patch contains duplicate file entries for /workspace/x");
     }
@@ -830,44 +770,20 @@ mod tests {
     #[test]
     fn apply_errors() {
         let text = modify("@@ -1,2 +1,2 @@\n a\n-b\n+c\n");
-        assert_eq!(
-            patch_one(&text, Some("a\nB\n")).unwrap_err(),
-            "patch context does not match for /workspace/f.txt"
-        );
-        assert_eq!(
-            patch_one(&text, None).unwrap_err(),
-            "workspace patch cannot modify a missing path: /workspace/f.txt"
-        );
-        assert_eq!(
-            patch_one(&modify("@@ -5 +5 @@\n-z\n+y\n"), Some("a\n")).unwrap_err(),
-            "patch hunk is out of range for /workspace/f.txt"
-        );
+        assert_eq!(patch_one(&text, Some("a\nB\n")).unwrap_err(), "patch context does not match for /workspace/f.txt");
+        assert_eq!(patch_one(&text, None).unwrap_err(), "workspace patch cannot modify a missing path: /workspace/f.txt");
+        assert_eq!(patch_one(&modify("@@ -5 +5 @@\n-z\n+y\n"), Some("a\n")).unwrap_err(), "patch hunk is out of range for /workspace/f.txt");
         // The second hunk's context only exists before the first hunk's end.
         let overlap = modify("@@ -2 +2 @@\n-b\n+B\n@@ -1 +1 @@\n-a\n+A\n");
-        assert_eq!(
-            patch_one(&overlap, Some("a\nb\nc\n")).unwrap_err(),
-            "patch hunk is out of range for /workspace/f.txt"
-        );
+        assert_eq!(patch_one(&overlap, Some("a\nb\nc\n")).unwrap_err(), "patch hunk is out of range for /workspace/f.txt");
         let add = "--- /dev/null\n+++ b/f.txt\n@@ -0,0 +1 @@\n+x\n";
-        assert_eq!(
-            patch_one(add, Some("")).unwrap_err(),
-            "workspace patch cannot add an existing path: /workspace/f.txt"
-        );
+        assert_eq!(patch_one(add, Some("")).unwrap_err(), "workspace patch cannot add an existing path: /workspace/f.txt");
         let delete = "--- a/f.txt\n+++ /dev/null\n@@ -1 +0,0 @@\n-a\n";
-        assert_eq!(
-            patch_one(delete, Some("a\nb\n")).unwrap_err(),
-            "delete patch did not remove all content for /workspace/f.txt"
-        );
-        assert_eq!(
-            patch_one(delete, None).unwrap_err(),
-            "workspace patch cannot modify a missing path: /workspace/f.txt"
-        );
+        assert_eq!(patch_one(delete, Some("a\nb\n")).unwrap_err(), "delete patch did not remove all content for /workspace/f.txt");
+        assert_eq!(patch_one(delete, None).unwrap_err(), "workspace patch cannot modify a missing path: /workspace/f.txt");
         assert_eq!(patch_one(delete, Some("a\n")).unwrap(), None);
         let files = parse(&modify("@@ -1 +1 @@\n-a\n+b\n"));
-        assert_eq!(
-            apply_file(&files[0], Some(b"a\n\xff\n")).unwrap_err().to_string(),
-            "workspace patch only supports UTF-8 text files: /workspace/f.txt"
-        );
+        assert_eq!(apply_file(&files[0], Some(b"a\n\xff\n")).unwrap_err().to_string(), "workspace patch only supports UTF-8 text files: /workspace/f.txt");
         let big = "y".repeat(MAX_PATCH_BYTES);
         assert_eq!(
             patch_one(&modify("@@ -1 +1,2 @@\n a\n+b\n"), Some(&format!("a\n{big}"))).unwrap_err(),
@@ -875,20 +791,11 @@ mod tests {
         );
         let far = modify("@@ -18446744073709551615 +1 @@\n-x\n+y\n");
         assert_eq!(patch_one(&far, Some("x\n")).unwrap().unwrap(), "y\n");
-        assert_eq!(
-            patch_one(&far, Some("z\n")).unwrap_err(),
-            "patch hunk is out of range for /workspace/f.txt"
-        );
+        assert_eq!(patch_one(&far, Some("z\n")).unwrap_err(), "patch hunk is out of range for /workspace/f.txt");
         let long = modify("@@ -1,3 +1,3 @@\n a\n-b\n+B\n c\n");
-        assert_eq!(
-            patch_one(&long, Some("a\n")).unwrap_err(),
-            "patch context does not match for /workspace/f.txt"
-        );
+        assert_eq!(patch_one(&long, Some("a\n")).unwrap_err(), "patch context does not match for /workspace/f.txt");
         let ambiguous = modify("@@ -3 +3 @@\n-x\n+y\n");
-        assert_eq!(
-            patch_one(&ambiguous, Some("x\na\nb\nc\nx\n")).unwrap_err(),
-            "patch context matches more than one location for /workspace/f.txt"
-        );
+        assert_eq!(patch_one(&ambiguous, Some("x\na\nb\nc\nx\n")).unwrap_err(), "patch context matches more than one location for /workspace/f.txt");
     }
 
     #[test]
@@ -906,22 +813,15 @@ mod tests {
     fn missing_newlines_are_honoured() {
         let gain = modify("@@ -1,2 +1,2 @@\n a\n-b\n\\ No newline at end of file\n+b\n");
         assert_eq!(patch_one(&gain, Some("a\nb")).unwrap().unwrap(), "a\nb\n");
-        assert_eq!(
-            patch_one(&gain, Some("a\nb\n")).unwrap_err(),
-            "patch context does not match for /workspace/f.txt"
-        );
+        assert_eq!(patch_one(&gain, Some("a\nb\n")).unwrap_err(), "patch context does not match for /workspace/f.txt");
         let lose = modify("@@ -1,2 +1,2 @@\n a\n-b\n+b\n\\ No newline at end of file\n");
         assert_eq!(patch_one(&lose, Some("a\nb\n")).unwrap().unwrap(), "a\nb");
-        let both =
-            modify("@@ -1 +1 @@\n-a\n\\ No newline at end of file\n+b\n\\ No newline at end of file\n");
+        let both = modify("@@ -1 +1 @@\n-a\n\\ No newline at end of file\n+b\n\\ No newline at end of file\n");
         assert_eq!(patch_one(&both, Some("a")).unwrap().unwrap(), "b");
         let context = modify("@@ -1,2 +1,2 @@\n-a\n+A\n b\n\\ No newline at end of file\n");
         assert_eq!(patch_one(&context, Some("a\nb")).unwrap().unwrap(), "A\nb");
         // A hunk that drops the final newline must end at the end of the file.
-        assert_eq!(
-            patch_one(&lose, Some("a\nb\nc\n")).unwrap_err(),
-            "patch context does not match for /workspace/f.txt"
-        );
+        assert_eq!(patch_one(&lose, Some("a\nb\nc\n")).unwrap_err(), "patch context does not match for /workspace/f.txt");
         // A patch whose text lost its final newline still means full lines.
         assert_eq!(patch_one(&modify("@@ -1 +1 @@\n-a\n+b"), Some("a\n")).unwrap().unwrap(), "b\n");
     }
@@ -949,10 +849,7 @@ mod tests {
         let old = "a\nb\nc\nd\ne\nf\ng\nh\ni\nj\nk\n";
         assert_eq!(patch_one(&text, Some(old)).unwrap().unwrap(), "a\nb\nC\nd\ne\nf\ng\nh\ni\nj\nK\n");
         let shifted = format!("0\n0\n0\n{old}");
-        assert_eq!(
-            patch_one(&text, Some(&shifted)).unwrap().unwrap(),
-            "0\n0\n0\na\nb\nC\nd\ne\nf\ng\nh\ni\nj\nK\n"
-        );
+        assert_eq!(patch_one(&text, Some(&shifted)).unwrap().unwrap(), "0\n0\n0\na\nb\nC\nd\ne\nf\ng\nh\ni\nj\nK\n");
         let earlier = "b\nc\nd\ne\nf\ng\nh\ni\nj\nk\n";
         assert_eq!(patch_one(&text, Some(earlier)).unwrap().unwrap(), "b\nC\nd\ne\nf\ng\nh\ni\nj\nK\n");
         // The nearest match wins when the context repeats at different distances.
@@ -967,10 +864,7 @@ mod tests {
         let top = modify("@@ -0,0 +1 @@\n+x\n");
         assert_eq!(patch_one(&top, Some("a\n")).unwrap().unwrap(), "x\na\n");
         let beyond = modify("@@ -5,0 +6 @@\n+x\n");
-        assert_eq!(
-            patch_one(&beyond, Some("a\n")).unwrap_err(),
-            "patch hunk is out of range for /workspace/f.txt"
-        );
+        assert_eq!(patch_one(&beyond, Some("a\n")).unwrap_err(), "patch hunk is out of range for /workspace/f.txt");
         let add = "--- /dev/null\n+++ b/new.txt\n@@ -0,0 +1,2 @@\n+x\n+y\n";
         assert_eq!(patch_one(add, None).unwrap().unwrap(), "x\ny\n");
     }
@@ -980,10 +874,7 @@ mod tests {
         let text = modify("@@ -1,2 +1,2 @@\n a\r\n-b\r\n+c\r\n");
         assert_eq!(patch_one(&text, Some("a\r\nb\r\n")).unwrap().unwrap(), "a\r\nc\r\n");
         let lf = modify("@@ -1,2 +1,2 @@\n a\n-b\n+c\n");
-        assert_eq!(
-            patch_one(&lf, Some("a\r\nb\r\n")).unwrap_err(),
-            "patch context does not match for /workspace/f.txt"
-        );
+        assert_eq!(patch_one(&lf, Some("a\r\nb\r\n")).unwrap_err(), "patch context does not match for /workspace/f.txt");
     }
 
     #[test]
@@ -995,8 +886,7 @@ mod tests {
              diff --git \"a/caf\\303\\251 x\" \"b/caf\\303\\251 x\"\nnew file mode 100755\nindex 0000000..e69de29\n\
              diff --git a/sp ace b/sp ace\nnew file mode 100644\nindex 0000000..e69de29\n",
         );
-        let summary: Vec<_> =
-            files.iter().map(|f| (f.path.as_str(), f.kind, f.old_mode, f.new_mode, f.hunk_count())).collect();
+        let summary: Vec<_> = files.iter().map(|f| (f.path.as_str(), f.kind, f.old_mode, f.new_mode, f.hunk_count())).collect();
         assert_eq!(
             summary,
             vec![
@@ -1010,10 +900,7 @@ mod tests {
         assert_eq!(apply(&files[0], Some("#!/bin/sh\n")).unwrap().unwrap(), "#!/bin/sh\n");
         assert_eq!(apply(&files[1], None).unwrap().unwrap(), "");
         assert_eq!(apply(&files[2], Some("")).unwrap(), None);
-        assert_eq!(
-            apply(&files[2], Some("x\n")).unwrap_err(),
-            "delete patch did not remove all content for /workspace/gone"
-        );
+        assert_eq!(apply(&files[2], Some("x\n")).unwrap_err(), "delete patch did not remove all content for /workspace/gone");
         assert_eq!(FileChangeKind::Added.as_str(), "added");
         assert_eq!(FileChangeKind::Modified.as_str(), "modified");
         assert_eq!(FileChangeKind::Deleted.as_str(), "deleted");
@@ -1042,9 +929,7 @@ mod tests {
     fn failing_multi_file_patches_leave_inputs_untouched() {
         let text = "--- a/one\n+++ b/one\n@@ -1 +1 @@\n-a\n+b\n--- a/two\n+++ b/two\n@@ -1 +1 @@\n-x\n+y\n";
         let files = parse(text);
-        let tree: BTreeMap<String, Vec<u8>> =
-            [("/workspace/one".to_owned(), b"a\n".to_vec()), ("/workspace/two".to_owned(), b"z\n".to_vec())]
-                .into();
+        let tree: BTreeMap<String, Vec<u8>> = [("/workspace/one".to_owned(), b"a\n".to_vec()), ("/workspace/two".to_owned(), b"z\n".to_vec())].into();
         let before = tree.clone();
         let err = apply_all(&files, |path| Ok(tree.get(path).cloned())).unwrap_err();
         assert_eq!(err.to_string(), "patch context does not match for /workspace/two");
@@ -1053,22 +938,12 @@ mod tests {
         let first = apply_file(&files[0], Some(b"a\n")).unwrap();
         assert_eq!(first, apply_file(&files[0], Some(b"a\n")).unwrap());
         assert_eq!(first.as_deref(), Some(&b"b\n"[..]));
-        let ok_tree: BTreeMap<String, Vec<u8>> =
-            [("/workspace/one".to_owned(), b"a\n".to_vec()), ("/workspace/two".to_owned(), b"x\n".to_vec())]
-                .into();
+        let ok_tree: BTreeMap<String, Vec<u8>> = [("/workspace/one".to_owned(), b"a\n".to_vec()), ("/workspace/two".to_owned(), b"x\n".to_vec())].into();
         let applied = apply_all(&files, |path| Ok(ok_tree.get(path).cloned())).unwrap();
         let contents: Vec<_> = applied.iter().map(|a| (a.path.as_str(), a.content.as_deref())).collect();
-        assert_eq!(
-            contents,
-            vec![("/workspace/one", Some(&b"b\n"[..])), ("/workspace/two", Some(&b"y\n"[..]))]
-        );
-        let read_error = apply_all(&files, |path| {
-            Err(invalid(format!("workspace patch only supports regular files: {path}")))
-        });
-        assert_eq!(
-            read_error.unwrap_err().to_string(),
-            "workspace patch only supports regular files: /workspace/one"
-        );
+        assert_eq!(contents, vec![("/workspace/one", Some(&b"b\n"[..])), ("/workspace/two", Some(&b"y\n"[..]))]);
+        let read_error = apply_all(&files, |path| Err(invalid(format!("workspace patch only supports regular files: {path}"))));
+        assert_eq!(read_error.unwrap_err().to_string(), "workspace patch only supports regular files: /workspace/one");
     }
 
     /// A file tree keyed by path relative to the repository: content and permission bits.
@@ -1169,8 +1044,7 @@ mod tests {
         for file in &files {
             let rel = super::super::paths::relative_to_workspace(&file.path).unwrap().to_owned();
             let current = tree.get(&rel).cloned();
-            let result = apply_file(file, current.as_ref().map(|(c, _)| c.as_slice()))
-                .unwrap_or_else(|e| panic!("{rel}: {e}\n{diff}"));
+            let result = apply_file(file, current.as_ref().map(|(c, _)| c.as_slice())).unwrap_or_else(|e| panic!("{rel}: {e}\n{diff}"));
             match result {
                 None => {
                     tree.remove(&rel);
@@ -1219,11 +1093,7 @@ mod tests {
     }
 
     fn unified(old: &str, new: &str) -> String {
-        similar::TextDiff::from_lines(old, new)
-            .unified_diff()
-            .context_radius(3)
-            .header("a/f", "b/f")
-            .to_string()
+        similar::TextDiff::from_lines(old, new).unified_diff().context_radius(3).header("a/f", "b/f").to_string()
     }
 
     proptest! {

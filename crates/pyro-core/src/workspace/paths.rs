@@ -170,16 +170,7 @@ mod tests {
     #[test]
     fn workspace_paths_must_stay_inside() {
         let outside = "workspace path must stay inside /workspace";
-        for input in [
-            "/workspacex",
-            "/workspacex/a",
-            "/etc/passwd",
-            "/",
-            "../x",
-            "..",
-            "/workspace/../etc",
-            "a/../../b",
-        ] {
+        for input in ["/workspacex", "/workspacex/a", "/etc/passwd", "/", "../x", "..", "/workspace/../etc", "a/../../b"] {
             assert_eq!(err(input), outside, "{input}");
         }
         assert_eq!(err(""), "workspace path must not be empty");
@@ -190,18 +181,9 @@ mod tests {
     #[test]
     fn destinations_use_their_own_messages() {
         assert_eq!(normalize_destination("src").unwrap(), "/workspace/src");
-        assert_eq!(
-            normalize_destination(" ").unwrap_err().to_string(),
-            "workspace destination must not be empty"
-        );
-        assert_eq!(
-            normalize_destination("/tmp").unwrap_err().to_string(),
-            "workspace destination must stay inside /workspace"
-        );
-        assert_eq!(
-            normalize_destination("\0").unwrap_err().to_string(),
-            "workspace destination must not contain NUL bytes"
-        );
+        assert_eq!(normalize_destination(" ").unwrap_err().to_string(), "workspace destination must not be empty");
+        assert_eq!(normalize_destination("/tmp").unwrap_err().to_string(), "workspace destination must stay inside /workspace");
+        assert_eq!(normalize_destination("\0").unwrap_err().to_string(), "workspace destination must not contain NUL bytes");
     }
 
     #[test]
@@ -216,10 +198,7 @@ mod tests {
         assert_eq!(disk("/"), "/");
         assert_eq!(disk("//etc//./hosts/"), "/etc/hosts");
         assert_eq!(normalize_disk_path("  ").unwrap_err().to_string(), "disk path must not be empty");
-        assert_eq!(
-            normalize_disk_path("/a\0").unwrap_err().to_string(),
-            "disk path must not contain NUL bytes"
-        );
+        assert_eq!(normalize_disk_path("/a\0").unwrap_err().to_string(), "disk path must not contain NUL bytes");
     }
 
     #[test]

@@ -140,11 +140,7 @@ struct Scanned {
 /// Reads an archive through a [`TarGuard`] and the guest member rules, calling `visit`
 /// for every member; file members come hashed, with their content in the scratch slice
 /// when it is a text-patch candidate.
-fn for_each_member(
-    reader: impl Read,
-    limits: TarLimits,
-    mut visit: impl FnMut(Member, Option<Scanned>, &[u8]) -> Result<()>,
-) -> Result<()> {
+fn for_each_member(reader: impl Read, limits: TarLimits, mut visit: impl FnMut(Member, Option<Scanned>, &[u8]) -> Result<()>) -> Result<()> {
     let failed = |e: io::Error| match Refused::from_io(&e) {
         Some(refused) => refused.into(),
         None => Error::Io { context: "read workspace archive".into(), source: e },
@@ -267,11 +263,7 @@ impl Tree {
 
     /// The diff entries of this tree: files, symlinks and leaf directories.
     fn entries(&self) -> BTreeMap<&str, &Node> {
-        self.0
-            .iter()
-            .filter(|(path, node)| !matches!(node, Node::Dir { .. }) || !self.has_children(path))
-            .map(|(path, node)| (path.as_str(), node))
-            .collect()
+        self.0.iter().filter(|(path, node)| !matches!(node, Node::Dir { .. }) || !self.has_children(path)).map(|(path, node)| (path.as_str(), node)).collect()
     }
 
     fn has_children(&self, path: &str) -> bool {
@@ -808,7 +800,8 @@ mod tests {
         assert_eq!(same.patch, "");
         // Permission bits other than the executable bit are not a change (git cannot
         // carry them), neither are directory modes.
-        let d = diff(&tree(&[("a", file("x")), ("d", dir())]), &tree(&[("a", Node::File { bytes: b"x".to_vec(), mode: 0o600 }), ("d", Node::Dir { mode: 0o700 })]));
+        let d =
+            diff(&tree(&[("a", file("x")), ("d", dir())]), &tree(&[("a", Node::File { bytes: b"x".to_vec(), mode: 0o600 }), ("d", Node::Dir { mode: 0o700 })]));
         assert!(!d.changed);
     }
 
@@ -1002,10 +995,7 @@ mod tests {
         let d = via_archives(&old, &new);
         assert_eq!(
             statuses(&d),
-            [
-                ("/workspace/big.txt", DiffStatus::Modified, ArtifactType::File, false),
-                ("/workspace/same.txt", DiffStatus::Modified, ArtifactType::File, true)
-            ]
+            [("/workspace/big.txt", DiffStatus::Modified, ArtifactType::File, false), ("/workspace/same.txt", DiffStatus::Modified, ArtifactType::File, true)]
         );
         assert_eq!(d.patch, "diff --git a/same.txt b/same.txt\nold mode 100644\nnew mode 100755\n");
         let t = Tree::from_tar(tar_of(&old).as_slice()).unwrap();

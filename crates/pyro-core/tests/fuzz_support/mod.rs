@@ -54,7 +54,8 @@ impl Rng {
     /// A value that tends to break parsers: edges of integer widths, small numbers, or
     /// random bits.
     pub fn interesting_u32(&mut self) -> u32 {
-        const EDGES: &[u32] = &[0, 1, 2, 7, 8, 11, 12, 0x7f, 0x80, 0xff, 0x100, 0xfff, 0x1000, 0xffff, 0x10000, 0x7fff_ffff, 0x8000_0000, 0xffff_fffe, 0xffff_ffff];
+        const EDGES: &[u32] =
+            &[0, 1, 2, 7, 8, 11, 12, 0x7f, 0x80, 0xff, 0x100, 0xfff, 0x1000, 0xffff, 0x10000, 0x7fff_ffff, 0x8000_0000, 0xffff_fffe, 0xffff_ffff];
         match self.below(3) {
             0 => *self.pick(EDGES),
             1 => self.next() as u32 & 0xffff,

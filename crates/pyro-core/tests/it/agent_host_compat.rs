@@ -24,11 +24,8 @@ fn agent_bin() -> PathBuf {
         let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace.join("target"));
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         // Always (re)build: a no-op when fresh, and never a stale agent.
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "pyro-agent"])
-            .current_dir(&workspace)
-            .status()
-            .expect("running cargo to build pyro-agent");
+        let status =
+            Command::new(cargo).args(["build", "--quiet", "-p", "pyro-agent"]).current_dir(&workspace).status().expect("running cargo to build pyro-agent");
         assert!(status.success(), "building pyro-agent failed");
         let bin = target.join("debug").join("pyro-agent");
         assert!(bin.exists(), "{} missing after build", bin.display());
@@ -104,14 +101,7 @@ async fn connect_socket(socket: &Path) -> UnixStream {
 }
 
 fn cmd(command: &str) -> ExecRequest {
-    ExecRequest {
-        command: command.to_string(),
-        env: BTreeMap::new(),
-        cwd: None,
-        secret_env: BTreeMap::new(),
-        timeout_ms: 30_000,
-        max_output_bytes: 64 << 20,
-    }
+    ExecRequest { command: command.to_string(), env: BTreeMap::new(), cwd: None, secret_env: BTreeMap::new(), timeout_ms: 30_000, max_output_bytes: 64 << 20 }
 }
 
 fn mode_of(path: &Path) -> u32 {
@@ -527,11 +517,7 @@ async fn tar_export_then_import_round_trips() {
         assert_eq!(a.mtime(), b.mtime(), "mtime of {f}");
     }
     assert_eq!(std::fs::read_link(dst.join("link")).unwrap(), Path::new("dir/nested/big.bin"));
-    assert_eq!(
-        std::fs::metadata(dst.join("dir/hard")).unwrap().ino(),
-        std::fs::metadata(dst.join("bin/tool")).unwrap().ino(),
-        "hard link not preserved"
-    );
+    assert_eq!(std::fs::metadata(dst.join("dir/hard")).unwrap().ino(), std::fs::metadata(dst.join("bin/tool")).unwrap().ino(), "hard link not preserved");
 
     // A single file exports as one member named by its basename.
     let mut single = Vec::new();
@@ -616,11 +602,8 @@ async fn malformed_requests_get_clear_errors() {
         other => panic!("expected unsupported, got {other:?}"),
     }
 
-    let requests: [(u32, &[u8], &str); 3] = [
-        (2, b"not json", "malformed request"),
-        (3, br#"{"op":"read_file","path":"/x"}"#, "max_bytes"),
-        (0, br#"{"op":"ping"}"#, "reserved"),
-    ];
+    let requests: [(u32, &[u8], &str); 3] =
+        [(2, b"not json", "malformed request"), (3, br#"{"op":"read_file","path":"/x"}"#, "max_bytes"), (0, br#"{"op":"ping"}"#, "reserved")];
     for (stream_id, payload, needle) in requests {
         let frame = Frame { stream: stream_id, kind: FrameKind::Request, payload: payload.to_vec() };
         write_frame(&mut stream, &frame).await.unwrap();

@@ -23,7 +23,11 @@ fn file() -> impl Strategy<Value = Node> {
 }
 
 fn tree() -> impl Strategy<Value = BTreeMap<String, Node>> {
-    proptest::collection::btree_map(prop_oneof![Just("a.txt"), Just("b.sh"), Just("dir/c.txt"), Just("dir/sub/d"), Just("e f.txt")].prop_map(String::from), file(), 0..5)
+    proptest::collection::btree_map(
+        prop_oneof![Just("a.txt"), Just("b.sh"), Just("dir/c.txt"), Just("dir/sub/d"), Just("e f.txt")].prop_map(String::from),
+        file(),
+        0..5,
+    )
 }
 
 proptest! {

@@ -58,11 +58,8 @@ fn kernel() -> Option<PathBuf> {
     let mut candidates = Vec::new();
     if let Ok(dirs) = pyro_core::paths::Dirs::from_env() {
         if let Ok(entries) = std::fs::read_dir(dirs.build()) {
-            let mut builds: Vec<PathBuf> = entries
-                .flatten()
-                .filter(|e| e.file_name().to_string_lossy().starts_with("kernel-"))
-                .map(|e| e.path().join("vmlinux"))
-                .collect();
+            let mut builds: Vec<PathBuf> =
+                entries.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("kernel-")).map(|e| e.path().join("vmlinux")).collect();
             builds.sort();
             candidates.extend(builds.into_iter().rev());
         }
@@ -79,14 +76,7 @@ fn kvm_usable() -> bool {
 }
 
 fn spec(vm_dir: &Path, kernel: &Path, disk: &Path, debug_console: bool) -> LaunchSpec {
-    LaunchSpec {
-        vm_dir: vm_dir.to_path_buf(),
-        kernel: kernel.to_path_buf(),
-        disk: disk.to_path_buf(),
-        vcpu_count: 1,
-        mem_mib: 128,
-        debug_console,
-    }
+    LaunchSpec { vm_dir: vm_dir.to_path_buf(), kernel: kernel.to_path_buf(), disk: disk.to_path_buf(), vcpu_count: 1, mem_mib: 128, debug_console }
 }
 
 /// Whether the guest kernel printed its banner (only possible where KVM really works).
@@ -115,10 +105,7 @@ fn config_has_the_firecracker_1_12_shape() {
 
     let drives = config["drives"].as_array().unwrap();
     assert_eq!(drives.len(), 1);
-    assert_eq!(
-        drives[0],
-        serde_json::json!({"drive_id": "rootfs", "path_on_host": "/vm/rootfs.ext4", "is_root_device": true, "is_read_only": false})
-    );
+    assert_eq!(drives[0], serde_json::json!({"drive_id": "rootfs", "path_on_host": "/vm/rootfs.ext4", "is_root_device": true, "is_read_only": false}));
     assert_eq!(config["machine-config"], serde_json::json!({"vcpu_count": 1, "mem_size_mib": 128, "smt": false}));
     assert_eq!(config["vsock"], serde_json::json!({"guest_cid": 3, "uds_path": "/vm/agent.sock"}));
     assert_eq!(config["logger"], serde_json::json!({"log_path": "/vm/firecracker.log", "level": "Info"}));
@@ -224,10 +211,7 @@ async fn firecracker_accepts_our_launch_config() {
 
     let log = std::fs::read_to_string(firecracker::log_file(&s)).unwrap();
     assert!(log.lines().count() > 0, "firecracker.log is empty");
-    assert!(
-        log.contains("Successfully started microvm that was configured from one single json"),
-        "config-file boot not logged:\n{log}"
-    );
+    assert!(log.contains("Successfully started microvm that was configured from one single json"), "config-file boot not logged:\n{log}");
 
     let started = std::time::Instant::now();
     firecracker::stop(&mut child, &s).await.unwrap();

@@ -101,15 +101,7 @@ fn exec_request(timeout_ms: u64, max_output_bytes: u64) -> ExecRequest {
 
 /// What a lying agent reports: nothing truncated, hardly any output.
 fn lying_result(timed_out: bool) -> ExecResult {
-    ExecResult {
-        exit_code: 0,
-        duration_ms: 1,
-        timed_out,
-        stdout_bytes: 10,
-        stderr_bytes: 10,
-        stdout_truncated: false,
-        stderr_truncated: false,
-    }
+    ExecResult { exit_code: 0, duration_ms: 1, timed_out, stdout_bytes: 10, stderr_bytes: 10, stdout_truncated: false, stderr_truncated: false }
 }
 
 #[tokio::test]

@@ -336,9 +336,7 @@ fn a_stream_over_budget_is_cancelled_and_leaves_no_spool_file() {
     assert_eq!(leftovers(tmp.path()), Vec::<String>::new());
 
     // Any other failure of the producer also removes the file.
-    let err = rt
-        .block_on(spool_tar(tmp.path(), limits, |_sink| async { Err::<(), _>(Error::Vmm("guest went away".into())) }))
-        .unwrap_err();
+    let err = rt.block_on(spool_tar(tmp.path(), limits, |_sink| async { Err::<(), _>(Error::Vmm("guest went away".into())) })).unwrap_err();
     assert_eq!(err.to_string(), "guest went away");
     assert_eq!(leftovers(tmp.path()), Vec::<String>::new());
 
@@ -657,8 +655,7 @@ impl FuzzInput {
 fn fuzz_input(seed_count: usize) -> impl Strategy<Value = FuzzInput> {
     let mutated = (0..seed_count, prop::collection::vec(mutation(), 0..6)).prop_map(|(seed, mutations)| (Some(seed), mutations, Vec::new()));
     let random = prop::collection::vec(any::<u8>(), 0..2048).prop_map(|random| (None, Vec::new(), random));
-    (prop_oneof![8 => mutated, 1 => random], 1usize..4096)
-        .prop_map(|((seed, mutations, random), chunk)| FuzzInput { seed, mutations, random, chunk })
+    (prop_oneof![8 => mutated, 1 => random], 1usize..4096).prop_map(|((seed, mutations, random), chunk)| FuzzInput { seed, mutations, random, chunk })
 }
 
 /// How many fuzz cases got how far: (scanner accepted, tree read, export succeeded).

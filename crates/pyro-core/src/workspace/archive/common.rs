@@ -27,11 +27,7 @@ pub(super) struct Exact<R> {
 impl<R> Exact<R> {
     /// Reads `remaining` bytes of `inner`.
     pub(super) fn new(inner: R, remaining: u64) -> Self {
-        Self {
-            inner,
-            remaining,
-            failed: false,
-        }
+        Self { inner, remaining, failed: false }
     }
 }
 
@@ -40,16 +36,11 @@ impl<R: Read> Read for Exact<R> {
         if self.remaining == 0 {
             return Ok(0);
         }
-        let want = buf
-            .len()
-            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let want = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         match self.inner.read(&mut buf[..want]) {
             Ok(0) => {
                 self.failed = true;
-                Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "file shrank while being archived",
-                ))
+                Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while being archived"))
             }
             Ok(n) => {
                 self.remaining -= n as u64;

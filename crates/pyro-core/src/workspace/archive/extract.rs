@@ -286,10 +286,7 @@ impl Extractor {
             }
             MemberKind::File { size } => {
                 if self.summary.bytes_written.saturating_add(*size) > self.limits.max_file_bytes {
-                    return Err(Error::LimitExceeded(format!(
-                        "archive refused: the exported files hold more than {}",
-                        show_bytes(self.limits.max_file_bytes)
-                    )));
+                    return Err(Error::LimitExceeded(format!("archive refused: the exported files hold more than {}", show_bytes(self.limits.max_file_bytes))));
                 }
                 self.replace(parent, rel, leaf)?;
                 let mut file = File::from(create_file_at(parent, leaf).ctx("create", &path)?);
@@ -447,10 +444,7 @@ fn link_at(from_dir: RawFd, from: &[u8], dir: RawFd, name: &[u8]) -> io::Result<
 /// Sets the mtime (access time untouched) of `fd` itself, or of `name` in directory `fd`
 /// without following a symlink.
 fn set_times_at(fd: RawFd, name: Option<&[u8]>, mtime: u64) -> io::Result<()> {
-    let times = [
-        libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
-        libc::timespec { tv_sec: mtime.min(i64::MAX as u64) as _, tv_nsec: 0 },
-    ];
+    let times = [libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT }, libc::timespec { tv_sec: mtime.min(i64::MAX as u64) as _, tv_nsec: 0 }];
     let rc = match name {
         // SAFETY: valid descriptor and a two-element timespec array.
         None => unsafe { libc::futimens(fd, times.as_ptr()) },

@@ -305,17 +305,11 @@ impl TarScanner {
                     return Err(invalid(format!("two {what} headers describe the same member")));
                 }
                 if header_size > self.limits.max_extension_bytes {
-                    return Err(limit(format!(
-                        "{what} header of {header_size} bytes is larger than {}",
-                        show_bytes(self.limits.max_extension_bytes)
-                    )));
+                    return Err(limit(format!("{what} header of {header_size} bytes is larger than {}", show_bytes(self.limits.max_extension_bytes))));
                 }
                 self.extension_bytes += header_size;
                 if self.extension_bytes > self.limits.max_extension_total_bytes {
-                    return Err(limit(format!(
-                        "extension headers hold more than {} in total",
-                        show_bytes(self.limits.max_extension_total_bytes)
-                    )));
+                    return Err(limit(format!("extension headers hold more than {} in total", show_bytes(self.limits.max_extension_total_bytes))));
                 }
                 match kind {
                     b'x' => self.capture = Some(Vec::with_capacity(header_size as usize)),
@@ -337,10 +331,7 @@ impl TarScanner {
                 if kind == b'0' {
                     self.file_bytes = self.file_bytes.saturating_add(size);
                     if self.file_bytes > self.limits.max_file_bytes {
-                        return Err(limit(format!(
-                            "its files hold more than {} (at {name})",
-                            show_bytes(self.limits.max_file_bytes)
-                        )));
+                        return Err(limit(format!("its files hold more than {} (at {name})", show_bytes(self.limits.max_file_bytes))));
                     }
                 } else if size != 0 {
                     return Err(invalid(format!("{name} is a link or directory with {size} bytes of data")));
@@ -450,11 +441,7 @@ mod tests {
             assert!(s.ended());
             assert_eq!((s.members(), s.file_bytes()), (2, 1027));
         }
-        let names: Vec<_> = tar::Archive::new(bytes.as_slice())
-            .entries()
-            .unwrap()
-            .map(|e| e.unwrap().path_bytes().into_owned())
-            .collect();
+        let names: Vec<_> = tar::Archive::new(bytes.as_slice()).entries().unwrap().map(|e| e.unwrap().path_bytes().into_owned()).collect();
         assert_eq!(names, [b"f".to_vec(), b"g".to_vec()]);
     }
 
@@ -477,23 +464,14 @@ mod tests {
 
     #[test]
     fn enforces_every_budget() {
-        let limits = TarLimits {
-            max_stream_bytes: 10 << 10,
-            max_file_bytes: 4096,
-            max_members: 2,
-            max_extension_bytes: 1024,
-            max_extension_total_bytes: 1536,
-        };
+        let limits = TarLimits { max_stream_bytes: 10 << 10, max_file_bytes: 4096, max_members: 2, max_extension_bytes: 1024, max_extension_total_bytes: 1536 };
         let e = scan(&header("f", EntryType::Regular, 4097), limits).unwrap_err();
         assert!(matches!(e, Refused::Limit(_)), "{e}");
         let many: Vec<u8> = (0..3).flat_map(|i| header(&format!("d{i}"), EntryType::Directory, 0)).collect();
         assert_eq!(scan(&many, limits).unwrap_err().to_string(), "archive refused: more than 2 members");
         let e = scan(&header("././@LongLink", EntryType::GNULongName, 1025), limits).unwrap_err();
         assert!(e.to_string().contains("GNU long-name header of 1025 bytes is larger than 1 KiB"), "{e}");
-        assert_eq!(
-            scan(&vec![0; 10 << 10 | 1], limits).unwrap_err(),
-            Refused::Limit("archive refused: the stream is larger than 10 KiB".into())
-        );
+        assert_eq!(scan(&vec![0; 10 << 10 | 1], limits).unwrap_err(), Refused::Limit("archive refused: the stream is larger than 10 KiB".into()));
         assert_eq!(show_bytes(8 << 30), "8 GiB");
         assert_eq!(show_bytes(1000), "1000 bytes");
     }

@@ -45,10 +45,7 @@ fn set_mtime(path: &std::path::Path, mtime: u64) -> std::io::Result<()> {
     use std::io;
     use std::os::unix::ffi::OsStrExt;
     let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let times = [
-        libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
-        libc::timespec { tv_sec: mtime.min(i64::MAX as u64) as _, tv_nsec: 0 },
-    ];
+    let times = [libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT }, libc::timespec { tv_sec: mtime.min(i64::MAX as u64) as _, tv_nsec: 0 }];
     // SAFETY: valid C string and a two-element timespec array.
     let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
     if rc == 0 {

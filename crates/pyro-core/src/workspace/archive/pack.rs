@@ -91,11 +91,7 @@ pub fn prepare_source(source: Option<&Path>, temp_dir: &Path) -> Result<Prepared
         None => None,
         Some(raw) => Some(resolve_source(raw)?),
     };
-    let temp = tempfile::Builder::new()
-        .prefix(".pyro-seed-")
-        .suffix(".tar")
-        .tempfile_in(temp_dir)
-        .ctx("create temporary archive in", temp_dir)?;
+    let temp = tempfile::Builder::new().prefix(".pyro-seed-").suffix(".tar").tempfile_in(temp_dir).ctx("create temporary archive in", temp_dir)?;
     let (file, temp_path) = temp.into_parts();
     let archive_path = temp_path.to_path_buf();
     let own_id = file.metadata().map(|m| (m.dev(), m.ino())).ctx("inspect", &archive_path)?;
@@ -121,14 +117,7 @@ pub fn prepare_source(source: Option<&Path>, temp_dir: &Path) -> Result<Prepared
     let (entry_count, bytes) = (writer.entries, writer.bytes);
     let mut out = writer.builder.into_inner().ctx("write", &archive_path)?;
     out.flush().ctx("write", &archive_path)?;
-    Ok(PreparedArchive {
-        mode,
-        source_path: resolved.map(|(p, _)| p),
-        archive: archive_path,
-        entry_count,
-        bytes,
-        _temp: temp_path,
-    })
+    Ok(PreparedArchive { mode, source_path: resolved.map(|(p, _)| p), archive: archive_path, entry_count, bytes, _temp: temp_path })
 }
 
 /// Expands, canonicalises and classifies a source path.
@@ -172,14 +161,9 @@ fn normalise_archive<W: Write>(path: &Path, writer: &mut ArchiveWriter<W>, archi
         }
     }
     file.seek(SeekFrom::Start(0)).ctx("read", path)?;
-    let reader: Box<dyn Read> = if got == 2 && magic == [0x1f, 0x8b] {
-        Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file)))
-    } else {
-        Box::new(BufReader::new(file))
-    };
-    let invalid = |e: io::Error| {
-        Error::InvalidArgument(format!("seed_path {} is not a valid tar archive: {e}", path.display()))
-    };
+    let reader: Box<dyn Read> =
+        if got == 2 && magic == [0x1f, 0x8b] { Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(file))) } else { Box::new(BufReader::new(file)) };
+    let invalid = |e: io::Error| Error::InvalidArgument(format!("seed_path {} is not a valid tar archive: {e}", path.display()));
     let mut rules = MemberRules::new(Rules::HOST_SOURCE);
     let mut archive = tar::Archive::new(reader);
     for entry in archive.entries().map_err(invalid)? {
@@ -207,22 +191,12 @@ struct DirPacker<'a, W: Write> {
 
 impl<W: Write> DirPacker<'_, W> {
     /// Checks one member of the tree against the rules.
-    fn check(
-        &mut self,
-        name: &[u8],
-        kind: MemberType,
-        link: Option<&[u8]>,
-        size: u64,
-        mode: u32,
-        mtime: u64,
-    ) -> Result<Option<Member>> {
+    fn check(&mut self, name: &[u8], kind: MemberType, link: Option<&[u8]>, size: u64, mode: u32, mtime: u64) -> Result<Option<Member>> {
         Ok(self.rules.check(&RawMember { name, kind, link, size }, mode, mtime)?)
     }
 
     fn walk(&mut self, dir: &Path, prefix: &[u8]) -> Result<()> {
-        let mut names: Vec<OsString> = fs::read_dir(dir)
-            .and_then(|it| it.map(|e| e.map(|e| e.file_name())).collect())
-            .ctx("read directory", dir)?;
+        let mut names: Vec<OsString> = fs::read_dir(dir).and_then(|it| it.map(|e| e.map(|e| e.file_name())).collect()).ctx("read directory", dir)?;
         names.sort();
         for name in names {
             let path = dir.join(&name);
@@ -264,18 +238,10 @@ impl<W: Write> DirPacker<'_, W> {
                 let Some(member) = self.check(&rel, MemberType::Regular, None, meta.len(), mode, mtime)? else {
                     continue;
                 };
-                let file = OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                    .open(&path)
-                    .ctx("open", &path)?;
+                let file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(&path).ctx("open", &path)?;
                 let mut data = Exact::new(file, meta.len());
                 if let Err(e) = self.writer.append(&member, &mut data) {
-                    return Err(if data.failed {
-                        Error::io("read", &path, e)
-                    } else {
-                        Error::io("write", self.archive_path, e)
-                    });
+                    return Err(if data.failed { Error::io("read", &path, e) } else { Error::io("write", self.archive_path, e) });
                 }
             }
             // Fifos, sockets and devices cannot be imported by the guest: skipped.

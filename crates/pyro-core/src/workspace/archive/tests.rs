@@ -11,11 +11,11 @@ use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::symlink;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use tar::{EntryType, Header};
-use std::os::unix::fs::symlink;
 use std::process::Command;
+use tar::{EntryType, Header};
 
 /// (name, entry type byte, link name, mode, uid, size) of every member.
 fn members(path: &Path) -> Vec<(String, u8, Option<String>, u32, u64, u64)> {
@@ -26,14 +26,7 @@ fn members(path: &Path) -> Vec<(String, u8, Option<String>, u32, u64, u64)> {
         .map(|e| {
             let e = e.unwrap();
             let h = e.header();
-            (
-                lossy(&e.path_bytes()),
-                h.entry_type().as_byte(),
-                e.link_name_bytes().map(|l| lossy(&l)),
-                h.mode().unwrap(),
-                h.uid().unwrap(),
-                e.size(),
-            )
+            (lossy(&e.path_bytes()), h.entry_type().as_byte(), e.link_name_bytes().map(|l| lossy(&l)), h.mode().unwrap(), h.uid().unwrap(), e.size())
         })
         .collect()
 }
@@ -102,8 +95,7 @@ fn directory_seed_keeps_symlinks_hard_links_modes_and_mtimes() {
     assert_eq!(prepared.mode, SeedMode::Directory);
     assert_eq!(prepared.source_path.as_deref(), Some(fs::canonicalize(&src).unwrap().as_path()));
     let got = members(&prepared.archive);
-    let expected_names =
-        ["a.txt", "b.txt", "empty/", "node_modules/", "node_modules/.bin/", "node_modules/.bin/x", "node_modules/pkg/", "node_modules/pkg/x"];
+    let expected_names = ["a.txt", "b.txt", "empty/", "node_modules/", "node_modules/.bin/", "node_modules/.bin/x", "node_modules/pkg/", "node_modules/pkg/x"];
     assert_eq!(got.iter().map(|m| m.0.as_str()).collect::<Vec<_>>(), expected_names);
     assert_eq!(got[0].1, b'0');
     assert_eq!((got[1].1, got[1].2.as_deref()), (b'1', Some("a.txt")));
@@ -249,16 +241,10 @@ fn long_names_survive_normalisation() {
 fn bad_source_paths_have_clear_messages() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("nope");
-    assert_eq!(
-        message(prepare_source(Some(&missing), tmp.path())),
-        format!("seed_path {} does not exist", missing.display())
-    );
+    assert_eq!(message(prepare_source(Some(&missing), tmp.path())), format!("seed_path {} does not exist", missing.display()));
     let zip = tmp.path().join("x.zip");
     fs::write(&zip, "PK").unwrap();
-    assert_eq!(
-        message(prepare_source(Some(&zip), tmp.path())),
-        "seed_path must be a directory or a .tar/.tar.gz/.tgz archive"
-    );
+    assert_eq!(message(prepare_source(Some(&zip), tmp.path())), "seed_path must be a directory or a .tar/.tar.gz/.tgz archive");
     assert!(has_archive_suffix(Path::new("A.Tar.Gz")));
     assert!(!has_archive_suffix(Path::new(".tar")));
     if let Some(home) = dirs::home_dir() {
@@ -329,14 +315,7 @@ fn export_keeps_any_symlink_target_but_never_writes_through_links() {
 fn failed_export_leaves_nothing_behind() {
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path().join("t.tar");
-    raw_tar(
-        &t,
-        &[
-            ("ro/", EntryType::Directory, None, b""),
-            ("ro/f", EntryType::Regular, None, b"data"),
-            ("../evil", EntryType::Regular, None, b"x"),
-        ],
-    );
+    raw_tar(&t, &[("ro/", EntryType::Directory, None, b""), ("ro/f", EntryType::Regular, None, b"data"), ("../evil", EntryType::Regular, None, b"x")]);
     let parent = tmp.path().join("exports");
     let out = parent.join("out");
     let err = extract_export(File::open(&t).unwrap(), &out, EntryKind::Directory).unwrap_err();
@@ -400,8 +379,7 @@ mod props {
 
     /// Random segments joined with `/`, optionally prefixed with `/` or `./`.
     fn raw_name() -> impl Strategy<Value = String> {
-        (select(vec!["", "/", "./"]), vec(select(SEGMENTS), 1..=6))
-            .prop_map(|(prefix, segments)| format!("{prefix}{}", segments.join("/")))
+        (select(vec!["", "/", "./"]), vec(select(SEGMENTS), 1..=6)).prop_map(|(prefix, segments)| format!("{prefix}{}", segments.join("/")))
     }
 
     /// A symlink's parent: mostly harmless segments, sometimes any raw name.
@@ -452,11 +430,7 @@ mod props {
 
     /// Names in `dir` other than `keep`.
     fn extra_entries(dir: &Path, keep: &[&str]) -> Vec<OsString> {
-        fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .filter(|n| !keep.iter().any(|k| n == OsStr::new(k)))
-            .collect()
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name()).filter(|n| !keep.iter().any(|k| n == OsStr::new(k))).collect()
     }
 
     // ---- Property 3: directory round trip -------------------------------------------
@@ -541,10 +515,21 @@ mod props {
 
     #[derive(Debug, PartialEq)]
     enum Node {
-        Dir { mode: u32, mtime: i64 },
+        Dir {
+            mode: u32,
+            mtime: i64,
+        },
         /// `first_name`: the smallest name sharing this file's inode.
-        File { data: Vec<u8>, mode: u32, mtime: i64, first_name: String },
-        Symlink { target: OsString, mtime: i64 },
+        File {
+            data: Vec<u8>,
+            mode: u32,
+            mtime: i64,
+            first_name: String,
+        },
+        Symlink {
+            target: OsString,
+            mtime: i64,
+        },
     }
 
     /// Everything below `root` (not `root` itself), by relative name.
@@ -628,17 +613,14 @@ mod props {
         ];
         let safe = (select(vec!["", "./"]), vec(select(vec!["a", "b", "c d", "."]), 1..=3))
             .prop_map(|(prefix, segments)| format!("{prefix}{}", segments.join("/")).into_bytes());
-        let name = move || {
-            prop_oneof![16 => safe.clone(), 1 => raw_name().prop_map(String::into_bytes), 1 => name_bytes()]
-        };
+        let name = move || prop_oneof![16 => safe.clone(), 1 => raw_name().prop_map(String::into_bytes), 1 => name_bytes()];
         let mode = prop_oneof![
             4 => select(vec![*b"0000644\0", *b"0000755\0", *b"0007777\0", [0u8; 8], *b"zzzzzzz\0"]),
             1 => any::<[u8; 8]>(),
         ];
         let data = prop_oneof![vec(any::<u8>(), 0..600), name_bytes(), vec(pax_record(), 1..3).prop_map(|r| r.concat())];
         let declared = prop_oneof![8 => Just(None), 1 => (0u64..2000).prop_map(Some)];
-        (kind, name(), name(), mode, declared, data)
-            .prop_map(|(kind, name, link, mode, declared, data)| RawMember { kind, name, link, mode, declared, data })
+        (kind, name(), name(), mode, declared, data).prop_map(|(kind, name, link, mode, declared, data)| RawMember { kind, name, link, mode, declared, data })
     }
 
     fn input() -> impl Strategy<Value = Input> {

@@ -25,6 +25,7 @@ fn options(seed: Option<&std::path::Path>) -> CreateWorkspaceOptions {
         seed_path: seed.map(|p| p.to_path_buf()),
         name: None,
         labels: Default::default(),
+        secrets: Vec::new(),
     }
 }
 
@@ -80,7 +81,7 @@ fn main() {
         let mut execs = Vec::new();
         let mut files = Vec::new();
         for i in 0..runs * 4 {
-            execs.push(timed(pyro.exec_workspace(&id, "true", 30)).await.1);
+            execs.push(timed(pyro.exec_workspace(&id, "true", 30, &Default::default())).await.1);
             let text = format!("round trip {i}\n");
             let start = Instant::now();
             pyro.write_workspace_file(&id, "rt.txt", &text).await.unwrap();
@@ -103,7 +104,7 @@ fn main() {
         pyro.delete_workspace(&big_ws.workspace_id).await.unwrap();
 
         let many_ws = pyro.create_workspace(&options(Some(&many)), &quiet).await.unwrap();
-        pyro.exec_workspace(&many_ws.workspace_id, "for f in f0*.txt; do echo changed >> $f; done", 120).await.unwrap();
+        pyro.exec_workspace(&many_ws.workspace_id, "for f in f0*.txt; do echo changed >> $f; done", 120, &Default::default()).await.unwrap();
         let (diff, t) = timed(pyro.diff_workspace(&many_ws.workspace_id)).await;
         println!("diff of a 1,000-file workspace         {:>16.1?} ({} changed)", t, diff.unwrap().diff.summary.total);
         pyro.delete_workspace(&many_ws.workspace_id).await.unwrap();

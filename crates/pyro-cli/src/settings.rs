@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use pyro_core::options::{NetworkPolicy, PortMapping, ReadinessProbe};
 use pyro_core::vm::CreateVmOptions;
+use pyro_core::workspace::secrets::SecretInput;
 use pyro_core::workspace::CreateWorkspaceOptions;
 use pyro_core::{Error, Result};
 
@@ -43,6 +44,7 @@ pub fn workspace_options(args: &WorkspaceCreateArgs) -> Result<CreateWorkspaceOp
         seed_path: args.seed_path.clone(),
         name: args.name.clone(),
         labels: labels(&args.labels)?,
+        secrets: secrets(&args.secrets, &args.secret_files)?,
     })
 }
 
@@ -52,6 +54,46 @@ pub fn service_options(args: &ServiceStartArgs) -> Result<(Option<ReadinessProbe
     let ports = args.publish.iter().map(|p| p.parse()).collect::<Result<Vec<PortMapping>>>()?;
     PortMapping::validate_all(&ports)?;
     Ok((probe, ports))
+}
+
+/// The `--secret NAME=VALUE` and `--secret-file NAME=PATH` flags of `workspace create`.
+pub fn secrets(values: &[String], files: &[String]) -> Result<Vec<SecretInput>> {
+    let split = |pair: &String, message: &str| match pair.split_once('=') {
+        Some((name, rest)) if !name.trim().is_empty() => Ok((name.trim().to_string(), rest.to_string())),
+        _ => Err(Error::InvalidArgument(message.into())),
+    };
+    let mut out = Vec::new();
+    for pair in values {
+        let (name, value) = split(pair, "workspace secrets must use NAME=VALUE")?;
+        out.push(SecretInput { name, value: Some(value), file_path: None });
+    }
+    for pair in files {
+        let (name, path) = split(pair, "workspace secret files must use NAME=PATH")?;
+        out.push(SecretInput { name, value: None, file_path: Some(path.into()) });
+    }
+    Ok(out)
+}
+
+/// The `--secret-env SECRET[=ENV_VAR]` flags: secret name → variable name (the secret's
+/// own name when no variable is given).
+pub fn secret_env(pairs: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut mapping = BTreeMap::new();
+    for pair in pairs {
+        let (secret, var) = match pair.split_once('=') {
+            Some((secret, var)) => (secret.trim(), var.trim()),
+            None => (pair.trim(), pair.trim()),
+        };
+        if secret.is_empty() {
+            return Err(Error::InvalidArgument("workspace secret env mappings must name a secret".into()));
+        }
+        if var.is_empty() {
+            return Err(Error::InvalidArgument("workspace secret env mappings must name an environment variable".into()));
+        }
+        if mapping.insert(secret.to_string(), var.to_string()).is_some() {
+            return Err(Error::InvalidArgument(format!("workspace secret env mapping references '{secret}' more than once")));
+        }
+    }
+    Ok(mapping)
 }
 
 /// Parses repeated `KEY=VALUE` labels (later duplicates win).

@@ -12,6 +12,7 @@ use crate::workspace::disk::{DiskExported, DiskList, DiskRead};
 use crate::workspace::files::{Exported, FileList, FileRead, FileWrite, PatchApplied, Synced};
 use crate::workspace::history::WorkspaceLogs;
 use crate::workspace::{CreateWorkspaceOptions, UpdateWorkspace, WorkspaceDeleted, WorkspaceExec, WorkspaceList, WorkspaceManager, WorkspaceStatus};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The pyro core facade.
@@ -237,9 +238,16 @@ impl Pyro {
         self.workspaces.reset(workspace_id, snapshot).await
     }
 
-    /// Runs one command in `/workspace`.
-    pub async fn exec_workspace(&self, workspace_id: &str, command: &str, timeout_seconds: u64) -> Result<WorkspaceExec> {
-        self.workspaces.exec(workspace_id, command, timeout_seconds).await
+    /// Runs one command in `/workspace`; `secret_env` maps workspace secrets (by name) to
+    /// environment variables of that command only.
+    pub async fn exec_workspace(
+        &self,
+        workspace_id: &str,
+        command: &str,
+        timeout_seconds: u64,
+        secret_env: &BTreeMap<String, String>,
+    ) -> Result<WorkspaceExec> {
+        self.workspaces.exec(workspace_id, command, timeout_seconds, secret_env).await
     }
 
     /// Deletes a workspace.

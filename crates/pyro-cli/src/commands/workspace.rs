@@ -28,9 +28,6 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand, json: bool) -> Result<i
     match command {
         W::Create(args) => {
             let options = settings::workspace_options(&args)?;
-            if !args.secrets.is_empty() || !args.secret_files.is_empty() {
-                return Err(not_yet("workspace create --secret", "the secrets issue"));
-            }
             let status = pyro.create_workspace(&options, &progress(json || args.id_only)).await?;
             if args.id_only {
                 say!("{}", status.workspace_id);
@@ -74,10 +71,8 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand, json: bool) -> Result<i
         W::Start(a) => emit(json, &pyro.start_workspace(&a.workspace_id).await?, |s| print_status("Started workspace", s)),
         W::Exec(args) => {
             let command = shell_join(&args.command)?;
-            if !args.secret_env.is_empty() {
-                return Err(not_yet("workspace exec --secret-env", "the secrets issue"));
-            }
-            let result = pyro.exec_workspace(&args.id.workspace_id, &command, args.timeout_seconds).await?;
+            let secret_env = settings::secret_env(&args.secret_env)?;
+            let result = pyro.exec_workspace(&args.id.workspace_id, &command, args.timeout_seconds, &secret_env).await?;
             let code = result.output.exit_code;
             emit(json, &result, |r| {
                 raw_stdout(&r.output.stdout);
@@ -297,6 +292,9 @@ fn print_status(action: &str, s: &WorkspaceStatus) {
     match &s.workspace_seed.seed_path {
         Some(path) => say!("Workspace seed: {} from {}", s.workspace_seed.mode, path.display()),
         None => say!("Workspace seed: {}", s.workspace_seed.mode),
+    }
+    if !s.secrets.is_empty() {
+        say!("Secrets: {}", s.secrets.iter().map(|x| format!("{} ({})", x.name, x.source_kind)).collect::<Vec<_>>().join(", "));
     }
     say!("Execution mode: {} ({})", s.execution_mode, s.backend);
     say!("Resources: {} vCPU / {} MiB", s.vcpu_count, s.mem_mib);

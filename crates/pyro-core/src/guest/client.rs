@@ -790,6 +790,17 @@ impl GuestClient {
         }
     }
 
+    /// Replaces the secrets the agent holds in memory (redacted from all output it captures).
+    pub async fn install_secrets(&self, secrets: Vec<pyro_protocol::SecretValue>) -> Result<(), GuestError> {
+        within("install_secrets", Some(self.inner.limits.call_deadline), async {
+            match self.start("install_secrets", &Request::InstallSecrets { secrets })?.response().await? {
+                Response::Ok => Ok(()),
+                other => Err(agent_error(&self.inner.hello, other, "install_secrets")),
+            }
+        })
+        .await
+    }
+
     /// Asks the agent to flush filesystems and power the guest off (in `host_compat`, to
     /// end this session). A channel that closes right after the request counts as success.
     pub async fn shutdown(&self) -> Result<(), GuestError> {

@@ -16,6 +16,7 @@ pub mod history;
 pub mod patch;
 pub mod paths;
 pub mod record;
+pub mod secrets;
 pub mod tree;
 
 use crate::env_vars;
@@ -62,6 +63,8 @@ pub struct CreateWorkspaceOptions {
     pub name: Option<String>,
     /// Discovery labels.
     pub labels: BTreeMap<String, String>,
+    /// Secrets, validated and stored on the host, held in the guest agent's memory.
+    pub secrets: Vec<secrets::SecretInput>,
 }
 
 /// The status payload returned by create/status/update/stop/start/reset.
@@ -109,8 +112,6 @@ pub struct WorkspaceStatus {
     pub workspace_path: &'static str,
     /// How `/workspace` was seeded.
     pub workspace_seed: WorkspaceSeed,
-    /// Secrets metadata (none in this build).
-    pub secrets: Vec<serde_json::Value>,
     /// Commands since the last reset.
     pub command_count: u64,
     /// Latest command.
@@ -125,6 +126,8 @@ pub struct WorkspaceStatus {
     pub running_service_count: u64,
     /// Why it last stopped unexpectedly.
     pub last_error: Option<String>,
+    /// The workspace's secrets: names and source kinds only, never values.
+    pub secrets: Vec<secrets::SecretInfo>,
     /// Set by `start` when the disk's guest agent is older than this pyro (or lacks
     /// capabilities): what it cannot do and how to update it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -349,6 +352,7 @@ impl WorkspaceManager {
         }
         let name = options.name.as_deref().map(validate_name).transpose()?;
         let labels = validate_labels(&options.labels)?;
+        let secret_values = secrets::resolve(&options.secrets)?;
         let root = self.root();
         std::fs::create_dir_all(&root).ctx("create", &root)?;
         let seed = archive::prepare_source(options.seed_path.as_deref(), &root)?;
@@ -392,10 +396,12 @@ impl WorkspaceManager {
             reset_count: 0,
             last_reset_at: None,
             last_error: None,
+            secrets: secret_values.iter().map(|(info, _)| info.clone()).collect(),
             creator: crate::host_process::ProcessIdentity::of(std::process::id()),
         };
         let created = async {
             record.save(&dir)?;
+            secrets::store(&dir, &secret_values)?;
             std::fs::copy(&seed.archive, dir.join("baseline.tar")).ctx("store baseline in", &dir)?;
             let ws = Workspace { dir: dir.clone(), record: record.clone() };
             self.fresh_disk(&ws, &installed)?;
@@ -460,7 +466,9 @@ impl WorkspaceManager {
     async fn boot(&self, ws: &Workspace) -> Result<GuestClient> {
         let record = VmRecord::load(&ws.vm_dir())?;
         vm::boot_dir(record).await?;
-        Ok(vm::connect(&ws.vm_dir()).await?.0)
+        let client = vm::connect(&ws.vm_dir()).await?.0;
+        self.install_secrets(ws, &client).await?;
+        Ok(client)
     }
 
     fn backend_of(&self, dir: &Path) -> &'static str {
@@ -608,7 +616,7 @@ impl WorkspaceManager {
     }
 
     /// Runs one command in `/workspace` and records it in the history.
-    pub async fn exec(&self, id: &str, command: &str, timeout_seconds: u64) -> Result<WorkspaceExec> {
+    pub async fn exec(&self, id: &str, command: &str, timeout_seconds: u64, secret_env: &BTreeMap<String, String>) -> Result<WorkspaceExec> {
         if timeout_seconds == 0 {
             return Err(Error::InvalidArgument("timeout_seconds must be positive".into()));
         }
@@ -616,6 +624,7 @@ impl WorkspaceManager {
             return Err(Error::InvalidArgument("command must not be empty".into()));
         }
         let ws = self.open(id).await?;
+        let secret_env = self.secret_env(&ws, secret_env)?;
         let client = self.guest(&ws, "workspace_exec").await?;
         let request = ExecRequest {
             command: command.into(),
@@ -623,9 +632,10 @@ impl WorkspaceManager {
             cwd: Some(WORKSPACE_ROOT.into()),
             timeout_ms: timeout_seconds.saturating_mul(1000),
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
-            secret_env: Default::default(),
+            secret_env,
         };
         let out = client.exec(request).await?;
+        let command = &secrets::redact(&ws.dir, &ws.record.secrets, command);
         let (sequence, record) = self.update_record(id, |r| {
             r.command_count += 1;
             let summary = CommandSummary {
@@ -711,7 +721,6 @@ pub(crate) fn status_of(record: &WorkspaceRecord, backend: &'static str) -> Work
         backend,
         workspace_path: WORKSPACE_ROOT,
         workspace_seed: record.workspace_seed.clone(),
-        secrets: Vec::new(),
         command_count: record.command_count,
         last_command: record.last_command.clone(),
         reset_count: record.reset_count,
@@ -719,6 +728,7 @@ pub(crate) fn status_of(record: &WorkspaceRecord, backend: &'static str) -> Work
         service_count: 0,
         running_service_count: 0,
         last_error: record.last_error.clone(),
+        secrets: record.secrets.clone(),
         guest_agent_notice: None,
     }
 }

@@ -107,6 +107,9 @@ pub struct WorkspaceRecord {
     pub last_reset_at: Option<f64>,
     /// Why the workspace last stopped unexpectedly.
     pub last_error: Option<String>,
+    /// Names and source kinds of the workspace's secrets (values live in `secrets/`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<super::secrets::SecretInfo>,
     /// The process creating it, while [`WorkspaceState::Creating`]: when it is gone, the
     /// creation was interrupted and the workspace is removed on next sight.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -8,10 +8,12 @@
 mod closed_stdout;
 mod doctor_issues;
 mod env_store;
+mod error_kinds;
 mod fixtures;
 mod guest_run;
 mod host_hardening;
 mod oci_roundtrip;
+mod secrets;
 mod workspace_stories;
 
 /// The `pyro` binary under test, for [`pyro_test::Sandbox::new`] and [`pyro_test::Home::new`].

@@ -20,6 +20,8 @@ pub mod guest;
 pub mod host_process;
 pub mod options;
 pub mod paths;
+#[cfg(test)]
+mod readme;
 pub mod vm;
 pub mod vmm;
 pub mod workspace;

@@ -468,8 +468,8 @@ impl MemberRules {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::model_resolve;
     use proptest::prelude::*;
-    use std::path::{Component, Path};
 
     fn raw<'a>(name: &'a str, kind: MemberType, link: Option<&'a str>) -> RawMember<'a> {
         RawMember { name: name.as_bytes(), kind, link: link.map(str::as_bytes), size: 0 }
@@ -575,23 +575,6 @@ mod tests {
         let hard = stream.check(&raw("h", HardLink, Some("l")), 0o644, 6).unwrap().unwrap();
         assert_eq!((hard.kind, hard.mode, hard.mtime), (MemberKind::HardLink { target: b"l".to_vec() }, 0o644, 6));
         assert_eq!(stream.check(&raw("./", Directory, None), 0, 0), Ok(None));
-    }
-
-    /// Reference lexical resolution built on `std::path` (not on the code under test):
-    /// `None` when `name` is absolute or one of its `..` climbs above the root.
-    fn model_resolve(base: &[String], name: &str) -> Option<Vec<String>> {
-        let mut stack = base.to_vec();
-        for component in Path::new(name).components() {
-            match component {
-                Component::Prefix(_) | Component::RootDir => return None,
-                Component::CurDir => {}
-                Component::ParentDir => {
-                    stack.pop()?;
-                }
-                Component::Normal(s) => stack.push(s.to_str().unwrap().to_owned()),
-            }
-        }
-        Some(stack)
     }
 
     fn name() -> impl Strategy<Value = String> {

@@ -14,6 +14,8 @@ mod capability;
 mod frame;
 pub mod member_path;
 mod message;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use capability::Capability;
 pub use frame::{read_frame, write_frame, Frame, FrameError, FrameKind, MAX_FRAME_PAYLOAD};

@@ -119,5 +119,5 @@ pub fn make_ext4(image: &Path, size: &str, tree: Option<&Path>) {
         cmd.arg("-d").arg(tree);
     }
     let out = cmd.args(["-O", "^inline_data,^large_dir"]).arg(image).arg(size).output().expect("mkfs.ext4 runs");
-    assert!(out.status.success(), "mkfs.ext4 {}: {}", image.display(), crate::describe(&out));
+    assert!(out.status.success(), "mkfs.ext4 {}: {}", image.display(), crate::home::describe(&out));
 }

@@ -5,7 +5,8 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
-use crate::{describe, tail};
+use crate::home::describe;
+use crate::host::tail;
 
 /// A private state dir and a host scratch dir for one test that drives real guests
 /// through the `pyro` binary; the image cache is the user's (built by scripts/setup.sh).

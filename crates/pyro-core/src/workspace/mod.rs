@@ -669,6 +669,29 @@ impl WorkspaceManager {
     }
 }
 
+impl WorkspaceManager {
+    /// Puts the workspace's secrets into the memory of its freshly booted agent (nothing
+    /// to do for a workspace without secrets).
+    pub(crate) async fn install_secrets(&self, ws: &Workspace, client: &GuestClient) -> Result<()> {
+        if ws.record.secrets.is_empty() {
+            return Ok(());
+        }
+        if !client.supports(Capability::Secrets) {
+            return Err(Error::Unavailable(format!(
+                "workspace '{}' has secrets but its guest agent cannot hold them; recreate the workspace",
+                ws.record.workspace_id
+            )));
+        }
+        let values = secrets::load(&ws.dir, &ws.record.secrets)?;
+        client.install_secrets(values).await.map_err(guest_error)
+    }
+
+    /// Validates `mapping` against the secrets of `ws`, for a call that starts a process.
+    pub(crate) fn secret_env(&self, ws: &Workspace, mapping: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>> {
+        secrets::resolve_env(&ws.record.secrets, mapping)
+    }
+}
+
 /// The core error for a failed guest call of a workspace operation: the agent's own
 /// refusal (a bad path, a missing file) is the caller's argument; everything else keeps
 /// its guest kind (`timeout`, `unavailable`, `guest`).
@@ -827,7 +850,7 @@ mod tests {
         assert_eq!(agent_notice("w1", "debian:12", &hello(PROTOCOL_VERSION, Some(&all))), None);
 
         let old = agent_notice("w1", "debian:12", &hello(1, None)).unwrap();
-        assert!(old.contains("protocol 1") && old.contains("everything it supports still works"), "{old}");
+        assert!(old.contains("protocol 1") && old.contains("it lacks secrets"), "{old}");
         assert!(old.contains("`pyro workspace snapshot create w1 agent-update`"), "{old}");
         assert!(old.contains("`pyro workspace reset w1 --snapshot agent-update`"), "{old}");
         assert!(old.contains("`pyro env pull debian:12 --force`"), "{old}");

@@ -109,7 +109,7 @@ pub struct WorkspaceRecord {
     pub last_error: Option<String>,
     /// Names and source kinds of the workspace's secrets (values live in `secrets/`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub secrets: Vec<super::secrets::SecretInfo>,
+    pub secrets: Vec<SecretInfo>,
     /// The process creating it, while [`WorkspaceState::Creating`]: when it is gone, the
     /// creation was interrupted and the workspace is removed on next sight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -187,6 +187,15 @@ pub fn validate_labels(labels: &BTreeMap<String, String>) -> Result<BTreeMap<Str
             Ok((key, value.to_string()))
         })
         .collect()
+}
+
+/// What results show of a secret: its name and where it came from, never the value.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SecretInfo {
+    /// Name.
+    pub name: String,
+    /// `literal` (given as a value) or `file` (read from a host file).
+    pub source_kind: String,
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! messages, kept in `secrets/<NAME>.secret` (0600, in a 0700 directory) beside the
 //! record — never in `workspace.json`, whose record holds only names and source kinds.
 //! After every boot the values are installed in the guest agent's memory
-//! ([`WorkspaceManager::install_secrets`]); a command sees one only through an explicit
+//! (`WorkspaceManager::install_secrets`); a command sees one only through an explicit
 //! `secret_env` mapping ([`resolve_env`]), and the agent redacts every value from the
 //! output it captures.
 
@@ -10,12 +10,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::{guest_error, Workspace, WorkspaceManager};
+pub use super::record::SecretInfo;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomic;
-use crate::guest::{Capability, GuestClient, SecretValue};
+use crate::guest::SecretValue;
 
 /// The pattern secret names (and the variables they map to) must match.
 pub const SECRET_NAME_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]{0,63}$";
@@ -42,15 +42,6 @@ impl std::fmt::Debug for SecretInput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SecretInput").field("name", &self.name).field("file_path", &self.file_path).finish_non_exhaustive()
     }
-}
-
-/// What results show of a secret: its name and where it came from, never the value.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct SecretInfo {
-    /// Name.
-    pub name: String,
-    /// `literal` (given as a value) or `file` (read from a host file).
-    pub source_kind: String,
 }
 
 /// Whether `name` matches [`SECRET_NAME_PATTERN`].
@@ -121,7 +112,7 @@ pub(crate) fn store(dir: &Path, secrets: &[(SecretInfo, String)]) -> Result<()> 
 }
 
 /// Reads back the values of `infos` from `dir/secrets/`.
-fn load(dir: &Path, infos: &[SecretInfo]) -> Result<Vec<SecretValue>> {
+pub(crate) fn load(dir: &Path, infos: &[SecretInfo]) -> Result<Vec<SecretValue>> {
     infos
         .iter()
         .map(|info| {
@@ -153,29 +144,6 @@ pub fn resolve_env(infos: &[SecretInfo], mapping: &BTreeMap<String, String>) -> 
         }
     }
     Ok(mapping.clone())
-}
-
-impl WorkspaceManager {
-    /// Puts the workspace's secrets into the memory of its freshly booted agent (nothing
-    /// to do for a workspace without secrets).
-    pub(crate) async fn install_secrets(&self, ws: &Workspace, client: &GuestClient) -> Result<()> {
-        if ws.record.secrets.is_empty() {
-            return Ok(());
-        }
-        if !client.supports(Capability::Secrets) {
-            return Err(Error::Unavailable(format!(
-                "workspace '{}' has secrets but its guest agent cannot hold them; recreate the workspace",
-                ws.record.workspace_id
-            )));
-        }
-        let values = load(&ws.dir, &ws.record.secrets)?;
-        client.install_secrets(values).await.map_err(guest_error)
-    }
-
-    /// Validates `mapping` against the secrets of `ws`, for a call that starts a process.
-    pub(crate) fn secret_env(&self, ws: &Workspace, mapping: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>> {
-        resolve_env(&ws.record.secrets, mapping)
-    }
 }
 
 #[cfg(test)]

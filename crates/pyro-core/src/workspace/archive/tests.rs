@@ -6,6 +6,7 @@ use super::pack::has_archive_suffix;
 use super::*;
 use crate::error::Result;
 use crate::guest::EntryKind;
+use pyro_protocol::testing::model_resolve;
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
@@ -386,24 +387,6 @@ mod props {
     fn parent_dir() -> impl Strategy<Value = String> {
         let plain = vec(select(vec!["a", "b", "c d", ".", ""]), 1..=3).prop_map(|segments| segments.join("/"));
         prop_oneof![3 => plain, 1 => raw_name()]
-    }
-
-    /// Reference lexical resolution of `name` from the directory `base`: `None` when
-    /// `name` is absolute or when one of its `..` would climb above the root (even if
-    /// later components come back down).
-    fn model_resolve(base: &[String], name: &str) -> Option<Vec<String>> {
-        let mut stack = base.to_vec();
-        for component in Path::new(name).components() {
-            match component {
-                Component::Prefix(_) | Component::RootDir => return None,
-                Component::CurDir => {}
-                Component::ParentDir => {
-                    stack.pop()?;
-                }
-                Component::Normal(s) => stack.push(s.to_str().unwrap().to_owned()),
-            }
-        }
-        Some(stack)
     }
 
     /// Reference for the documented symlink rule (`pyro_protocol::archive_rules`,

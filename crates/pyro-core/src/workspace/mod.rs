@@ -17,6 +17,8 @@ pub mod patch;
 pub mod paths;
 pub mod record;
 pub mod secrets;
+pub mod shells;
+pub mod terminal;
 pub mod tree;
 
 use crate::env_vars;
@@ -464,6 +466,8 @@ impl WorkspaceManager {
 
     /// Boots the workspace's guest and returns a client.
     async fn boot(&self, ws: &Workspace) -> Result<GuestClient> {
+        // Shells died with the previous VM (start and reset both boot through here).
+        shells::forget_all(&ws.dir)?;
         let record = VmRecord::load(&ws.vm_dir())?;
         vm::boot_dir(record).await?;
         let client = vm::connect(&ws.vm_dir()).await?.0;
@@ -568,6 +572,7 @@ impl WorkspaceManager {
         let vm_record = VmRecord::load(&ws.vm_dir())?;
         vm::stop_supervisor(&vm_record).await;
         vm::refreshed(&ws.vm_dir())?;
+        shells::forget_all(&ws.dir)?;
         let (_, record) = self.update_record(id, |r| {
             r.state = WorkspaceState::Stopped;
             r.last_error = None;

@@ -53,6 +53,13 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// Bytes per PTY read.
 const CHUNK: usize = 64 * 1024;
+/// After every this many bytes read, the reader pauses for [`FLOOD_PAUSE`]: a flood
+/// (`yes`) is then held back by the PTY (the writer blocks), leaving the guest's CPU to
+/// other requests. Caps one shell's output at about 16 MiB/s, far above what a reader of
+/// a 4 MiB scrollback can use.
+const FLOOD_BYTES: usize = 64 * 1024;
+/// See [`FLOOD_BYTES`].
+const FLOOD_PAUSE: Duration = Duration::from_millis(4);
 
 /// Everything a shell printed, bounded: the newest [`SCROLLBACK_BYTES`] (up to
 /// [`SCROLLBACK_SLACK`] more) of text, addressed by character cursors that keep counting
@@ -456,6 +463,7 @@ async fn pump(shell: std::sync::Weak<Shell>, master: Arc<AsyncFd<OwnedFd>>) {
     let mut redactor: Redactor = secrets::redactor();
     let mut utf8 = Utf8Stream::default();
     let mut buf = vec![0u8; CHUNK];
+    let mut since_pause = 0usize;
     let append = |text: String| {
         let Some(shell) = shell.upgrade() else { return false };
         if !text.is_empty() {
@@ -487,8 +495,14 @@ async fn pump(shell: std::sync::Weak<Shell>, master: Arc<AsyncFd<OwnedFd>>) {
         if !append(utf8.push(&clean)) {
             return;
         }
-        // A flood must not starve the other requests on this single-threaded runtime.
-        tokio::task::yield_now().await;
+        since_pause += n;
+        if since_pause >= FLOOD_BYTES {
+            since_pause = 0;
+            tokio::time::sleep(FLOOD_PAUSE).await;
+        } else {
+            // A flood must not starve the other requests on this single-threaded runtime.
+            tokio::task::yield_now().await;
+        }
     }
     let mut tail = utf8.push(&redactor.finish());
     tail.push_str(&utf8.finish());

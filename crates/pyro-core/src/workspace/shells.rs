@@ -2,8 +2,9 @@
 //! close`, SDK `open_shell` …). The shell and its scrollback live in the guest agent, so a
 //! shell outlives the CLI call that opened it; the host keeps a small record per shell
 //! (`shells/<id>.json`: id, cwd, size, start time) so it knows which shells belong to the
-//! workspace. Shells die with the VM: stop, start and reset remove every record (delete
-//! removes the directory).
+//! workspace. Shells die with the VM: stop, start and reset remove every record
+//! (`forget_shells` in `mod.rs`, which must not import this file; delete removes the
+//! directory).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::paths::normalize_destination;
 use super::terminal::render_plain;
-use super::{guest_error, Workspace, WorkspaceManager, WORKSPACE_ROOT};
+use super::{guest_error, Workspace, WorkspaceManager, SHELLS_DIR, WORKSPACE_ROOT};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{unix_now, write_atomic};
 use crate::guest::{GuestClient, GuestError, ShellInfo, ShellOpenRequest, ShellReadRequest, ShellSignal, ShellSignalRequest, ShellState, ShellWriteRequest};
@@ -30,7 +31,6 @@ pub const DEFAULT_MAX_CHARS: i64 = 65_536;
 pub const MAX_WAIT_FOR_IDLE_MS: i64 = 10_000;
 /// Largest input of one write (bytes, newline included).
 pub const MAX_INPUT_BYTES: usize = 256 * 1024;
-const SHELLS_DIR: &str = "shells";
 
 /// `open_shell` parameters, with the contract's defaults.
 #[derive(Debug, Clone, Deserialize)]
@@ -197,12 +197,6 @@ const MAX_GUEST_READS: usize = 64;
 
 fn shells_dir(dir: &Path) -> PathBuf {
     dir.join(SHELLS_DIR)
-}
-
-/// Removes every shell record of the workspace in `dir` (its shells died with the VM).
-pub(crate) fn forget_all(dir: &Path) -> Result<()> {
-    let shells = shells_dir(dir);
-    std::fs::remove_dir_all(&shells).or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }).ctx("remove", &shells)
 }
 
 /// Keeps `len` characters of `text`; true when something was cut.

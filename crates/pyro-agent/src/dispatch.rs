@@ -5,7 +5,7 @@
 use pyro_protocol::{Request, Response};
 
 use crate::request::ReqCtx;
-use crate::{exec, fsops, tar_export, tar_import};
+use crate::{exec, fsops, shell, tar_export, tar_import};
 
 /// Runs one request to completion; handler failures become [`Response::Error`]. Requests
 /// that may have written are followed by a `sync(2)` when the agent is durable.
@@ -29,6 +29,11 @@ pub async fn handle(request: Request, mut req: ReqCtx) -> Response {
             crate::secrets::install(secrets.into_iter().map(|s| (s.name, s.value)));
             Ok(Response::Ok)
         }
+        Request::ShellOpen(open) => shell::open(open, &req).await.map(Response::Shell),
+        Request::ShellRead(read) => shell::read(read).await.map(|r| Response::ShellRead(Box::new(r))),
+        Request::ShellWrite(write) => shell::write(write).await.map(Response::Shell),
+        Request::ShellSignal(signal) => shell::signal(signal).await.map(Response::Shell),
+        Request::ShellClose { shell_id } => shell::close(&shell_id).await.map(Response::Shell),
     };
     if writes && req.ctx.durable {
         // SAFETY: sync(2) takes no arguments and cannot fail.

@@ -9,7 +9,7 @@
 
 // Layers, each importing only from those below it:
 //   main → channel → session (frame loop) → dispatch (one request → one response)
-//   → handlers: exec, fsops, tar_import, tar_export
+//   → handlers: exec, fsops, shell (PTY shells, a VM-lifetime table), tar_import, tar_export
 //   → announce, blocking, fsinfo, paths, secrets → request (shared request context types).
 mod announce;
 mod blocking;
@@ -23,6 +23,7 @@ mod paths;
 mod request;
 mod secrets;
 mod session;
+mod shell;
 mod tar_export;
 mod tar_import;
 

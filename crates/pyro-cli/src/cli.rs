@@ -543,11 +543,11 @@ pub enum ShellCommand {
         #[arg(long, default_value = "/workspace")]
         cwd: String,
         /// Terminal columns.
-        #[arg(long, default_value_t = 120)]
-        cols: u16,
+        #[arg(long, default_value_t = 120, allow_negative_numbers = true)]
+        cols: i64,
         /// Terminal rows.
-        #[arg(long, default_value_t = 30)]
-        rows: u16,
+        #[arg(long, default_value_t = 30, allow_negative_numbers = true)]
+        rows: i64,
         /// Map a secret into the environment: SECRET[=ENV_VAR] (repeatable).
         #[arg(long = "secret-env")]
         secret_env: Vec<String>,
@@ -560,17 +560,17 @@ pub enum ShellCommand {
         #[command(flatten)]
         shell: ShellIdArgs,
         /// Character offset to read from.
-        #[arg(long, default_value_t = 0)]
-        cursor: u64,
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        cursor: i64,
         /// Most characters to return.
-        #[arg(long, default_value_t = 65536)]
-        max_chars: u64,
+        #[arg(long, default_value_t = 65536, allow_negative_numbers = true)]
+        max_chars: i64,
         /// Render terminal control sequences away.
         #[arg(long)]
         plain: bool,
         /// Wait until the output has been idle this long (1–10000 ms).
-        #[arg(long)]
-        wait_for_idle_ms: Option<u64>,
+        #[arg(long, allow_negative_numbers = true)]
+        wait_for_idle_ms: Option<i64>,
     },
     /// Write input to the shell.
     Write {

@@ -11,6 +11,7 @@ use crate::workspace::changes::{ResetResult, SnapshotList, SnapshotResult, Works
 use crate::workspace::disk::{DiskExported, DiskList, DiskRead};
 use crate::workspace::files::{Exported, FileList, FileRead, FileWrite, PatchApplied, Synced};
 use crate::workspace::history::WorkspaceLogs;
+use crate::workspace::shells::{OpenShellOptions, ReadShellOptions, ShellClosed, ShellRead, ShellSignalled, ShellStatus, ShellWritten};
 use crate::workspace::{CreateWorkspaceOptions, UpdateWorkspace, WorkspaceDeleted, WorkspaceExec, WorkspaceList, WorkspaceManager, WorkspaceStatus};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -268,5 +269,34 @@ impl Pyro {
     /// Command history.
     pub async fn logs_workspace(&self, workspace_id: &str) -> Result<WorkspaceLogs> {
         self.workspaces.logs(workspace_id).await
+    }
+
+    /// Opens a persistent PTY shell in a started workspace (defaults: `cwd="/workspace"`,
+    /// `cols=120`, `rows=30`, no `secret_env`; see [`OpenShellOptions::default`]).
+    pub async fn open_shell(&self, workspace_id: &str, options: &OpenShellOptions) -> Result<ShellStatus> {
+        self.workspaces.open_shell(workspace_id, options).await
+    }
+
+    /// Reads a shell's output by cursor (defaults: `cursor=0`, `max_chars=65536`,
+    /// `plain=false`, no `wait_for_idle_ms`; see [`ReadShellOptions::default`]).
+    pub async fn read_shell(&self, workspace_id: &str, shell_id: &str, options: &ReadShellOptions) -> Result<ShellRead> {
+        self.workspaces.read_shell(workspace_id, shell_id, options).await
+    }
+
+    /// Types `input` into a shell, followed by a newline when `append_newline` (the
+    /// contract's default is true).
+    pub async fn write_shell(&self, workspace_id: &str, shell_id: &str, input: &str, append_newline: bool) -> Result<ShellWritten> {
+        self.workspaces.write_shell(workspace_id, shell_id, input, append_newline).await
+    }
+
+    /// Signals a shell's foreground process group: `signal_name` is `HUP`, `INT` (the
+    /// contract's default), `TERM` or `KILL`, in any case.
+    pub async fn signal_shell(&self, workspace_id: &str, shell_id: &str, signal_name: &str) -> Result<ShellSignalled> {
+        self.workspaces.signal_shell(workspace_id, shell_id, signal_name).await
+    }
+
+    /// Ends a shell and frees its buffer.
+    pub async fn close_shell(&self, workspace_id: &str, shell_id: &str) -> Result<ShellClosed> {
+        self.workspaces.close_shell(workspace_id, shell_id).await
     }
 }

@@ -5,13 +5,15 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::capability::Capability;
+use crate::shell::{ShellInfo, ShellOpenRequest, ShellReadRequest, ShellReadResult, ShellSignalRequest, ShellWriteRequest};
 
 /// The protocol version this build speaks. Bumped whenever the wire surface grows (a
 /// request, response, field or capability is added); see `VERSIONING.md`.
 ///
 /// * 1: the first release (no `capabilities` in the Hello).
 /// * 2: `Hello::capabilities`, [`Response::Unsupported`].
-pub const PROTOCOL_VERSION: u32 = 2;
+/// * 3: `shell_*` requests ([`Capability::Shell`]).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The oldest agent protocol version the host still talks to. Agents between this and
 /// [`PROTOCOL_VERSION`] (and newer ones) are accepted; what each can do is decided by
@@ -155,6 +157,19 @@ pub enum Request {
         /// The workspace's secrets.
         secrets: Vec<SecretValue>,
     },
+    /// Start a persistent PTY shell; answered [`Response::Shell`].
+    ShellOpen(ShellOpenRequest),
+    /// Read a shell's output from a cursor; answered [`Response::ShellRead`].
+    ShellRead(ShellReadRequest),
+    /// Type into a shell; answered [`Response::Shell`].
+    ShellWrite(ShellWriteRequest),
+    /// Signal a shell's foreground process group; answered [`Response::Shell`].
+    ShellSignal(ShellSignalRequest),
+    /// End a shell and free its scrollback; answered [`Response::Shell`] (its last state).
+    ShellClose {
+        /// Shell id.
+        shell_id: String,
+    },
 }
 
 /// One secret as delivered to the agent.
@@ -176,7 +191,22 @@ impl std::fmt::Debug for SecretValue {
 impl Request {
     /// Every `op` tag, one per variant (kept complete by [`Request::op`]'s exhaustive match
     /// and the golden wire test).
-    pub const OPS: [&'static str; 9] = ["ping", "exec", "read_file", "write_file", "list", "tar_import", "tar_export", "shutdown", "install_secrets"];
+    pub const OPS: [&'static str; 14] = [
+        "ping",
+        "exec",
+        "read_file",
+        "write_file",
+        "list",
+        "tar_import",
+        "tar_export",
+        "shutdown",
+        "install_secrets",
+        "shell_open",
+        "shell_read",
+        "shell_write",
+        "shell_signal",
+        "shell_close",
+    ];
 
     /// The wire tag (`op`) of this request.
     pub fn op(&self) -> &'static str {
@@ -190,6 +220,11 @@ impl Request {
             Request::TarExport { .. } => "tar_export",
             Request::Shutdown => "shutdown",
             Request::InstallSecrets { .. } => "install_secrets",
+            Request::ShellOpen(_) => "shell_open",
+            Request::ShellRead(_) => "shell_read",
+            Request::ShellWrite(_) => "shell_write",
+            Request::ShellSignal(_) => "shell_signal",
+            Request::ShellClose { .. } => "shell_close",
         }
     }
 
@@ -207,6 +242,9 @@ impl Request {
             Request::TarExport { .. } => Capability::TarExport,
             Request::Shutdown => Capability::Shutdown,
             Request::InstallSecrets { .. } => Capability::Secrets,
+            // A shell with secrets needs both; `shell` is the one only shell-capable
+            // agents announce (every such agent also has `secrets`).
+            Request::ShellOpen(_) | Request::ShellRead(_) | Request::ShellWrite(_) | Request::ShellSignal(_) | Request::ShellClose { .. } => Capability::Shell,
         })
     }
 }
@@ -338,12 +376,16 @@ pub enum Response {
         /// One-line reason.
         message: String,
     },
+    /// A shell's state: the answer to open, write, signal and close. See [`ShellInfo`].
+    Shell(ShellInfo),
+    /// See [`ShellReadResult`] (boxed: it is the largest response).
+    ShellRead(Box<ShellReadResult>),
 }
 
 impl Response {
     /// Every `result` tag, one per variant (kept complete by [`Response::tag`]'s
     /// exhaustive match and the golden wire test).
-    pub const TAGS: [&'static str; 9] = ["ok", "error", "exec", "read", "write", "list", "tar_import", "tar_export", "unsupported"];
+    pub const TAGS: [&'static str; 11] = ["ok", "error", "exec", "read", "write", "list", "tar_import", "tar_export", "unsupported", "shell", "shell_read"];
 
     /// The wire tag (`result`) of this response.
     pub fn tag(&self) -> &'static str {
@@ -357,6 +399,8 @@ impl Response {
             Response::TarImport(_) => "tar_import",
             Response::TarExport(_) => "tar_export",
             Response::Unsupported { .. } => "unsupported",
+            Response::Shell(_) => "shell",
+            Response::ShellRead(_) => "shell_read",
         }
     }
 }

@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 
 use pyro_protocol::{
     decode_request, decode_response, read_frame, write_frame, Capability, DataChannel, DirEntry, EntryKind, ExecRequest, ExecResult, Frame, FrameKind, Hello,
-    ListResult, ReadResult, Request, Response, SecretValue, TarExportResult, TarImportResult, WriteResult, PROTOCOL_VERSION,
+    ListResult, ReadResult, Request, Response, SecretValue, ShellInfo, ShellOpenRequest, ShellReadRequest, ShellReadResult, ShellSignal, ShellSignalRequest,
+    ShellState, ShellWriteRequest, TarExportResult, TarImportResult, WriteResult, PROTOCOL_VERSION,
 };
 
 fn golden_dir() -> PathBuf {
@@ -78,6 +79,17 @@ fn request_examples() -> Vec<Request> {
         Request::TarExport { path: "/workspace/src".into() },
         Request::Shutdown,
         Request::InstallSecrets { secrets: vec![SecretValue { name: "API_TOKEN".into(), value: "example-value".into() }] },
+        Request::ShellOpen(ShellOpenRequest {
+            shell_id: "5f1c2a9e0b7d".into(),
+            cwd: "/workspace".into(),
+            cols: 120,
+            rows: 30,
+            secret_env: BTreeMap::from([("API_TOKEN".into(), "TOKEN".into())]),
+        }),
+        Request::ShellRead(ShellReadRequest { shell_id: "5f1c2a9e0b7d".into(), cursor: 42, max_chars: 65_536, wait_for_idle_ms: Some(300) }),
+        Request::ShellWrite(ShellWriteRequest { shell_id: "5f1c2a9e0b7d".into(), input: "cat CHECKLIST.md\n".into() }),
+        Request::ShellSignal(ShellSignalRequest { shell_id: "5f1c2a9e0b7d".into(), signal: ShellSignal::Int }),
+        Request::ShellClose { shell_id: "5f1c2a9e0b7d".into() },
     ];
     for example in &examples {
         // Exhaustive on purpose: a new variant must get an example above.
@@ -90,7 +102,12 @@ fn request_examples() -> Vec<Request> {
             | Request::TarImport { .. }
             | Request::TarExport { .. }
             | Request::Shutdown
-            | Request::InstallSecrets { .. } => {}
+            | Request::InstallSecrets { .. }
+            | Request::ShellOpen(_)
+            | Request::ShellRead(_)
+            | Request::ShellWrite(_)
+            | Request::ShellSignal(_)
+            | Request::ShellClose { .. } => {}
         }
     }
     examples
@@ -123,6 +140,31 @@ fn response_examples() -> Vec<Response> {
         Response::TarImport(TarImportResult { entry_count: 3, bytes_written: 42 }),
         Response::TarExport(TarExportResult { kind: EntryKind::Directory, entry_count: 2, bytes_written: 7 }),
         Response::Unsupported { op: "format_disk".into(), message: "unknown request \"format_disk\"".into() },
+        Response::Shell(ShellInfo {
+            shell_id: "5f1c2a9e0b7d".into(),
+            cwd: "/workspace".into(),
+            cols: 120,
+            rows: 30,
+            state: ShellState::Exited,
+            exit_code: Some(130),
+            ended_ms_ago: Some(1_500),
+            end_cursor: 812,
+        }),
+        Response::ShellRead(Box::new(ShellReadResult {
+            shell: ShellInfo {
+                shell_id: "5f1c2a9e0b7d".into(),
+                cwd: "/workspace".into(),
+                cols: 120,
+                rows: 30,
+                state: ShellState::Running,
+                exit_code: None,
+                ended_ms_ago: None,
+                end_cursor: 20,
+            },
+            cursor: 8,
+            next_cursor: 20,
+            output: "\u{1b}[?2004hpyro$ ".into(),
+        })),
     ];
     for example in &examples {
         // Exhaustive on purpose: a new variant must get an example above.
@@ -135,7 +177,9 @@ fn response_examples() -> Vec<Response> {
             | Response::List(_)
             | Response::TarImport(_)
             | Response::TarExport(_)
-            | Response::Unsupported { .. } => {}
+            | Response::Unsupported { .. }
+            | Response::Shell(_)
+            | Response::ShellRead(_) => {}
         }
     }
     examples

@@ -235,7 +235,7 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand, json: bool) -> Result<i
             return Err(not_yet("workspace service", "the shells and services issue"));
         }
         W::Service(_) => return Err(not_yet("workspace service", "the shells and services issue")),
-        W::Shell(_) => return Err(not_yet("workspace shell", "the shells and services issue")),
+        W::Shell(command) => return super::shell::run(pyro, command, json).await,
         W::Status(a) => emit(json, &pyro.status_workspace(&a.workspace_id).await?, |s| print_status("Workspace", s)),
         W::Update(a) => {
             let change = UpdateWorkspace { name: a.name, clear_name: a.clear_name, labels: settings::labels(&a.labels)?, clear_labels: a.clear_labels };

@@ -14,6 +14,7 @@ mod guest_run;
 mod host_hardening;
 mod oci_roundtrip;
 mod secrets;
+mod shells;
 mod workspace_stories;
 
 /// The `pyro` binary under test, for [`pyro_test::Sandbox::new`] and [`pyro_test::Home::new`].

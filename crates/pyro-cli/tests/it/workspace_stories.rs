@@ -1,6 +1,7 @@
 //! The five use-case stories of the reference (§10) end to end through the `pyro` CLI in
-//! real guests, plus stop → offline disk tools → start, and crash recovery. The shell and
-//! service steps of stories 1 and 5 wait for the shells/services issue.
+//! real guests, plus stop → offline disk tools → start, and crash recovery. Story 5 runs
+//! with its shell steps (`story_review_eval_with_a_shell`); the service steps of story 1
+//! wait for the services work.
 //!
 //! They boot real guests, so they are `#[ignore]`d in a plain `cargo test` and run by
 //! `scripts/test.sh` after `scripts/setup.sh --no-run`.
@@ -227,4 +228,54 @@ fn concurrent_cli_processes_lose_nothing() {
     for i in 0..4 {
         assert_eq!(labels[format!("k{i}")], format!("v{i}"), "{labels}");
     }
+}
+
+/// Plain idle read of shell `sid` from `cursor`: the story's one read, repeated only while
+/// a slow (TCG) guest has not printed `needle` yet. Returns the output and `next_cursor`.
+fn plain_idle_read(sb: &Sandbox, id: &str, sid: &str, cursor: u64, needle: &str) -> (String, u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let (mut seen, mut cursor) = (String::new(), cursor);
+    loop {
+        let read = sb.ws(&["shell", "read", id, sid, "--cursor", &cursor.to_string(), "--plain", "--wait-for-idle-ms", "300"]);
+        assert_eq!((read["plain"].clone(), read["wait_for_idle_ms"].clone()), (Value::from(true), Value::from(300)), "{read}");
+        seen.push_str(read["output"].as_str().unwrap());
+        cursor = read["next_cursor"].as_u64().unwrap();
+        if seen.contains(needle) {
+            return (seen, cursor);
+        }
+        assert!(std::time::Instant::now() < deadline, "shell never printed {needle:?}: {seen:?}\n{}", sb.diagnostics());
+    }
+}
+
+#[test]
+#[ignore = "boots real guests; run by scripts/test.sh"]
+fn story_review_eval_with_a_shell() {
+    let sb = Sandbox::new(crate::PYRO);
+    let seed = sb.seed(
+        "review-shell",
+        &[
+            ("CHECKLIST.md", "# Review checklist\n- artifact says PASS\n", 0o644),
+            ("artifact.txt", "PASS\n", 0o644),
+            ("review.sh", "#!/bin/sh\ngrep -qx PASS artifact.txt && echo review=pass > review-report.txt\n", 0o755),
+        ],
+    );
+    let id = sb.create(&seed, "review-eval", &["use_case=review-eval"]);
+    sb.ws(&["snapshot", "create", &id, "pre-review"]);
+    let out = sb.raw(&["workspace", "shell", "open", &id, "--id-only"]);
+    sb.expect_success(&out);
+    let sid = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let (prompt, cursor) = plain_idle_read(&sb, &id, &sid, 0, "pyro$ ");
+    assert!(!prompt.contains('\u{1b}'), "{prompt:?}");
+    let written = sb.ws(&["shell", "write", &id, &sid, "--input", "cat CHECKLIST.md"]);
+    assert_eq!(written["input_length"], 16);
+    let (checklist, _) = plain_idle_read(&sb, &id, &sid, cursor, "Review checklist");
+    assert!(checklist.contains("# Review checklist\n- artifact says PASS\n"), "{checklist:?}");
+    assert_eq!(sb.ws(&["shell", "close", &id, &sid])["closed"], true);
+    assert_eq!(sb.ws(&["exec", &id, "--", "sh review.sh"])["exit_code"], 0);
+    sb.ws(&["file", "write", &id, "artifact.txt", "--text", "FAIL\n"]);
+    let reset = sb.ws(&["reset", &id, "--snapshot", "pre-review"]);
+    assert_eq!(reset["workspace_reset"]["snapshot_name"], "pre-review");
+    assert_eq!(sb.ws(&["file", "read", &id, "artifact.txt"])["content"], "PASS\n");
+    assert_eq!(sb.ws(&["exec", &id, "--", "sh review.sh"])["exit_code"], 0);
+    assert_eq!(sb.export_text(&id, "review-report.txt"), "review=pass\n");
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use pyro_protocol::{
     decode_response, is_supported_version, read_frame, write_frame, DataChannel, DecodeError, ExecRequest, ExecResult, Frame, FrameKind, Hello, ListResult,
-    Request, Response, TarExportResult, TarImportResult, WriteResult, MIN_SUPPORTED_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    Request, Response, ShellInfo, ShellOpenRequest, ShellReadRequest, ShellReadResult, ShellSignalRequest, ShellState, ShellWriteRequest, TarExportResult,
+    TarImportResult, WriteResult, MIN_SUPPORTED_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -375,6 +376,19 @@ fn agent_error(hello: &Hello, response: Response, op: &str) -> GuestError {
         Response::Error { message } => GuestError::Agent(clip(message, MAX_AGENT_MESSAGE)),
         other => GuestError::Protocol(format!("unexpected response to {op}: {}", clip(format!("{other:?}"), 200))),
     }
+}
+
+/// Longest shell `cwd` accepted from the agent.
+const MAX_SHELL_CWD: usize = 4096;
+
+/// A shell answer must be about the shell asked for, with a bounded cwd and a state that
+/// agrees with its exit code.
+fn check_shell_info(op: &str, shell_id: &str, info: ShellInfo) -> Result<ShellInfo, GuestError> {
+    let exited = info.state == ShellState::Exited;
+    if info.shell_id != shell_id || info.cwd.len() > MAX_SHELL_CWD || exited != info.exit_code.is_some() {
+        return Err(GuestError::Protocol(format!("{op} answered an inconsistent shell record for '{}'", clip(info.shell_id, 64))));
+    }
+    Ok(info)
 }
 
 /// Runs `call` under a fixed deadline (none when `after` is `None`).
@@ -799,6 +813,73 @@ impl GuestClient {
             }
         })
         .await
+    }
+
+    /// One shell request answered by one response, under the call deadline plus `extra`.
+    async fn shell_call(&self, op: &'static str, request: Request, extra: Duration) -> Result<Response, GuestError> {
+        within(op, Some(self.inner.limits.call_deadline.saturating_add(extra)), async { self.start(op, &request)?.response().await }).await
+    }
+
+    /// The [`ShellInfo`] answer of a shell call, checked against what was asked.
+    fn shell_info(&self, op: &'static str, shell_id: &str, response: Response) -> Result<ShellInfo, GuestError> {
+        match response {
+            Response::Shell(info) => check_shell_info(op, shell_id, info),
+            other => Err(agent_error(&self.inner.hello, other, op)),
+        }
+    }
+
+    /// Starts a persistent PTY shell in the guest.
+    pub async fn shell_open(&self, request: ShellOpenRequest) -> Result<ShellInfo, GuestError> {
+        let id = request.shell_id.clone();
+        let response = self.shell_call("shell_open", Request::ShellOpen(request), Duration::ZERO).await?;
+        self.shell_info("shell_open", &id, response)
+    }
+
+    /// Reads a shell's output from `request.cursor`, waiting for idle output first when
+    /// asked. The answer is checked: its cursors must be consistent with its text, with
+    /// what was asked, and with each other.
+    pub async fn shell_read(&self, request: ShellReadRequest) -> Result<ShellReadResult, GuestError> {
+        let (id, asked, max) = (request.shell_id.clone(), request.cursor, request.max_chars);
+        let wait = Duration::from_millis(request.wait_for_idle_ms.unwrap_or(0));
+        match self.shell_call("shell_read", Request::ShellRead(request), wait).await? {
+            Response::ShellRead(result) => {
+                let result = *result;
+                let shell = check_shell_info("shell_read", &id, result.shell)?;
+                let chars = result.output.chars().count() as u64;
+                let consistent = result.next_cursor.checked_sub(result.cursor) == Some(chars)
+                    && chars <= max
+                    && result.next_cursor <= shell.end_cursor
+                    && (result.cursor >= asked || result.cursor == shell.end_cursor);
+                if !consistent {
+                    return Err(GuestError::Protocol(format!(
+                        "shell_read answered inconsistent cursors (asked {asked}, got {}..{} with {chars} characters, end {})",
+                        result.cursor, result.next_cursor, shell.end_cursor
+                    )));
+                }
+                Ok(ShellReadResult { shell, ..result })
+            }
+            other => Err(agent_error(&self.inner.hello, other, "shell_read")),
+        }
+    }
+
+    /// Types into a shell.
+    pub async fn shell_write(&self, request: ShellWriteRequest) -> Result<ShellInfo, GuestError> {
+        let id = request.shell_id.clone();
+        let response = self.shell_call("shell_write", Request::ShellWrite(request), Duration::ZERO).await?;
+        self.shell_info("shell_write", &id, response)
+    }
+
+    /// Signals a shell's foreground process group.
+    pub async fn shell_signal(&self, request: ShellSignalRequest) -> Result<ShellInfo, GuestError> {
+        let id = request.shell_id.clone();
+        let response = self.shell_call("shell_signal", Request::ShellSignal(request), Duration::ZERO).await?;
+        self.shell_info("shell_signal", &id, response)
+    }
+
+    /// Ends a shell and frees its scrollback; returns its last state.
+    pub async fn shell_close(&self, shell_id: &str) -> Result<ShellInfo, GuestError> {
+        let response = self.shell_call("shell_close", Request::ShellClose { shell_id: shell_id.to_string() }, Duration::ZERO).await?;
+        self.shell_info("shell_close", shell_id, response)
     }
 
     /// Asks the agent to flush filesystems and power the guest off (in `host_compat`, to

@@ -17,6 +17,8 @@ pub mod patch;
 pub mod paths;
 pub mod record;
 pub mod secrets;
+pub mod shells;
+pub mod terminal;
 pub mod tree;
 
 use crate::env_vars;
@@ -464,6 +466,8 @@ impl WorkspaceManager {
 
     /// Boots the workspace's guest and returns a client.
     async fn boot(&self, ws: &Workspace) -> Result<GuestClient> {
+        // Shells died with the previous VM (start and reset both boot through here).
+        forget_shells(&ws.dir)?;
         let record = VmRecord::load(&ws.vm_dir())?;
         vm::boot_dir(record).await?;
         let client = vm::connect(&ws.vm_dir()).await?.0;
@@ -568,6 +572,7 @@ impl WorkspaceManager {
         let vm_record = VmRecord::load(&ws.vm_dir())?;
         vm::stop_supervisor(&vm_record).await;
         vm::refreshed(&ws.vm_dir())?;
+        forget_shells(&ws.dir)?;
         let (_, record) = self.update_record(id, |r| {
             r.state = WorkspaceState::Stopped;
             r.last_error = None;
@@ -705,6 +710,16 @@ pub(crate) fn guest_error(e: GuestError) -> Error {
 /// Budgets for a tar stream of `/workspace`: what its disk can hold.
 pub(crate) fn workspace_limits() -> archive::TarLimits {
     archive::TarLimits::for_disk(DISK_SIZE_BYTES)
+}
+
+/// Directory of a workspace's shell records (`shells/<id>.json`, see [`shells`]).
+pub(crate) const SHELLS_DIR: &str = "shells";
+
+/// Removes every shell record of the workspace in `dir`: its shells died with the VM.
+/// Here rather than in `shells.rs`, so this module does not import its children.
+fn forget_shells(dir: &Path) -> Result<()> {
+    let shells = dir.join(SHELLS_DIR);
+    std::fs::remove_dir_all(&shells).or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) }).ctx("remove", &shells)
 }
 
 fn unknown(id: &str) -> Error {
@@ -850,7 +865,7 @@ mod tests {
         assert_eq!(agent_notice("w1", "debian:12", &hello(PROTOCOL_VERSION, Some(&all))), None);
 
         let old = agent_notice("w1", "debian:12", &hello(1, None)).unwrap();
-        assert!(old.contains("protocol 1") && old.contains("it lacks secrets"), "{old}");
+        assert!(old.contains("protocol 1") && old.contains("it lacks secrets, shell, which fail as unavailable"), "{old}");
         assert!(old.contains("`pyro workspace snapshot create w1 agent-update`"), "{old}");
         assert!(old.contains("`pyro workspace reset w1 --snapshot agent-update`"), "{old}");
         assert!(old.contains("`pyro env pull debian:12 --force`"), "{old}");

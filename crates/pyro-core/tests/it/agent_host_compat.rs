@@ -691,3 +691,164 @@ async fn an_agent_older_than_supported_is_refused() {
     assert!(matches!(err, GuestError::ProtocolMismatch { agent: 0, min_supported: MIN_SUPPORTED_PROTOCOL_VERSION, current: PROTOCOL_VERSION }), "{err:?}");
     assert!(err.to_string().contains("pyro workspace reset"), "{err}");
 }
+
+// ---- PTY shells ----
+
+fn open_request(id: &str, cwd: &str) -> pyro_protocol::ShellOpenRequest {
+    pyro_protocol::ShellOpenRequest { shell_id: id.into(), cwd: cwd.into(), cols: 120, rows: 30, secret_env: BTreeMap::new() }
+}
+
+async fn type_line(client: &GuestClient, id: &str, line: &str) {
+    client.shell_write(pyro_protocol::ShellWriteRequest { shell_id: id.into(), input: format!("{line}\n") }).await.unwrap();
+}
+
+async fn read_at(client: &GuestClient, id: &str, cursor: u64, max_chars: u64, idle_ms: Option<u64>) -> pyro_protocol::ShellReadResult {
+    client.shell_read(pyro_protocol::ShellReadRequest { shell_id: id.into(), cursor, max_chars, wait_for_idle_ms: idle_ms }).await.unwrap()
+}
+
+/// Reads from `cursor` until the output read so far contains `needle`; returns it and the
+/// next cursor.
+async fn read_until(client: &GuestClient, id: &str, mut cursor: u64, needle: &str) -> (String, u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = String::new();
+    while !seen.contains(needle) {
+        assert!(Instant::now() < deadline, "shell output never contained {needle:?}; got {seen:?}");
+        let r = read_at(client, id, cursor, 65_536, Some(200)).await;
+        seen.push_str(&r.output);
+        cursor = r.next_cursor;
+    }
+    (seen, cursor)
+}
+
+#[tokio::test]
+async fn a_shell_outlives_the_connection_that_opened_it() {
+    let agent = Agent::start().await;
+    let info = agent.client.shell_open(open_request("a1", &agent.p("new/dir"))).await.unwrap();
+    assert_eq!(info.state, pyro_protocol::ShellState::Running);
+    assert!(agent.path("new/dir").is_dir(), "the cwd is created");
+    type_line(&agent.client, "a1", "echo \"in $(pwd) term=$TERM answer=$((6*7))\"").await;
+    // A second connection (another CLI process) finds the same shell and its output.
+    let (other, _) = GuestClient::connect(connect_socket(&agent.socket).await, Duration::from_secs(10)).await.unwrap();
+    drop(agent.client.clone());
+    let (seen, cursor) = read_until(&other, "a1", 0, "answer=42").await;
+    assert!(seen.contains(&format!("in {} term=xterm-256color", agent.p("new/dir"))), "{seen:?}");
+    assert!(seen.contains("pyro$ "), "{seen:?}");
+    // A cursor never repeats output: reading from the end returns nothing new.
+    let again = read_at(&other, "a1", cursor, 100, None).await;
+    assert_eq!((again.cursor, again.output.as_str()), (cursor, ""));
+    type_line(&other, "a1", "exit 3").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ended = loop {
+        let r = read_at(&other, "a1", cursor, 65_536, Some(100)).await;
+        if r.shell.state == pyro_protocol::ShellState::Exited {
+            break r.shell;
+        }
+        assert!(Instant::now() < deadline, "the shell never exited");
+    };
+    assert_eq!(ended.exit_code, Some(3));
+    let err = other.shell_write(pyro_protocol::ShellWriteRequest { shell_id: "a1".into(), input: "x".into() }).await.unwrap_err();
+    assert_eq!(err.to_string(), "shell 'a1' is not running");
+    other.shell_close("a1").await.unwrap();
+    let err = other.shell_read(pyro_protocol::ShellReadRequest { shell_id: "a1".into(), cursor: 0, max_chars: 1, wait_for_idle_ms: None }).await.unwrap_err();
+    assert_eq!(err.to_string(), "shell 'a1' does not exist");
+}
+
+#[tokio::test]
+async fn cursor_reads_after_scrollback_overflow_are_exact() {
+    let agent = Agent::start().await;
+    let c = &agent.client;
+    c.shell_open(open_request("o1", &agent.p(""))).await.unwrap();
+    // ~6.9 MB of numbered lines (PTY line ends are \r\n): more than the 4 MiB (+1 MiB) kept.
+    type_line(c, "o1", "stty -echo; seq 1 900000; echo END-$((40+2))").await;
+    let (_, seen_to) = read_until(c, "o1", 0, "END-42\r\n").await;
+    let end = read_at(c, "o1", seen_to, 65_536, Some(300)).await.shell.end_cursor;
+    let first = read_at(c, "o1", 0, 10, None).await;
+    assert!(first.cursor > 0, "the oldest output was dropped, so a read from 0 starts later");
+    assert_eq!(first.output.chars().count(), 10);
+    // Read everything kept from there, in pieces, each starting exactly where the last ended.
+    let mut kept = String::new();
+    let mut cursor = first.cursor;
+    while cursor < end {
+        let r = read_at(c, "o1", cursor, 100_000, None).await;
+        assert_eq!(r.cursor, cursor, "pieces are contiguous");
+        kept.push_str(&r.output);
+        cursor = r.next_cursor;
+    }
+    assert_eq!(kept.chars().count() as u64, end - first.cursor);
+    assert!(kept.starts_with(&first.output));
+    // The kept text is a contiguous run of the numbers ending at 900000.
+    let numbers: Vec<u64> = kept.split("\r\n").skip(1).filter_map(|l| l.parse().ok()).collect();
+    assert!(kept.ends_with("900000\r\nEND-42\r\n\u{1b}[?2004hpyro$ "), "{:?}", &kept[kept.len() - 40..]);
+    assert_eq!(*numbers.last().unwrap(), 900_000);
+    assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "no line lost or repeated");
+    assert!(kept.len() >= 4 << 20 && kept.len() <= 5 << 20, "scrollback holds {} bytes", kept.len());
+    // Any cursor inside reads exactly the characters at that offset.
+    for offset in [0u64, 1, 12_345, end - first.cursor - 7] {
+        let r = read_at(c, "o1", first.cursor + offset, 7, None).await;
+        let expected: String = kept.chars().skip(offset as usize).take(7).collect();
+        assert_eq!(r.output, expected, "offset {offset}");
+    }
+    c.shell_close("o1").await.unwrap();
+}
+
+#[tokio::test]
+async fn secrets_printed_in_a_shell_are_redacted() {
+    let agent = Agent::start().await;
+    let c = &agent.client;
+    let value = "hunter2-shell-VALUE";
+    c.install_secrets(vec![pyro_protocol::SecretValue { name: "API_TOKEN".into(), value: value.into() }]).await.unwrap();
+    let mut open = open_request("s1", &agent.p(""));
+    open.secret_env = BTreeMap::from([("API_TOKEN".into(), "TOKEN".into())]);
+    c.shell_open(open).await.unwrap();
+    // Whole, and in two halves written separately.
+    type_line(c, "s1", "echo \"whole=$TOKEN\"; printf 'split=%s' \"${TOKEN:0:7}\"; sleep 0.3; printf '%s\\n' \"${TOKEN:7}\"; echo DONE-$((1+1))").await;
+    let (seen, _) = read_until(c, "s1", 0, "DONE-2\r\n").await;
+    assert!(seen.contains("whole=[REDACTED]") && seen.contains("split=[REDACTED]"), "{seen:?}");
+    assert!(!seen.contains("hunter2"), "{seen:?}");
+    c.shell_close("s1").await.unwrap();
+}
+
+#[tokio::test]
+async fn a_flooding_shell_keeps_the_agent_responsive_and_bounded() {
+    let agent = Agent::start().await;
+    let c = &agent.client;
+    c.shell_open(open_request("f1", &agent.p(""))).await.unwrap();
+    type_line(c, "f1", "yes").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let out = c.exec(cmd("echo alive")).await.unwrap();
+        assert_eq!(out.stdout, b"alive\n");
+        assert!(started.elapsed() < Duration::from_secs(5), "exec took {:?} during the flood", started.elapsed());
+        // An idle wait returns once its budget is available, even though output never stops.
+        let r = read_at(c, "f1", 0, 1000, Some(500)).await;
+        assert_eq!(r.output.chars().count(), 1000);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", agent.child.id())).unwrap();
+    let rss_kib: u64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok()).unwrap();
+    assert!(rss_kib < 64 * 1024, "agent RSS {rss_kib} KiB while a shell floods");
+    c.shell_signal(pyro_protocol::ShellSignalRequest { shell_id: "f1".into(), signal: pyro_protocol::ShellSignal::Int }).await.unwrap();
+    let end = read_at(c, "f1", 0, 1, None).await.shell.end_cursor;
+    type_line(c, "f1", "echo STOPPED").await;
+    read_until(c, "f1", end, "STOPPED\r\n").await;
+    let closed = c.shell_close("f1").await.unwrap();
+    assert_eq!(closed.shell_id, "f1");
+}
+
+#[tokio::test]
+async fn shell_faults_are_one_clear_line() {
+    let agent = Agent::start().await;
+    let c = &agent.client;
+    let err = c.shell_write(pyro_protocol::ShellWriteRequest { shell_id: "nope".into(), input: "x".into() }).await.unwrap_err();
+    assert_eq!(err.to_string(), "shell 'nope' does not exist");
+    c.shell_open(open_request("d1", &agent.p(""))).await.unwrap();
+    assert_eq!(c.shell_open(open_request("d1", &agent.p(""))).await.unwrap_err().to_string(), "shell 'd1' already exists");
+    let mut zero = open_request("z1", &agent.p(""));
+    zero.cols = 0;
+    assert_eq!(c.shell_open(zero).await.unwrap_err().to_string(), "cols and rows must be positive");
+    let err =
+        c.shell_read(pyro_protocol::ShellReadRequest { shell_id: "d1".into(), cursor: 0, max_chars: 10, wait_for_idle_ms: Some(60_000) }).await.unwrap_err();
+    assert_eq!(err.to_string(), "wait_for_idle_ms must be between 1 and 10000");
+    c.shell_close("d1").await.unwrap();
+}

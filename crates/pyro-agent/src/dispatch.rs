@@ -5,7 +5,7 @@
 use pyro_protocol::{Request, Response};
 
 use crate::request::ReqCtx;
-use crate::{exec, fsops, tar_export, tar_import};
+use crate::{exec, fsops, service, tar_export, tar_import};
 
 /// Runs one request to completion; handler failures become [`Response::Error`]. Requests
 /// that may have written are followed by a `sync(2)` when the agent is durable.
@@ -29,6 +29,10 @@ pub async fn handle(request: Request, mut req: ReqCtx) -> Response {
             crate::secrets::install(secrets.into_iter().map(|s| (s.name, s.value)));
             Ok(Response::Ok)
         }
+        Request::ServiceStart(start) => service::start(start, &req.ctx).await.map(|s| Response::Service(Box::new(s))),
+        Request::ServiceList => Ok(Response::ServiceList(service::list())),
+        Request::ServiceLogs { name, tail_lines } => service::logs(&name, tail_lines, &req).await.map(|l| Response::ServiceLogs(Box::new(l))),
+        Request::ServiceStop { name, grace_ms } => service::stop(&name, grace_ms).await.map(|s| Response::Service(Box::new(s))),
     };
     if writes && req.ctx.durable {
         // SAFETY: sync(2) takes no arguments and cannot fail.

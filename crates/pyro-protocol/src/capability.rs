@@ -26,11 +26,15 @@ pub enum Capability {
     /// [`crate::Request::InstallSecrets`], and `secret_env` on the requests that start
     /// processes: secrets held in agent memory and redacted from captured output.
     Secrets,
+    /// [`crate::Request::ServiceStart`], [`crate::Request::ServiceList`],
+    /// [`crate::Request::ServiceLogs`], [`crate::Request::ServiceStop`]: named
+    /// long-running processes with readiness probes and bounded logs.
+    Service,
 }
 
 impl Capability {
     /// Every capability this build of the protocol knows, in wire-name order of addition.
-    pub const ALL: [Capability; 8] = [
+    pub const ALL: [Capability; 9] = [
         Capability::Exec,
         Capability::FsRead,
         Capability::FsWrite,
@@ -39,6 +43,7 @@ impl Capability {
         Capability::TarExport,
         Capability::Shutdown,
         Capability::Secrets,
+        Capability::Service,
     ];
 
     /// Capabilities of protocol version 1, which predates the `capabilities` field:
@@ -57,6 +62,7 @@ impl Capability {
             Capability::TarExport => "tar_export",
             Capability::Shutdown => "shutdown",
             Capability::Secrets => "secrets",
+            Capability::Service => "service",
         }
     }
 

@@ -14,6 +14,7 @@ mod capability;
 mod frame;
 pub mod member_path;
 mod message;
+mod service;
 
 pub use capability::Capability;
 pub use frame::{read_frame, write_frame, Frame, FrameError, FrameKind, MAX_FRAME_PAYLOAD};
@@ -21,3 +22,4 @@ pub use message::{
     decode_request, decode_response, is_supported_version, DataChannel, DecodeError, DirEntry, EntryKind, ExecRequest, ExecResult, Hello, ListResult,
     ReadResult, Request, Response, SecretValue, TarExportResult, TarImportResult, WriteResult, AGENT_PORT, MIN_SUPPORTED_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
+pub use service::{ReadinessProbe, ServiceInfo, ServiceListResult, ServiceLogsResult, ServiceStartRequest, ServiceState};

@@ -5,13 +5,15 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::capability::Capability;
+use crate::service::{ServiceInfo, ServiceListResult, ServiceLogsResult, ServiceStartRequest};
 
 /// The protocol version this build speaks. Bumped whenever the wire surface grows (a
 /// request, response, field or capability is added); see `VERSIONING.md`.
 ///
 /// * 1: the first release (no `capabilities` in the Hello).
 /// * 2: `Hello::capabilities`, [`Response::Unsupported`].
-pub const PROTOCOL_VERSION: u32 = 2;
+/// * 3: services ([`Request::ServiceStart`] and friends, capability `service`).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The oldest agent protocol version the host still talks to. Agents between this and
 /// [`PROTOCOL_VERSION`] (and newer ones) are accepted; what each can do is decided by
@@ -155,6 +157,28 @@ pub enum Request {
         /// The workspace's secrets.
         secrets: Vec<SecretValue>,
     },
+    /// Start a named service in its own session and wait for its readiness; answered
+    /// with [`Response::Service`] (a failed readiness is a `failed` service, not an error).
+    ServiceStart(ServiceStartRequest),
+    /// Describe every service the agent holds; answered with [`Response::ServiceList`].
+    ServiceList,
+    /// A service's captured output, as [`DataChannel::Stdout`]/[`DataChannel::Stderr`]
+    /// data, then [`Response::ServiceLogs`].
+    ServiceLogs {
+        /// Service name.
+        name: String,
+        /// Only the last this many lines of each stream; everything held when absent.
+        #[serde(default)]
+        tail_lines: Option<u64>,
+    },
+    /// TERM the service's process group, wait up to `grace_ms`, then KILL it; answered
+    /// with [`Response::Service`]. A service that already ended is returned unchanged.
+    ServiceStop {
+        /// Service name.
+        name: String,
+        /// How long to wait after SIGTERM before SIGKILL.
+        grace_ms: u64,
+    },
 }
 
 /// One secret as delivered to the agent.
@@ -176,7 +200,21 @@ impl std::fmt::Debug for SecretValue {
 impl Request {
     /// Every `op` tag, one per variant (kept complete by [`Request::op`]'s exhaustive match
     /// and the golden wire test).
-    pub const OPS: [&'static str; 9] = ["ping", "exec", "read_file", "write_file", "list", "tar_import", "tar_export", "shutdown", "install_secrets"];
+    pub const OPS: [&'static str; 13] = [
+        "ping",
+        "exec",
+        "read_file",
+        "write_file",
+        "list",
+        "tar_import",
+        "tar_export",
+        "shutdown",
+        "install_secrets",
+        "service_start",
+        "service_list",
+        "service_logs",
+        "service_stop",
+    ];
 
     /// The wire tag (`op`) of this request.
     pub fn op(&self) -> &'static str {
@@ -190,6 +228,10 @@ impl Request {
             Request::TarExport { .. } => "tar_export",
             Request::Shutdown => "shutdown",
             Request::InstallSecrets { .. } => "install_secrets",
+            Request::ServiceStart(_) => "service_start",
+            Request::ServiceList => "service_list",
+            Request::ServiceLogs { .. } => "service_logs",
+            Request::ServiceStop { .. } => "service_stop",
         }
     }
 
@@ -207,6 +249,7 @@ impl Request {
             Request::TarExport { .. } => Capability::TarExport,
             Request::Shutdown => Capability::Shutdown,
             Request::InstallSecrets { .. } => Capability::Secrets,
+            Request::ServiceStart(_) | Request::ServiceList | Request::ServiceLogs { .. } | Request::ServiceStop { .. } => Capability::Service,
         })
     }
 }
@@ -338,12 +381,19 @@ pub enum Response {
         /// One-line reason.
         message: String,
     },
+    /// One service, answering [`Request::ServiceStart`] and [`Request::ServiceStop`].
+    Service(Box<ServiceInfo>),
+    /// See [`ServiceListResult`].
+    ServiceList(ServiceListResult),
+    /// See [`ServiceLogsResult`].
+    ServiceLogs(Box<ServiceLogsResult>),
 }
 
 impl Response {
     /// Every `result` tag, one per variant (kept complete by [`Response::tag`]'s
     /// exhaustive match and the golden wire test).
-    pub const TAGS: [&'static str; 9] = ["ok", "error", "exec", "read", "write", "list", "tar_import", "tar_export", "unsupported"];
+    pub const TAGS: [&'static str; 12] =
+        ["ok", "error", "exec", "read", "write", "list", "tar_import", "tar_export", "unsupported", "service", "service_list", "service_logs"];
 
     /// The wire tag (`result`) of this response.
     pub fn tag(&self) -> &'static str {
@@ -357,6 +407,9 @@ impl Response {
             Response::TarImport(_) => "tar_import",
             Response::TarExport(_) => "tar_export",
             Response::Unsupported { .. } => "unsupported",
+            Response::Service(_) => "service",
+            Response::ServiceList(_) => "service_list",
+            Response::ServiceLogs(_) => "service_logs",
         }
     }
 }

@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 
 use pyro_protocol::{
     decode_request, decode_response, read_frame, write_frame, Capability, DataChannel, DirEntry, EntryKind, ExecRequest, ExecResult, Frame, FrameKind, Hello,
-    ListResult, ReadResult, Request, Response, SecretValue, TarExportResult, TarImportResult, WriteResult, PROTOCOL_VERSION,
+    ListResult, ReadResult, ReadinessProbe, Request, Response, SecretValue, ServiceInfo, ServiceListResult, ServiceLogsResult, ServiceStartRequest,
+    ServiceState, TarExportResult, TarImportResult, WriteResult, PROTOCOL_VERSION,
 };
 
 fn golden_dir() -> PathBuf {
@@ -78,6 +79,19 @@ fn request_examples() -> Vec<Request> {
         Request::TarExport { path: "/workspace/src".into() },
         Request::Shutdown,
         Request::InstallSecrets { secrets: vec![SecretValue { name: "API_TOKEN".into(), value: "example-value".into() }] },
+        Request::ServiceStart(ServiceStartRequest {
+            name: "app".into(),
+            command: "sh serve.sh".into(),
+            cwd: "/workspace".into(),
+            env: BTreeMap::new(),
+            secret_env: BTreeMap::from([("API_TOKEN".into(), "TOKEN".into())]),
+            readiness: Some(ReadinessProbe::File { path: "/workspace/.app-ready".into() }),
+            ready_timeout_ms: 30_000,
+            ready_interval_ms: 500,
+        }),
+        Request::ServiceList,
+        Request::ServiceLogs { name: "app".into(), tail_lines: Some(200) },
+        Request::ServiceStop { name: "app".into(), grace_ms: 5_000 },
     ];
     for example in &examples {
         // Exhaustive on purpose: a new variant must get an example above.
@@ -90,10 +104,29 @@ fn request_examples() -> Vec<Request> {
             | Request::TarImport { .. }
             | Request::TarExport { .. }
             | Request::Shutdown
-            | Request::InstallSecrets { .. } => {}
+            | Request::InstallSecrets { .. }
+            | Request::ServiceStart(_)
+            | Request::ServiceList
+            | Request::ServiceLogs { .. }
+            | Request::ServiceStop { .. } => {}
         }
     }
     examples
+}
+
+fn service_example() -> ServiceInfo {
+    ServiceInfo {
+        name: "app".into(),
+        state: ServiceState::Running,
+        pid: Some(212),
+        started_at_ms: 1_700_000_000_000,
+        ready_at_ms: Some(1_700_000_000_500),
+        ended_at_ms: None,
+        exit_code: None,
+        stop_reason: None,
+        stdout_bytes: 16,
+        stderr_bytes: 0,
+    }
 }
 
 /// One example per [`Response`] variant.
@@ -123,6 +156,19 @@ fn response_examples() -> Vec<Response> {
         Response::TarImport(TarImportResult { entry_count: 3, bytes_written: 42 }),
         Response::TarExport(TarExportResult { kind: EntryKind::Directory, entry_count: 2, bytes_written: 7 }),
         Response::Unsupported { op: "format_disk".into(), message: "unknown request \"format_disk\"".into() },
+        Response::Service(Box::new(service_example())),
+        Response::ServiceList(ServiceListResult {
+            services: vec![ServiceInfo {
+                name: "worker".into(),
+                state: ServiceState::Failed,
+                stop_reason: Some("process_exited_before_ready".into()),
+                exit_code: Some(127),
+                ended_at_ms: Some(1_700_000_000_900),
+                ready_at_ms: None,
+                ..service_example()
+            }],
+        }),
+        Response::ServiceLogs(Box::new(ServiceLogsResult { service: service_example(), stdout_truncated: true, stderr_truncated: false })),
     ];
     for example in &examples {
         // Exhaustive on purpose: a new variant must get an example above.
@@ -135,7 +181,10 @@ fn response_examples() -> Vec<Response> {
             | Response::List(_)
             | Response::TarImport(_)
             | Response::TarExport(_)
-            | Response::Unsupported { .. } => {}
+            | Response::Unsupported { .. }
+            | Response::Service(_)
+            | Response::ServiceList(_)
+            | Response::ServiceLogs(_) => {}
         }
     }
     examples

@@ -5,4 +5,5 @@ pub mod doctor;
 pub mod env;
 pub mod pending;
 pub mod run;
+pub mod service;
 pub mod workspace;

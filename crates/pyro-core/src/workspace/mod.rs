@@ -17,6 +17,7 @@ pub mod patch;
 pub mod paths;
 pub mod record;
 pub mod secrets;
+pub mod services;
 pub mod tree;
 
 use crate::env_vars;
@@ -120,7 +121,7 @@ pub struct WorkspaceStatus {
     pub reset_count: u64,
     /// Last reset.
     pub last_reset_at: Option<f64>,
-    /// Services (arrive with the services issue).
+    /// Services recorded (host-side records, no guest call).
     pub service_count: u64,
     /// Running services.
     pub running_service_count: u64,
@@ -290,6 +291,8 @@ impl WorkspaceManager {
             if vm.state != VmState::Started {
                 record.state = WorkspaceState::Stopped;
                 record.last_error = vm.last_error.or(Some("the guest is no longer running".into()));
+                // Its services died with the guest: their records say so.
+                (record.service_count, record.running_service_count) = services::mark_workspace_stopped(&dir)?;
                 record.save(&dir)?;
             }
         }
@@ -396,6 +399,8 @@ impl WorkspaceManager {
             reset_count: 0,
             last_reset_at: None,
             last_error: None,
+            service_count: 0,
+            running_service_count: 0,
             secrets: secret_values.iter().map(|(info, _)| info.clone()).collect(),
             creator: crate::host_process::ProcessIdentity::of(std::process::id()),
         };
@@ -565,6 +570,7 @@ impl WorkspaceManager {
     pub async fn stop(&self, id: &str) -> Result<WorkspaceStatus> {
         let _lifecycle = self.lifecycle_lock(id).await?;
         let ws = self.open(id).await?;
+        self.stop_all_services(&ws).await?;
         let vm_record = VmRecord::load(&ws.vm_dir())?;
         vm::stop_supervisor(&vm_record).await;
         vm::refreshed(&ws.vm_dir())?;
@@ -611,6 +617,10 @@ impl WorkspaceManager {
     pub async fn delete(&self, id: &str) -> Result<WorkspaceDeleted> {
         let _lifecycle = self.lifecycle_lock(id).await?;
         let dir = self.dir_of(id)?;
+        if let Ok(record) = WorkspaceRecord::load(&dir) {
+            // Best effort: the services get their SIGTERM before the guest goes.
+            let _ = self.stop_all_services(&Workspace { dir: dir.clone(), record }).await;
+        }
         self.discard(&dir).await?;
         Ok(WorkspaceDeleted { workspace_id: id.into(), deleted: true, reason: "explicit_delete" })
     }
@@ -725,8 +735,8 @@ pub(crate) fn status_of(record: &WorkspaceRecord, backend: &'static str) -> Work
         last_command: record.last_command.clone(),
         reset_count: record.reset_count,
         last_reset_at: record.last_reset_at,
-        service_count: 0,
-        running_service_count: 0,
+        service_count: record.service_count,
+        running_service_count: record.running_service_count,
         last_error: record.last_error.clone(),
         secrets: record.secrets.clone(),
         guest_agent_notice: None,
@@ -767,8 +777,8 @@ fn summary_of(record: &WorkspaceRecord) -> WorkspaceSummary {
         last_activity_at: record.last_activity_at,
         expires_at: record.expires_at,
         command_count: record.command_count,
-        service_count: 0,
-        running_service_count: 0,
+        service_count: record.service_count,
+        running_service_count: record.running_service_count,
         error: None,
     }
 }

@@ -12,6 +12,7 @@ mod fixtures;
 mod guest_run;
 mod host_hardening;
 mod oci_roundtrip;
+mod services;
 mod workspace_stories;
 
 /// The `pyro` binary under test, for [`pyro_test::Sandbox::new`] and [`pyro_test::Home::new`].

@@ -12,7 +12,7 @@ use pyro_core::vm::CreateVmOptions;
 use pyro_core::workspace::CreateWorkspaceOptions;
 use pyro_core::Pyro;
 
-const ENV: &str = "debian:12-base";
+const ENV: &str = "debian:12";
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();

@@ -5,7 +5,7 @@
 use pyro_protocol::{Request, Response};
 
 use crate::request::ReqCtx;
-use crate::{exec, fsops, shell, tar_export, tar_import};
+use crate::{exec, fsops, service, shell, tar_export, tar_import};
 
 /// Runs one request to completion; handler failures become [`Response::Error`]. Requests
 /// that may have written are followed by a `sync(2)` when the agent is durable.
@@ -34,6 +34,10 @@ pub async fn handle(request: Request, mut req: ReqCtx) -> Response {
         Request::ShellWrite(write) => shell::write(write).await.map(Response::Shell),
         Request::ShellSignal(signal) => shell::signal(signal).await.map(Response::Shell),
         Request::ShellClose { shell_id } => shell::close(&shell_id).await.map(Response::Shell),
+        Request::ServiceStart(start) => service::start(start, &req.ctx).await.map(|s| Response::Service(Box::new(s))),
+        Request::ServiceList => Ok(Response::ServiceList(service::list())),
+        Request::ServiceLogs { name, tail_lines } => service::logs(&name, tail_lines, &req).await.map(|l| Response::ServiceLogs(Box::new(l))),
+        Request::ServiceStop { name, grace_ms } => service::stop(&name, grace_ms).await.map(|s| Response::Service(Box::new(s))),
     };
     if writes && req.ctx.durable {
         // SAFETY: sync(2) takes no arguments and cannot fail.

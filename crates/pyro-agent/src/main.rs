@@ -9,8 +9,8 @@
 
 // Layers, each importing only from those below it:
 //   main → channel → session (frame loop) → dispatch (one request → one response)
-//   → handlers: exec, fsops, shell (PTY shells, a VM-lifetime table), tar_import, tar_export
-//   → announce, blocking, fsinfo, paths, secrets → request (shared request context types).
+//   → handlers: exec, fsops, service, shell (PTY shells, a VM-lifetime table), tar_import, tar_export
+//   → announce, blocking, fsinfo, paths, probe, secrets → request (shared request context types).
 mod announce;
 mod blocking;
 mod channel;
@@ -20,8 +20,10 @@ mod fsinfo;
 mod fsops;
 mod init;
 mod paths;
+mod probe;
 mod request;
 mod secrets;
+mod service;
 mod session;
 mod shell;
 mod tar_export;

@@ -5,12 +5,14 @@ use crate::doctor::DoctorReport;
 use crate::environments::{oci::Published, EnvironmentInfo, EnvironmentStore, PruneReport, PullOptions, PullReport};
 use crate::error::Result;
 use crate::events::{Event, OutputSink, Progress};
+use crate::options::{PortMapping, ReadinessProbe};
 use crate::paths::Dirs;
 use crate::vm::{CreateVmOptions, DeleteReport, ExecReport, NetworkInfo, ReapReport, VmManager, VmStatus};
 use crate::workspace::changes::{ResetResult, SnapshotList, SnapshotResult, WorkspaceDiff};
 use crate::workspace::disk::{DiskExported, DiskList, DiskRead};
 use crate::workspace::files::{Exported, FileList, FileRead, FileWrite, PatchApplied, Synced};
 use crate::workspace::history::WorkspaceLogs;
+use crate::workspace::services::{ServiceList, ServiceLogs, ServiceRecord};
 use crate::workspace::shells::{OpenShellOptions, ReadShellOptions, ShellClosed, ShellRead, ShellSignalled, ShellStatus, ShellWritten};
 use crate::workspace::{CreateWorkspaceOptions, UpdateWorkspace, WorkspaceDeleted, WorkspaceExec, WorkspaceList, WorkspaceManager, WorkspaceStatus};
 use std::collections::BTreeMap;
@@ -298,5 +300,50 @@ impl Pyro {
     /// Ends a shell and frees its buffer.
     pub async fn close_shell(&self, workspace_id: &str, shell_id: &str) -> Result<ShellClosed> {
         self.workspaces.close_shell(workspace_id, shell_id).await
+    }
+
+    /// Starts the named service `command` (`/bin/sh -lc`) in `cwd` (default
+    /// `/workspace`) of a started workspace and waits for `readiness` (checked every
+    /// `ready_interval_ms`, default 500, for up to `ready_timeout_seconds`, default 30).
+    /// `secret_env` maps workspace secrets into its environment for this start only;
+    /// `published_ports` need network policy `egress+published-ports`. A service that
+    /// exits or never gets ready is returned `failed`, not as an error.
+    #[allow(clippy::too_many_arguments)] // the SDK's `start_service`, argument for argument
+    pub async fn start_service(
+        &self,
+        workspace_id: &str,
+        service_name: &str,
+        command: &str,
+        cwd: &str,
+        readiness: Option<&ReadinessProbe>,
+        ready_timeout_seconds: u64,
+        ready_interval_ms: u64,
+        secret_env: &BTreeMap<String, String>,
+        published_ports: &[PortMapping],
+    ) -> Result<ServiceRecord> {
+        self.workspaces
+            .start_service(workspace_id, service_name, command, cwd, readiness, ready_timeout_seconds, ready_interval_ms, secret_env, published_ports)
+            .await
+    }
+
+    /// The workspace's services with `count` and `running_count`.
+    pub async fn list_services(&self, workspace_id: &str) -> Result<ServiceList> {
+        self.workspaces.list_services(workspace_id).await
+    }
+
+    /// One service's record.
+    pub async fn status_service(&self, workspace_id: &str, service_name: &str) -> Result<ServiceRecord> {
+        self.workspaces.status_service(workspace_id, service_name).await
+    }
+
+    /// A service's `stdout` and `stderr`: the last `tail_lines` (default 200) lines of
+    /// each, or everything kept with `all`; `truncated` says whether anything was left out.
+    pub async fn logs_service(&self, workspace_id: &str, service_name: &str, tail_lines: u64, all: bool) -> Result<ServiceLogs> {
+        self.workspaces.logs_service(workspace_id, service_name, tail_lines, all).await
+    }
+
+    /// Stops a service (SIGTERM to its process group, then SIGKILL after 5 s).
+    pub async fn stop_service(&self, workspace_id: &str, service_name: &str) -> Result<ServiceRecord> {
+        self.workspaces.stop_service(workspace_id, service_name).await
     }
 }

@@ -28,11 +28,15 @@ pub enum Capability {
     Secrets,
     /// The `shell_*` requests: persistent PTY shells held by the agent for the VM's life.
     Shell,
+    /// [`crate::Request::ServiceStart`], [`crate::Request::ServiceList`],
+    /// [`crate::Request::ServiceLogs`], [`crate::Request::ServiceStop`]: named
+    /// long-running processes with readiness probes and bounded logs.
+    Service,
 }
 
 impl Capability {
     /// Every capability this build of the protocol knows, in wire-name order of addition.
-    pub const ALL: [Capability; 9] = [
+    pub const ALL: [Capability; 10] = [
         Capability::Exec,
         Capability::FsRead,
         Capability::FsWrite,
@@ -42,6 +46,7 @@ impl Capability {
         Capability::Shutdown,
         Capability::Secrets,
         Capability::Shell,
+        Capability::Service,
     ];
 
     /// Capabilities of protocol version 1, which predates the `capabilities` field:
@@ -61,6 +66,7 @@ impl Capability {
             Capability::Shutdown => "shutdown",
             Capability::Secrets => "secrets",
             Capability::Shell => "shell",
+            Capability::Service => "service",
         }
     }
 

@@ -14,6 +14,7 @@ mod capability;
 mod frame;
 pub mod member_path;
 mod message;
+mod service;
 mod shell;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -24,4 +25,5 @@ pub use message::{
     decode_request, decode_response, is_supported_version, DataChannel, DecodeError, DirEntry, EntryKind, ExecRequest, ExecResult, Hello, ListResult,
     ReadResult, Request, Response, SecretValue, TarExportResult, TarImportResult, WriteResult, AGENT_PORT, MIN_SUPPORTED_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
+pub use service::{ReadinessProbe, ServiceInfo, ServiceListResult, ServiceLogsResult, ServiceStartRequest, ServiceState};
 pub use shell::{ShellInfo, ShellOpenRequest, ShellReadRequest, ShellReadResult, ShellSignal, ShellSignalRequest, ShellState, ShellWriteRequest};

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::capability::Capability;
+use crate::service::{ServiceInfo, ServiceListResult, ServiceLogsResult, ServiceStartRequest};
 use crate::shell::{ShellInfo, ShellOpenRequest, ShellReadRequest, ShellReadResult, ShellSignalRequest, ShellWriteRequest};
 
 /// The protocol version this build speaks. Bumped whenever the wire surface grows (a
@@ -13,7 +14,8 @@ use crate::shell::{ShellInfo, ShellOpenRequest, ShellReadRequest, ShellReadResul
 /// * 1: the first release (no `capabilities` in the Hello).
 /// * 2: `Hello::capabilities`, [`Response::Unsupported`].
 /// * 3: `shell_*` requests ([`Capability::Shell`]).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// * 4: services ([`Request::ServiceStart`] and friends, capability `service`).
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The oldest agent protocol version the host still talks to. Agents between this and
 /// [`PROTOCOL_VERSION`] (and newer ones) are accepted; what each can do is decided by
@@ -170,6 +172,28 @@ pub enum Request {
         /// Shell id.
         shell_id: String,
     },
+    /// Start a named service in its own session and wait for its readiness; answered
+    /// with [`Response::Service`] (a failed readiness is a `failed` service, not an error).
+    ServiceStart(ServiceStartRequest),
+    /// Describe every service the agent holds; answered with [`Response::ServiceList`].
+    ServiceList,
+    /// A service's captured output, as [`DataChannel::Stdout`]/[`DataChannel::Stderr`]
+    /// data, then [`Response::ServiceLogs`].
+    ServiceLogs {
+        /// Service name.
+        name: String,
+        /// Only the last this many lines of each stream; everything held when absent.
+        #[serde(default)]
+        tail_lines: Option<u64>,
+    },
+    /// TERM the service's process group, wait up to `grace_ms`, then KILL it; answered
+    /// with [`Response::Service`]. A service that already ended is returned unchanged.
+    ServiceStop {
+        /// Service name.
+        name: String,
+        /// How long to wait after SIGTERM before SIGKILL.
+        grace_ms: u64,
+    },
 }
 
 /// One secret as delivered to the agent.
@@ -191,7 +215,7 @@ impl std::fmt::Debug for SecretValue {
 impl Request {
     /// Every `op` tag, one per variant (kept complete by [`Request::op`]'s exhaustive match
     /// and the golden wire test).
-    pub const OPS: [&'static str; 14] = [
+    pub const OPS: [&'static str; 18] = [
         "ping",
         "exec",
         "read_file",
@@ -206,6 +230,10 @@ impl Request {
         "shell_write",
         "shell_signal",
         "shell_close",
+        "service_start",
+        "service_list",
+        "service_logs",
+        "service_stop",
     ];
 
     /// The wire tag (`op`) of this request.
@@ -225,6 +253,10 @@ impl Request {
             Request::ShellWrite(_) => "shell_write",
             Request::ShellSignal(_) => "shell_signal",
             Request::ShellClose { .. } => "shell_close",
+            Request::ServiceStart(_) => "service_start",
+            Request::ServiceList => "service_list",
+            Request::ServiceLogs { .. } => "service_logs",
+            Request::ServiceStop { .. } => "service_stop",
         }
     }
 
@@ -245,6 +277,7 @@ impl Request {
             // A shell with secrets needs both; `shell` is the one only shell-capable
             // agents announce (every such agent also has `secrets`).
             Request::ShellOpen(_) | Request::ShellRead(_) | Request::ShellWrite(_) | Request::ShellSignal(_) | Request::ShellClose { .. } => Capability::Shell,
+            Request::ServiceStart(_) | Request::ServiceList | Request::ServiceLogs { .. } | Request::ServiceStop { .. } => Capability::Service,
         })
     }
 }
@@ -380,12 +413,33 @@ pub enum Response {
     Shell(ShellInfo),
     /// See [`ShellReadResult`] (boxed: it is the largest response).
     ShellRead(Box<ShellReadResult>),
+    /// One service, answering [`Request::ServiceStart`] and [`Request::ServiceStop`].
+    Service(Box<ServiceInfo>),
+    /// See [`ServiceListResult`].
+    ServiceList(ServiceListResult),
+    /// See [`ServiceLogsResult`].
+    ServiceLogs(Box<ServiceLogsResult>),
 }
 
 impl Response {
     /// Every `result` tag, one per variant (kept complete by [`Response::tag`]'s
     /// exhaustive match and the golden wire test).
-    pub const TAGS: [&'static str; 11] = ["ok", "error", "exec", "read", "write", "list", "tar_import", "tar_export", "unsupported", "shell", "shell_read"];
+    pub const TAGS: [&'static str; 14] = [
+        "ok",
+        "error",
+        "exec",
+        "read",
+        "write",
+        "list",
+        "tar_import",
+        "tar_export",
+        "unsupported",
+        "shell",
+        "shell_read",
+        "service",
+        "service_list",
+        "service_logs",
+    ];
 
     /// The wire tag (`result`) of this response.
     pub fn tag(&self) -> &'static str {
@@ -401,6 +455,9 @@ impl Response {
             Response::Unsupported { .. } => "unsupported",
             Response::Shell(_) => "shell",
             Response::ShellRead(_) => "shell_read",
+            Response::Service(_) => "service",
+            Response::ServiceList(_) => "service_list",
+            Response::ServiceLogs(_) => "service_logs",
         }
     }
 }

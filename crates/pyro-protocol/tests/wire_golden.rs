@@ -17,8 +17,9 @@ use std::path::{Path, PathBuf};
 
 use pyro_protocol::{
     decode_request, decode_response, read_frame, write_frame, Capability, DataChannel, DirEntry, EntryKind, ExecRequest, ExecResult, Frame, FrameKind, Hello,
-    ListResult, ReadResult, Request, Response, SecretValue, ShellInfo, ShellOpenRequest, ShellReadRequest, ShellReadResult, ShellSignal, ShellSignalRequest,
-    ShellState, ShellWriteRequest, TarExportResult, TarImportResult, WriteResult, PROTOCOL_VERSION,
+    ListResult, ReadResult, ReadinessProbe, Request, Response, SecretValue, ServiceInfo, ServiceListResult, ServiceLogsResult, ServiceStartRequest,
+    ServiceState, ShellInfo, ShellOpenRequest, ShellReadRequest, ShellReadResult, ShellSignal, ShellSignalRequest, ShellState, ShellWriteRequest,
+    TarExportResult, TarImportResult, WriteResult, PROTOCOL_VERSION,
 };
 
 fn golden_dir() -> PathBuf {
@@ -90,6 +91,19 @@ fn request_examples() -> Vec<Request> {
         Request::ShellWrite(ShellWriteRequest { shell_id: "5f1c2a9e0b7d".into(), input: "cat CHECKLIST.md\n".into() }),
         Request::ShellSignal(ShellSignalRequest { shell_id: "5f1c2a9e0b7d".into(), signal: ShellSignal::Int }),
         Request::ShellClose { shell_id: "5f1c2a9e0b7d".into() },
+        Request::ServiceStart(ServiceStartRequest {
+            name: "app".into(),
+            command: "sh serve.sh".into(),
+            cwd: "/workspace".into(),
+            env: BTreeMap::new(),
+            secret_env: BTreeMap::from([("API_TOKEN".into(), "TOKEN".into())]),
+            readiness: Some(ReadinessProbe::File { path: "/workspace/.app-ready".into() }),
+            ready_timeout_ms: 30_000,
+            ready_interval_ms: 500,
+        }),
+        Request::ServiceList,
+        Request::ServiceLogs { name: "app".into(), tail_lines: Some(200) },
+        Request::ServiceStop { name: "app".into(), grace_ms: 5_000 },
     ];
     for example in &examples {
         // Exhaustive on purpose: a new variant must get an example above.
@@ -107,10 +121,29 @@ fn request_examples() -> Vec<Request> {
             | Request::ShellRead(_)
             | Request::ShellWrite(_)
             | Request::ShellSignal(_)
-            | Request::ShellClose { .. } => {}
+            | Request::ShellClose { .. }
+            | Request::ServiceStart(_)
+            | Request::ServiceList
+            | Request::ServiceLogs { .. }
+            | Request::ServiceStop { .. } => {}
         }
     }
     examples
+}
+
+fn service_example() -> ServiceInfo {
+    ServiceInfo {
+        name: "app".into(),
+        state: ServiceState::Running,
+        pid: Some(212),
+        started_at_ms: 1_700_000_000_000,
+        ready_at_ms: Some(1_700_000_000_500),
+        ended_at_ms: None,
+        exit_code: None,
+        stop_reason: None,
+        stdout_bytes: 16,
+        stderr_bytes: 0,
+    }
 }
 
 /// One example per [`Response`] variant.
@@ -165,6 +198,19 @@ fn response_examples() -> Vec<Response> {
             next_cursor: 20,
             output: "\u{1b}[?2004hpyro$ ".into(),
         })),
+        Response::Service(Box::new(service_example())),
+        Response::ServiceList(ServiceListResult {
+            services: vec![ServiceInfo {
+                name: "worker".into(),
+                state: ServiceState::Failed,
+                stop_reason: Some("process_exited_before_ready".into()),
+                exit_code: Some(127),
+                ended_at_ms: Some(1_700_000_000_900),
+                ready_at_ms: None,
+                ..service_example()
+            }],
+        }),
+        Response::ServiceLogs(Box::new(ServiceLogsResult { service: service_example(), stdout_truncated: true, stderr_truncated: false })),
     ];
     for example in &examples {
         // Exhaustive on purpose: a new variant must get an example above.
@@ -179,7 +225,10 @@ fn response_examples() -> Vec<Response> {
             | Response::TarExport(_)
             | Response::Unsupported { .. }
             | Response::Shell(_)
-            | Response::ShellRead(_) => {}
+            | Response::ShellRead(_)
+            | Response::Service(_)
+            | Response::ServiceList(_)
+            | Response::ServiceLogs(_) => {}
         }
     }
     examples

@@ -5,5 +5,6 @@ pub mod doctor;
 pub mod env;
 pub mod pending;
 pub mod run;
+pub mod service;
 pub mod shell;
 pub mod workspace;

@@ -7,9 +7,8 @@ use pyro_core::workspace::{UpdateWorkspace, WorkspaceStatus};
 use pyro_core::{Error, Pyro, Result};
 use serde::Serialize;
 
-use super::pending::not_yet;
 use super::run::shell_join;
-use crate::cli::{DiskCommand, FileCommand, PatchCommand, ServiceCommand, SnapshotCommand, SyncCommand, WorkspaceCommand};
+use crate::cli::{DiskCommand, FileCommand, PatchCommand, SnapshotCommand, SyncCommand, WorkspaceCommand};
 use crate::output::{has_terminal_controls, part, print_json, progress, raw_stderr, raw_stdout, say, tell};
 use crate::settings;
 
@@ -229,12 +228,7 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand, json: bool) -> Result<i
             print_status("Reset workspace", &r.status);
             say!("Restored snapshot: {}", r.workspace_reset.snapshot_name);
         }),
-        W::Service(ServiceCommand::Start(a)) => {
-            // Flags are checked now, so a bad probe or port fails the same way it will later.
-            settings::service_options(&a)?;
-            return Err(not_yet("workspace service", "the shells and services issue"));
-        }
-        W::Service(_) => return Err(not_yet("workspace service", "the shells and services issue")),
+        W::Service(command) => return super::service::run(pyro, command, json).await,
         W::Shell(command) => return super::shell::run(pyro, command, json).await,
         W::Status(a) => emit(json, &pyro.status_workspace(&a.workspace_id).await?, |s| print_status("Workspace", s)),
         W::Update(a) => {

@@ -14,6 +14,7 @@ mod guest_run;
 mod host_hardening;
 mod oci_roundtrip;
 mod secrets;
+mod services;
 mod shells;
 mod workspace_stories;
 

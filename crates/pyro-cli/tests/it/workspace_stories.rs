@@ -1,7 +1,6 @@
 //! The five use-case stories of the reference (§10) end to end through the `pyro` CLI in
-//! real guests, plus stop → offline disk tools → start, and crash recovery. Story 5 runs
-//! with its shell steps (`story_review_eval_with_a_shell`); the service steps of story 1
-//! wait for the services work.
+//! real guests, plus stop → offline disk tools → start, and crash recovery, with the
+//! service steps of story 1 and the shell steps of story 5 (`story_review_eval_with_a_shell`).
 //!
 //! They boot real guests, so they are `#[ignore]`d in a plain `cargo test` and run by
 //! `scripts/test.sh` after `scripts/setup.sh --no-run`.
@@ -29,9 +28,20 @@ fn story_cold_start_validation() {
     assert_eq!(exec["exit_code"], 0);
     assert_eq!(exec["stdout"], "validated\n");
     assert_eq!(exec["execution_mode"], "guest_vsock");
+    let app = sb.ws(&["service", "start", &id, "app", "--ready-file", ".app-ready", "--", "sh serve.sh"]);
+    assert_eq!(app["state"], "running", "{app}\n{}", sb.diagnostics());
+    assert_eq!(app["readiness"], serde_json::json!({"type": "file", "path": "/workspace/.app-ready"}));
+    assert!(app["ready_at"].is_number(), "{app}");
+    let probe = sb.ws(&["exec", &id, "--", "cat service-state.txt"]);
+    assert_eq!(probe["stdout"], "service=ready\n");
+    let service_logs = sb.ws(&["service", "logs", &id, "app", "--tail-lines", "20"]);
+    assert!(service_logs["stdout"].as_str().unwrap().contains("service started"), "{service_logs}");
     assert_eq!(sb.export_text(&id, "validation-report.txt"), "validation=pass\n");
+    let stopped = sb.ws(&["service", "stop", &id, "app"]);
+    assert_eq!(stopped["state"], "stopped", "{stopped}");
+    assert_eq!(stopped["stop_reason"], "sigterm");
     let logs = sb.ws(&["logs", &id]);
-    assert_eq!(logs["count"], 1);
+    assert_eq!(logs["count"], 2);
     assert_eq!(logs["entries"][0]["stdout"], "validated\n");
 }
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use pyro_protocol::{
     decode_response, is_supported_version, read_frame, write_frame, DataChannel, DecodeError, ExecRequest, ExecResult, Frame, FrameKind, Hello, ListResult,
-    Request, Response, ShellInfo, ShellOpenRequest, ShellReadRequest, ShellReadResult, ShellSignalRequest, ShellState, ShellWriteRequest, TarExportResult,
-    TarImportResult, WriteResult, MIN_SUPPORTED_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    Request, Response, ServiceInfo, ServiceLogsResult, ServiceStartRequest, ShellInfo, ShellOpenRequest, ShellReadRequest, ShellReadResult, ShellSignalRequest,
+    ShellState, ShellWriteRequest, TarExportResult, TarImportResult, WriteResult, MIN_SUPPORTED_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -29,6 +29,16 @@ const TIMEOUT_NOTICE_ALLOWANCE: u64 = 256;
 /// Longest agent error message passed on (the rest is cut off).
 const MAX_AGENT_MESSAGE: usize = 4096;
 const MIB: u64 = 1 << 20;
+/// Largest service log accepted per stream (the agent keeps at most this much).
+pub const MAX_SERVICE_LOG_BYTES: usize = 1 << 20;
+/// Largest number of services accepted in a list answer (the agent holds at most 32).
+const MAX_SERVICES_LISTED: usize = 1024;
+/// Added to a service start's readiness timeout to form its host-side deadline: the
+/// agent may spend up to 10 s stopping a service that never got ready, and a probe
+/// command may run 10 s past the readiness deadline.
+const SERVICE_START_GRACE: Duration = Duration::from_secs(30);
+/// Added to a service stop's TERM grace: the agent waits up to 5 s more after KILL.
+const SERVICE_STOP_GRACE: Duration = Duration::from_secs(15);
 
 /// Bounds and host-side deadlines a [`GuestClient`] enforces on every call, whatever the
 /// guest does. [`Default`] holds the production values; tests use small ones.
@@ -108,6 +118,25 @@ pub struct ReadOutput {
     pub size_bytes: u64,
     /// The file holds more than `content`.
     pub truncated: bool,
+}
+
+/// A service's captured output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceLogsOutput {
+    /// The service and whether each stream was cut.
+    pub result: ServiceLogsResult,
+    /// Standard output (at most [`MAX_SERVICE_LOG_BYTES`]).
+    pub stdout: Vec<u8>,
+    /// Standard error (at most [`MAX_SERVICE_LOG_BYTES`]).
+    pub stderr: Vec<u8>,
+}
+
+/// Refuses a service record whose strings are longer than any agent sends.
+fn checked_service(info: ServiceInfo) -> Result<ServiceInfo, GuestError> {
+    if info.name.len() > 64 || info.stop_reason.as_ref().is_some_and(|r| r.len() > 64) {
+        return Err(GuestError::Protocol("the guest agent sent an oversized service record".into()));
+    }
+    Ok(info)
 }
 
 /// What the reader task hands to a pending call.
@@ -880,6 +909,75 @@ impl GuestClient {
     pub async fn shell_close(&self, shell_id: &str) -> Result<ShellInfo, GuestError> {
         let response = self.shell_call("shell_close", Request::ShellClose { shell_id: shell_id.to_string() }, Duration::ZERO).await?;
         self.shell_info("shell_close", shell_id, response)
+    }
+
+    /// Starts a service in the guest and waits for its readiness: the answer is the
+    /// service as it stands then (`failed` when it never got ready). The host gives up
+    /// `ready_timeout_ms` + 30 s after the start.
+    pub async fn service_start(&self, request: ServiceStartRequest) -> Result<ServiceInfo, GuestError> {
+        let deadline = Duration::from_millis(request.ready_timeout_ms).saturating_add(SERVICE_START_GRACE);
+        within("service_start", Some(deadline), async {
+            match self.start("service_start", &Request::ServiceStart(request))?.response().await? {
+                Response::Service(info) => checked_service(*info),
+                other => Err(agent_error(&self.inner.hello, other, "service_start")),
+            }
+        })
+        .await
+    }
+
+    /// Every service the agent holds.
+    pub async fn service_list(&self) -> Result<Vec<ServiceInfo>, GuestError> {
+        within("service_list", Some(self.inner.limits.call_deadline), async {
+            match self.start("service_list", &Request::ServiceList)?.response().await? {
+                Response::ServiceList(list) if list.services.len() > MAX_SERVICES_LISTED => {
+                    Err(GuestError::Protocol(format!("the guest agent listed {} services, more than the {MAX_SERVICES_LISTED} accepted", list.services.len())))
+                }
+                Response::ServiceList(list) => list.services.into_iter().map(checked_service).collect(),
+                other => Err(agent_error(&self.inner.hello, other, "service_list")),
+            }
+        })
+        .await
+    }
+
+    /// A service's logs (the last `tail_lines` lines of each stream, or all it holds).
+    /// More than [`MAX_SERVICE_LOG_BYTES`] on a stream fails with [`GuestError::Protocol`].
+    pub async fn service_logs(&self, name: &str, tail_lines: Option<u64>) -> Result<ServiceLogsOutput, GuestError> {
+        let deadline = self.inner.limits.transfer_deadline(2 * MAX_SERVICE_LOG_BYTES as u64);
+        within("service_logs", Some(deadline), async {
+            let mut call = self.start("service_logs", &Request::ServiceLogs { name: name.to_string(), tail_lines })?;
+            let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+            loop {
+                match call.next().await? {
+                    Next::Data(channel @ (DataChannel::Stdout | DataChannel::Stderr), bytes) => {
+                        let sink = if channel == DataChannel::Stdout { &mut stdout } else { &mut stderr };
+                        if sink.len().saturating_add(bytes.len()) > MAX_SERVICE_LOG_BYTES {
+                            return Err(GuestError::Protocol(format!("the guest agent sent more than {MAX_SERVICE_LOG_BYTES} bytes of one service log")));
+                        }
+                        sink.extend_from_slice(&bytes);
+                    }
+                    Next::Data(..) => {}
+                    Next::Response(Response::ServiceLogs(result)) => {
+                        let service = checked_service(result.service)?;
+                        return Ok(ServiceLogsOutput { result: ServiceLogsResult { service, ..*result }, stdout, stderr });
+                    }
+                    Next::Response(other) => return Err(agent_error(&self.inner.hello, other, "service_logs")),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Stops a service: SIGTERM to its process group, `grace`, then SIGKILL. A service
+    /// that already ended is returned unchanged.
+    pub async fn service_stop(&self, name: &str, grace: Duration) -> Result<ServiceInfo, GuestError> {
+        let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
+        within("service_stop", Some(grace.saturating_add(SERVICE_STOP_GRACE)), async {
+            match self.start("service_stop", &Request::ServiceStop { name: name.to_string(), grace_ms })?.response().await? {
+                Response::Service(info) => checked_service(*info),
+                other => Err(agent_error(&self.inner.hello, other, "service_stop")),
+            }
+        })
+        .await
     }
 
     /// Asks the agent to flush filesystems and power the guest off (in `host_compat`, to

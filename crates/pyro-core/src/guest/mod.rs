@@ -9,12 +9,12 @@ mod client;
 mod error;
 mod vsock;
 
-pub use client::{ClientLimits, ExecOutput, GuestClient, OutputChunk, ReadOutput};
+pub use client::{ClientLimits, ExecOutput, GuestClient, OutputChunk, ReadOutput, ServiceLogsOutput, MAX_SERVICE_LOG_BYTES};
 pub use error::{GuestError, UPDATE_HINT};
 pub use pyro_protocol::{
-    Capability, DirEntry, EntryKind, ExecRequest, ExecResult, Hello, ListResult, SecretValue, ShellInfo, ShellOpenRequest, ShellReadRequest, ShellReadResult,
-    ShellSignal, ShellSignalRequest, ShellState, ShellWriteRequest, TarExportResult, TarImportResult, WriteResult, AGENT_PORT, MIN_SUPPORTED_PROTOCOL_VERSION,
-    PROTOCOL_VERSION,
+    Capability, DirEntry, EntryKind, ExecRequest, ExecResult, Hello, ListResult, SecretValue, ServiceInfo, ServiceStartRequest, ServiceState, ShellInfo,
+    ShellOpenRequest, ShellReadRequest, ShellReadResult, ShellSignal, ShellSignalRequest, ShellState, ShellWriteRequest, TarExportResult, TarImportResult,
+    WriteResult, AGENT_PORT, MIN_SUPPORTED_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 pub use vsock::connect_firecracker_vsock;
 

@@ -17,6 +17,7 @@ pub mod patch;
 pub mod paths;
 pub mod record;
 pub mod secrets;
+pub mod services;
 pub mod shells;
 pub mod terminal;
 pub mod tree;
@@ -122,7 +123,7 @@ pub struct WorkspaceStatus {
     pub reset_count: u64,
     /// Last reset.
     pub last_reset_at: Option<f64>,
-    /// Services (arrive with the services issue).
+    /// Services recorded (host-side records, no guest call).
     pub service_count: u64,
     /// Running services.
     pub running_service_count: u64,
@@ -292,6 +293,8 @@ impl WorkspaceManager {
             if vm.state != VmState::Started {
                 record.state = WorkspaceState::Stopped;
                 record.last_error = vm.last_error.or(Some("the guest is no longer running".into()));
+                // Its services died with the guest: their records say so.
+                (record.service_count, record.running_service_count) = self.mark_services_stopped(&dir)?;
                 record.save(&dir)?;
             }
         }
@@ -398,6 +401,8 @@ impl WorkspaceManager {
             reset_count: 0,
             last_reset_at: None,
             last_error: None,
+            service_count: 0,
+            running_service_count: 0,
             secrets: secret_values.iter().map(|(info, _)| info.clone()).collect(),
             creator: crate::host_process::ProcessIdentity::of(std::process::id()),
         };
@@ -569,6 +574,7 @@ impl WorkspaceManager {
     pub async fn stop(&self, id: &str) -> Result<WorkspaceStatus> {
         let _lifecycle = self.lifecycle_lock(id).await?;
         let ws = self.open(id).await?;
+        self.stop_all_services(&ws).await?;
         let vm_record = VmRecord::load(&ws.vm_dir())?;
         vm::stop_supervisor(&vm_record).await;
         vm::refreshed(&ws.vm_dir())?;
@@ -616,6 +622,10 @@ impl WorkspaceManager {
     pub async fn delete(&self, id: &str) -> Result<WorkspaceDeleted> {
         let _lifecycle = self.lifecycle_lock(id).await?;
         let dir = self.dir_of(id)?;
+        if let Ok(record) = WorkspaceRecord::load(&dir) {
+            // Best effort: the services get their SIGTERM before the guest goes.
+            let _ = self.stop_all_services(&Workspace { dir: dir.clone(), record }).await;
+        }
         self.discard(&dir).await?;
         Ok(WorkspaceDeleted { workspace_id: id.into(), deleted: true, reason: "explicit_delete" })
     }
@@ -763,8 +773,8 @@ pub(crate) fn status_of(record: &WorkspaceRecord, backend: &'static str) -> Work
         last_command: record.last_command.clone(),
         reset_count: record.reset_count,
         last_reset_at: record.last_reset_at,
-        service_count: 0,
-        running_service_count: 0,
+        service_count: record.service_count,
+        running_service_count: record.running_service_count,
         last_error: record.last_error.clone(),
         secrets: record.secrets.clone(),
         guest_agent_notice: None,
@@ -805,8 +815,8 @@ fn summary_of(record: &WorkspaceRecord) -> WorkspaceSummary {
         last_activity_at: record.last_activity_at,
         expires_at: record.expires_at,
         command_count: record.command_count,
-        service_count: 0,
-        running_service_count: 0,
+        service_count: record.service_count,
+        running_service_count: record.running_service_count,
         error: None,
     }
 }
@@ -865,7 +875,7 @@ mod tests {
         assert_eq!(agent_notice("w1", "debian:12", &hello(PROTOCOL_VERSION, Some(&all))), None);
 
         let old = agent_notice("w1", "debian:12", &hello(1, None)).unwrap();
-        assert!(old.contains("protocol 1") && old.contains("it lacks secrets, shell, which fail as unavailable"), "{old}");
+        assert!(old.contains("protocol 1") && old.contains("it lacks secrets, shell, service, which fail as unavailable"), "{old}");
         assert!(old.contains("`pyro workspace snapshot create w1 agent-update`"), "{old}");
         assert!(old.contains("`pyro workspace reset w1 --snapshot agent-update`"), "{old}");
         assert!(old.contains("`pyro env pull debian:12 --force`"), "{old}");

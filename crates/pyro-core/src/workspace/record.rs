@@ -107,6 +107,13 @@ pub struct WorkspaceRecord {
     pub last_reset_at: Option<f64>,
     /// Why the workspace last stopped unexpectedly.
     pub last_error: Option<String>,
+    /// Services recorded under `services/` (kept current by every service call and by
+    /// stop, reset and crash detection, so status and list never ask the guest).
+    #[serde(default)]
+    pub service_count: u64,
+    /// Of those, the ones last known to be running.
+    #[serde(default)]
+    pub running_service_count: u64,
     /// Names and source kinds of the workspace's secrets (values live in `secrets/`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secrets: Vec<SecretInfo>,

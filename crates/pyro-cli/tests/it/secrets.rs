@@ -1,8 +1,11 @@
 //! Workspace secrets through the CLI in a real guest: a value reaches a command only
-//! through `--secret-env`, never appears in any output, JSON result, history entry, host
-//! record or log, nor anywhere in the stopped workspace's disk, and survives stop/start.
+//! through `--secret-env`, never appears in any output (exec, service logs), JSON result,
+//! history entry, host record or log, nor anywhere in the stopped workspace's disk, and
+//! survives stop/start and reset.
 
-use pyro_test::Sandbox;
+use std::time::Duration;
+
+use pyro_test::{wait_for, Sandbox};
 
 const VALUE: &str = "pyro-s3cret-4f9c2e";
 const FILE_VALUE: &str = "from-a-file-77aa31";
@@ -73,6 +76,22 @@ fn a_secret_reaches_only_its_command_and_is_redacted_everywhere() {
     sb.ws(&["start", &id]);
     let exec = sb.ws(&["exec", &id, "--secret-env", "API_TOKEN", "--", &format!("test \"$API_TOKEN\" = '{VALUE}' && echo again")]);
     assert_eq!(exec["stdout"], "again\n");
+
+    // A service sees a mapped value too, and its logs show only [REDACTED]; a reset
+    // keeps the secrets and clears the service history.
+    let service = sb.ws(&["service", "start", &id, "app", "--secret-env", "API_TOKEN", "--", "echo \"svc=$API_TOKEN\"; sleep 600"]);
+    assert_eq!(service["state"], "running", "{service}");
+    let logs = wait_for(Duration::from_secs(30), || {
+        let logs = sb.ws(&["service", "logs", &id, "app"]);
+        logs["stdout"].as_str().is_some_and(|s| s.contains("svc=")).then_some(logs)
+    })
+    .expect("the service printed its line");
+    assert_eq!(logs["stdout"], "svc=[REDACTED]\n", "{logs}");
+    let reset = sb.ws(&["reset", &id]);
+    assert_eq!(reset["workspace_reset"]["snapshot_name"], "baseline");
+    assert_eq!(sb.ws(&["service", "list", &id])["count"], 0, "reset clears the service history");
+    let exec = sb.ws(&["exec", &id, "--secret-env", "API_TOKEN", "--", &format!("test \"$API_TOKEN\" = '{VALUE}' && echo after-reset")]);
+    assert_eq!(exec["stdout"], "after-reset\n");
 
     // Nowhere on the host but the 0600 secret files: not in records, history or logs.
     let logs = sb.raw(&["workspace", "logs", &id, "--json"]);

@@ -197,7 +197,7 @@ impl WorkspaceManager {
         let ws = self.open(id).await?;
         let (info, archive) = self.snapshot(&ws, snapshot.trim())?;
         let installed = self.vms.ensure_installed(&ws.record.environment, &crate::events::ignore).await?;
-        self.stop_all_services(&ws).await?;
+        self.forget_services(&ws).await?;
         let vm_record = VmRecord::load(&ws.vm_dir())?;
         // The disk is about to be replaced: never under a guest that would not stop.
         if !vm::stop_supervisor(&vm_record).await {

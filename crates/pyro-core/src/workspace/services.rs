@@ -308,6 +308,22 @@ impl WorkspaceManager {
         Ok(())
     }
 
+    /// Stops the workspace's services and deletes their records: a reset clears the
+    /// service history (the contract's `reset_workspace`).
+    pub(crate) async fn forget_services(&self, ws: &Workspace) -> Result<()> {
+        self.stop_all_services(ws).await?;
+        let dir = services_dir(&ws.dir);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io("remove", &dir, e)),
+            _ => {}
+        }
+        self.update_record(&ws.record.workspace_id, |r| {
+            (r.service_count, r.running_service_count) = (0, 0);
+            Ok(())
+        })?;
+        Ok(())
+    }
+
     /// Starts a named service in a started workspace and waits for its readiness. A
     /// service that exits or never gets ready comes back `failed` (not as an error).
     #[allow(clippy::too_many_arguments)] // mirrors the SDK's `start_service` one to one

@@ -25,11 +25,17 @@ use rmcp::ServiceExt;
 /// Serves MCP on stdin/stdout until the client closes the stream. Both lifecycles are
 /// accepted: the `initialize` handshake (2025-11-25 and older) and the stateless
 /// 2026-07-28 revision (per-request `_meta`, `server/discover`). Only the MCP stream is
-/// written to stdout; logs go to stderr.
+/// written to stdout; logs go to stderr. A client that closes the stream before its first
+/// request is a normal end.
 pub async fn serve_stdio(pyro: pyro_core::Pyro, profile: Profile) -> Result<(), Error> {
     let server = PyroServer::new(pyro, profile);
     tracing::info!(profile = %profile, tools = server.tools().len(), "serving MCP over stdio");
-    let running = server.serve(rmcp::transport::stdio_pipes()).await.map_err(|e| Error::Serve(e.to_string()))?;
+    let running = match server.serve(rmcp::transport::stdio_pipes()).await {
+        Ok(running) => running,
+        // A client that leaves before its first request ends the session, not an error.
+        Err(rmcp::service::ServerInitializeError::ConnectionClosed(_)) => return Ok(()),
+        Err(e) => return Err(Error::Serve(e.to_string())),
+    };
     running.waiting().await.map_err(|e| Error::Serve(e.to_string()))?;
     Ok(())
 }

@@ -30,10 +30,14 @@ pub(crate) fn output_schema() -> JsonObject {
     }
 }
 
-/// Removes `names` from a schema's properties and `required` list.
+/// Removes `names` from a schema's properties and `required` list (and the shared
+/// definitions, once no property refers to them).
 pub(crate) fn without(mut schema: JsonObject, names: &[&str]) -> JsonObject {
     if let Some(Value::Object(properties)) = schema.get_mut("properties") {
         properties.retain(|name, _| !names.contains(&name.as_str()));
+        if !Value::Object(properties.clone()).to_string().contains("#/$defs/") {
+            schema.remove("$defs");
+        }
     }
     if let Some(Value::Array(required)) = schema.get_mut("required") {
         required.retain(|name| !name.as_str().is_some_and(|n| names.contains(&n)));

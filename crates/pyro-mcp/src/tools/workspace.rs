@@ -206,8 +206,8 @@ struct Create {
     labels: Option<BTreeMap<String, String>>,
 }
 
-/// One secret as a caller declares it (exactly one of `value` and `file_path`). No
-/// `Debug`: it holds the value.
+/// One secret as a caller declares it (exactly one of `value` and `file_path`).
+// No `Debug`: it holds the value.
 #[derive(Deserialize, JsonSchema)]
 struct Secret {
     /// Secret name (`^[A-Za-z_][A-Za-z0-9_]{0,63}$`).

@@ -88,6 +88,8 @@ done
 failed=0
 for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
 [ "$failed" -eq 0 ] || die "an image build failed (see the lines above)"
+# 6. MCP test clients (the Python `mcp` package and the MCP Inspector), once, in the cache.
+bash scripts/mcp-test-env.sh >/dev/null
 say "ready after $(( $(date +%s) - started )) s"
 
 if [ "$run_main_job" -eq 1 ]; then

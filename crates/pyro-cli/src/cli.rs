@@ -105,8 +105,9 @@ pub struct EnvPublishArgs {
 pub enum McpCommand {
     /// Serve MCP over stdio.
     Serve {
-        /// Tool profile.
-        #[arg(long, value_parser = ["vm-run", "workspace-core", "workspace-full"], default_value = "workspace-full")]
+        /// Tool profile: `vm-run` (only vm_run), `workspace-core` (the workspace loop) or
+        /// `workspace-full` (everything).
+        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(pyro_mcp::Profile::NAMES), default_value = "workspace-full")]
         profile: String,
     },
 }

@@ -9,8 +9,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command};
-use commands::pending::not_yet;
+use cli::{Cli, Command, McpCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -64,7 +63,11 @@ async fn dispatch(command: Command, json: bool) -> pyro_core::Result<i32> {
     let pyro = pyro_core::Pyro::from_env()?;
     match command {
         Command::Env(env) => commands::env::run(&pyro, env, json).await,
-        Command::Mcp(_) => Err(not_yet("mcp serve", "the MCP server issue")),
+        Command::Mcp(McpCommand::Serve { profile }) => {
+            let profile = profile.parse::<pyro_mcp::Profile>().map_err(pyro_core::Error::from)?;
+            pyro_mcp::serve_stdio(pyro, profile).await?;
+            Ok(0)
+        }
         Command::Run(args) => commands::run::run(&pyro, args, json).await,
         Command::Doctor(args) => commands::doctor::run(&pyro, args, json).await,
         Command::Demo(args) => commands::demo::run(&pyro, args).await,

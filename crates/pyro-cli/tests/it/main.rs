@@ -12,6 +12,7 @@ mod error_kinds;
 mod fixtures;
 mod guest_run;
 mod host_hardening;
+mod mcp;
 mod oci_roundtrip;
 mod secrets;
 mod services;

@@ -28,7 +28,7 @@ installed_version() { { dpkg-query -W -f='${Status} ${Version}' "$1" 2>/dev/null
 #    (qemu-system-data is arch-independent and versioned apart; apt takes the matching one.)
 qemu_set=(qemu-system-x86 qemu-system-common qemu-utils qemu-block-extra)
 packages=(mmdebstrap linux-source musl-tools docker-registry
-  bc flex bison libelf-dev libssl-dev xz-utils e2fsprogs build-essential python3 python3-pip)
+  bc flex bison libelf-dev libssl-dev xz-utils e2fsprogs build-essential python3 python3-pip python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   [ -n "$(installed_version "$p")" ] || missing+=("$p")

@@ -10,8 +10,7 @@ import pytest
 
 from conftest import MODES, PROFILES, PROTOCOL, SNAPSHOTS, connect
 
-# The reference's order of the full profile (43 tools). Tools not built yet (the shell
-# and service tools, on their own branches) are absent; the rest keep this order.
+# The reference's order of the full profile (43 tools).
 FULL_ORDER = [
     "vm_run", "vm_list_environments", "vm_create", "vm_start", "vm_exec", "vm_stop", "vm_delete", "vm_status",
     "vm_network_info", "vm_reap_expired", "workspace_create", "workspace_list", "workspace_update", "workspace_exec",
@@ -61,12 +60,7 @@ def test_names_order_annotations_and_descriptions(profile):
     _, tools = listing(profile, "legacy")
     names = [t.name for t in tools]
     expected = {"vm-run": ["vm_run"], "workspace-core": CORE, "workspace-full": FULL_ORDER}[profile]
-    assert names == [n for n in expected if n in names], "tools are out of the reference's order"
-    if profile != "workspace-full":
-        assert names == expected
-    else:
-        missing = [n for n in expected if n not in names]
-        assert all(n.startswith(("shell_", "service_")) for n in missing), missing
+    assert names == expected, "tools are missing or out of the reference's order"
     for tool in tools:
         a = tool.annotations
         assert a is not None and a.title and tool.title == a.title, tool.name

@@ -2,14 +2,18 @@
 //! `structuredContent` (clients such as Claude Code show the model only that) and the same
 //! JSON as one text item. Failure: an `isError` result whose text is
 //! `Error executing tool <tool>: <message>` — the CLI's one-line message — with
-//! `{"error", "error_kind"}` as its structured content. Command output is capped inline,
-//! head and tail kept, so one noisy command cannot flood a model's context.
+//! `{"error", "error_kind"}` as its structured content. Command, service-log and shell
+//! output is capped inline, head and tail kept, so one noisy process cannot flood a
+//! model's context.
 
 use rmcp::model::{CallToolResult, ContentBlock};
 use serde_json::{json, Value};
 
 /// Bytes of one output stream (`stdout`/`stderr`) a result carries inline.
 pub const INLINE_OUTPUT_LIMIT: usize = 64 * 1024;
+
+/// The fields of a result object that hold output a process printed.
+const OUTPUT_STREAMS: [&str; 3] = ["stdout", "stderr", "output"];
 
 /// A successful call's result.
 pub(crate) fn success(mut value: Value) -> CallToolResult {
@@ -34,16 +38,18 @@ pub(crate) fn unknown_tool(name: &str) -> CallToolResult {
     result
 }
 
-/// Caps every `stdout`/`stderr` string in `value` at [`INLINE_OUTPUT_LIMIT`] bytes
-/// (half head, half tail, a marker between) and gives each object holding command output
-/// a `truncated` field: true when any of its output is incomplete (capped here, or cut
-/// by the guest's own cap, which `stdout_truncated`/`stderr_truncated` report).
+/// Caps every output string in `value` — `stdout`/`stderr` of commands and service logs,
+/// `output` of shell reads — at [`INLINE_OUTPUT_LIMIT`] bytes (half head, half tail, a
+/// marker between) and gives each object holding output a `truncated` field: true when
+/// any of its output is incomplete (capped here, cut by the guest's own cap, which
+/// `<stream>_truncated` reports, or already marked `truncated` by the core, as service
+/// logs and shell reads are).
 pub(crate) fn cap_output(value: &mut Value) {
     match value {
         Value::Object(object) => {
             let mut holds_output = false;
-            let mut truncated = false;
-            for stream in ["stdout", "stderr"] {
+            let mut truncated = object.get("truncated") == Some(&Value::Bool(true));
+            for stream in OUTPUT_STREAMS {
                 let Some(Value::String(text)) = object.get_mut(stream) else { continue };
                 holds_output = true;
                 if let Some(capped) = head_and_tail(text, INLINE_OUTPUT_LIMIT) {
@@ -102,6 +108,21 @@ mod tests {
         assert_eq!(value["entries"][0]["stdout"], "x");
         assert_eq!(value["entries"][0]["truncated"], true, "the guest's own cap counts");
         assert!(value.get("truncated").is_none());
+    }
+
+    #[test]
+    fn service_logs_and_shell_output_are_capped_and_keep_the_cores_truncated() {
+        let mut logs = json!({"service_name": "app", "stdout": "x".repeat(INLINE_OUTPUT_LIMIT * 2), "stderr": "", "truncated": false});
+        cap_output(&mut logs);
+        assert!(logs["stdout"].as_str().unwrap().len() < INLINE_OUTPUT_LIMIT + 200);
+        assert_eq!((logs["truncated"].clone(), logs["stdout_truncated"].clone()), (json!(true), json!(true)));
+        let mut tail = json!({"stdout": "a\n", "stderr": "", "truncated": true});
+        cap_output(&mut tail);
+        assert_eq!(tail["truncated"], true, "more lines than asked for stays truncated");
+        let mut read = json!({"shell_id": "s", "output": "é".repeat(INLINE_OUTPUT_LIMIT), "next_cursor": 1, "truncated": false});
+        cap_output(&mut read);
+        assert!(read["output"].as_str().unwrap().contains("bytes omitted"));
+        assert_eq!(read["truncated"], true);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `pyro mcp serve` driven by real MCP clients: the Python `mcp` package (PyPI) runs the
 //! tests under `tests/mcp/` (tools/list snapshots per profile and protocol revision, bad
-//! calls as `isError` results, stories 2–4 through `workspace-core` in real guests), and
+//! calls as `isError` results, stories 2–4 through `workspace-core` and 1 and 5 — a
+//! service, a shell, snapshot and reset — through `workspace-full` in real guests), and
 //! the MCP Inspector's CLI (npm) lists the tools. `scripts/mcp-test-env.sh` installs both
 //! once under pyro's cache dir.
 
@@ -48,6 +49,12 @@ fn tools_list_and_errors_through_the_python_client() {
 #[ignore = "boots real guests; run by scripts/test.sh"]
 fn stories_two_to_four_through_workspace_core() {
     pytest(&["test_stories.py"], true);
+}
+
+#[test]
+#[ignore = "boots real guests; run by scripts/test.sh"]
+fn stories_one_and_five_through_workspace_full() {
+    pytest(&["test_stories_full.py"], true);
 }
 
 #[test]

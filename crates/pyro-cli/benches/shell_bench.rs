@@ -90,11 +90,11 @@ fn main() {
         let mut quiet = Vec::new();
         for _ in 0..runs {
             let start = Instant::now();
-            pyro.exec_workspace(&id, "true", 30, &Default::default()).await.unwrap();
+            pyro.exec_workspace(&id, "true", 30, &Default::default(), None).await.unwrap();
             quiet.push(start.elapsed());
         }
         println!("exec round trip, no shell busy                median {:>9.1?} ({runs} execs)", median(quiet));
-        let nproc = pyro.exec_workspace(&id, "nproc", 30, &Default::default()).await.unwrap().output.stdout;
+        let nproc = pyro.exec_workspace(&id, "nproc", 30, &Default::default(), None).await.unwrap().output.stdout;
         println!("guest vCPUs                                   {}", String::from_utf8_lossy(&nproc).trim());
 
         let flood = pyro.open_shell(&id, &OpenShellOptions::default()).await.unwrap().shell_id;
@@ -103,7 +103,7 @@ fn main() {
         let mut execs = Vec::new();
         for _ in 0..runs {
             let start = Instant::now();
-            pyro.exec_workspace(&id, "true", 30, &Default::default()).await.unwrap();
+            pyro.exec_workspace(&id, "true", 30, &Default::default(), None).await.unwrap();
             execs.push(start.elapsed());
         }
         println!("exec round trip while a shell floods (yes)    median {:>9.1?} ({runs} execs)", median(execs));

@@ -104,7 +104,7 @@ fn main() {
         pyro.delete_workspace(&big_ws.workspace_id).await.unwrap();
 
         let many_ws = pyro.create_workspace(&options(Some(&many)), &quiet).await.unwrap();
-        pyro.exec_workspace(&many_ws.workspace_id, "for f in f0*.txt; do echo changed >> $f; done", 120, &Default::default()).await.unwrap();
+        pyro.exec_workspace(&many_ws.workspace_id, "for f in f0*.txt; do echo changed >> $f; done", 120, &Default::default(), None).await.unwrap();
         let (diff, t) = timed(pyro.diff_workspace(&many_ws.workspace_id)).await;
         println!("diff of a 1,000-file workspace         {:>16.1?} ({} changed)", t, diff.unwrap().diff.summary.total);
         pyro.delete_workspace(&many_ws.workspace_id).await.unwrap();

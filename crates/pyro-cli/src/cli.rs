@@ -40,6 +40,9 @@ pub enum Command {
         /// The VM's directory.
         vm_dir: PathBuf,
     },
+    /// Internal: the Python SDK's newline-delimited JSON channel on stdin/stdout.
+    #[command(name = "__sdk", hide = true)]
+    Sdk,
     /// Internal: runs a VMM that drops privileges, keeping its parent-death signal.
     #[command(name = "__vmm-guard", hide = true)]
     VmmGuard {
@@ -107,7 +110,8 @@ pub enum McpCommand {
     Serve {
         /// Tool profile: `vm-run` (only vm_run), `workspace-core` (the workspace loop) or
         /// `workspace-full` (everything).
-        #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(pyro_mcp::Profile::NAMES), default_value = "workspace-full")]
+        // Checked by `Profile::from_str`, whose message is the SDK's for the same mistake.
+        #[arg(long, default_value = "workspace-full")]
         profile: String,
     },
 }

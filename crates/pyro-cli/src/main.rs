@@ -68,6 +68,11 @@ async fn dispatch(command: Command, json: bool) -> pyro_core::Result<i32> {
             pyro_mcp::serve_stdio(pyro, profile).await?;
             Ok(0)
         }
+        Command::Sdk => {
+            let serving = pyro_mcp::bridge::serve_stdio(pyro).await;
+            serving.map_err(|source| pyro_core::Error::Io { context: "serving the SDK bridge on stdio".into(), source })?;
+            Ok(0)
+        }
         Command::Run(args) => commands::run::run(&pyro, args, json).await,
         Command::Doctor(args) => commands::doctor::run(&pyro, args, json).await,
         Command::Demo(args) => commands::demo::run(&pyro, args).await,

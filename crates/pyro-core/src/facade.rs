@@ -242,15 +242,17 @@ impl Pyro {
     }
 
     /// Runs one command in `/workspace`; `secret_env` maps workspace secrets (by name) to
-    /// environment variables of that command only.
+    /// environment variables of that command only; `output` (when given) sees the output
+    /// as it arrives.
     pub async fn exec_workspace(
         &self,
         workspace_id: &str,
         command: &str,
         timeout_seconds: u64,
         secret_env: &BTreeMap<String, String>,
+        output: OutputSink<'_>,
     ) -> Result<WorkspaceExec> {
-        self.workspaces.exec(workspace_id, command, timeout_seconds, secret_env).await
+        self.workspaces.exec(workspace_id, command, timeout_seconds, secret_env, output).await
     }
 
     /// Deletes a workspace.

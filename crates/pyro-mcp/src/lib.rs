@@ -1,24 +1,31 @@
-//! pyro's MCP face: the [`pyro_core::Pyro`] facade's operations as MCP tools over stdio
-//! (`pyro mcp serve`), filtered by [`Profile`]. Every tool is a thin call of the facade
-//! method the CLI uses, so the CLI, MCP and the SDK never disagree.
+//! pyro's agent-facing faces: the [`pyro_core::Pyro`] facade's operations as one tool
+//! catalog, served as MCP tools over stdio (`pyro mcp serve`, filtered by [`Profile`]),
+//! as the Python SDK's newline-delimited JSON bridge (`pyro __sdk`, [`bridge`]), and
+//! callable by name ([`ToolBox`], used by `pyro demo ollama`). Every tool is a thin call
+//! of the facade method the CLI uses, so the CLI, MCP and the SDK never disagree.
 //!
 //! Layout: `profile.rs` (which tools, in which order), `tools/` (the catalog, one file per
 //! area), `schema.rs` (input/output schemas and argument coercion), `reply.rs` (result and
 //! error shapes, output caps), `progress.rs` (core events as progress notifications),
-//! `server.rs` (the rmcp handler).
+//! `server.rs` (the rmcp handler), `toolbox.rs` (tools by name), `bridge.rs` (the SDK's
+//! channel).
 
+pub mod bridge;
 mod error;
 mod profile;
 mod progress;
 mod reply;
 mod schema;
 mod server;
+mod toolbox;
 mod tools;
 
 pub use error::Error;
 pub use profile::Profile;
 pub use reply::INLINE_OUTPUT_LIMIT;
 pub use server::PyroServer;
+pub use toolbox::{ToolBox, ToolInfo};
+pub use tools::{Call, OutputHook, ProgressHook};
 
 use rmcp::ServiceExt;
 

@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use pyro_core::events::Event;
 use pyro_core::Pyro;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, Implementation, JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
@@ -17,7 +18,7 @@ use serde_json::Value;
 
 use crate::profile::Profile;
 use crate::progress::ProgressSender;
-use crate::tools::{Call, ToolDef};
+use crate::tools::{Call, ProgressHook, ToolDef};
 use crate::{reply, schema};
 
 /// One tool as this server exposes it.
@@ -96,8 +97,11 @@ impl ServerHandler for PyroServer {
         let mut arguments = request.arguments.unwrap_or_default();
         arguments.retain(|key, _| !exposed.omitted.contains(&key.as_str()));
         schema::coerce(&mut arguments, &exposed.def.input_schema);
-        let progress = context.meta.get_progress_token().map(|token| ProgressSender::start(context.peer.clone(), token));
-        let call = (exposed.def.body)(self.pyro.clone(), Value::Object(arguments), Call::new(progress));
+        let progress = context.meta.get_progress_token().map(|token| {
+            let sender = ProgressSender::start(context.peer.clone(), token);
+            Arc::new(move |event: &Event| sender.send(event)) as ProgressHook
+        });
+        let call = (exposed.def.body)(self.pyro.clone(), Value::Object(arguments), Call::new(progress, None));
         let outcome = tokio::select! {
             outcome = call => outcome,
             // Dropping the call cancels its guest work. No answer reaches the client: rmcp

@@ -71,7 +71,7 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand, json: bool) -> Result<i
         W::Exec(args) => {
             let command = shell_join(&args.command)?;
             let secret_env = settings::secret_env(&args.secret_env)?;
-            let result = pyro.exec_workspace(&args.id.workspace_id, &command, args.timeout_seconds, &secret_env).await?;
+            let result = pyro.exec_workspace(&args.id.workspace_id, &command, args.timeout_seconds, &secret_env, None).await?;
             let code = result.output.exit_code;
             emit(json, &result, |r| {
                 raw_stdout(&r.output.stdout);

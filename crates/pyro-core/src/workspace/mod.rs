@@ -31,7 +31,7 @@ use serde::Serialize;
 use self::record::{validate_labels, validate_name, CommandSummary, WorkspaceRecord, WorkspaceSeed, WorkspaceState};
 use crate::environments::InstalledEnvironment;
 use crate::error::{Error, IoContext, Result};
-use crate::events::{Event, Progress};
+use crate::events::{Event, OutputSink, Progress};
 use crate::fsutil::{lock_file, unix_now};
 use crate::guest::{Capability, ExecRequest, GuestClient, GuestError, Hello, PROTOCOL_VERSION};
 use crate::options::NetworkPolicy;
@@ -630,8 +630,16 @@ impl WorkspaceManager {
         Ok(WorkspaceDeleted { workspace_id: id.into(), deleted: true, reason: "explicit_delete" })
     }
 
-    /// Runs one command in `/workspace` and records it in the history.
-    pub async fn exec(&self, id: &str, command: &str, timeout_seconds: u64, secret_env: &BTreeMap<String, String>) -> Result<WorkspaceExec> {
+    /// Runs one command in `/workspace` and records it in the history; `output` (when
+    /// given) sees each chunk of (redacted) output as it arrives.
+    pub async fn exec(
+        &self,
+        id: &str,
+        command: &str,
+        timeout_seconds: u64,
+        secret_env: &BTreeMap<String, String>,
+        output: OutputSink<'_>,
+    ) -> Result<WorkspaceExec> {
         if timeout_seconds == 0 {
             return Err(Error::InvalidArgument("timeout_seconds must be positive".into()));
         }
@@ -649,7 +657,7 @@ impl WorkspaceManager {
             max_output_bytes: DEFAULT_MAX_OUTPUT_BYTES,
             secret_env,
         };
-        let out = client.exec(request).await?;
+        let out = client.exec_streaming(request, output).await?;
         let command = &secrets::redact(&ws.dir, &ws.record.secrets, command);
         let (sequence, record) = self.update_record(id, |r| {
             r.command_count += 1;

@@ -6,15 +6,13 @@ use std::future::Future;
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use pyro_core::events::Event;
+use pyro_core::events::{Event, OutputChunk, OutputSink};
 use pyro_core::{Error, Pyro};
 use rmcp::model::{JsonObject, ToolAnnotations};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::Value;
-
-use crate::progress::ProgressSender;
 
 /// What a tool does to the world, for its annotations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,25 +52,38 @@ impl Spec {
     }
 }
 
-/// Per-call context a tool may use: where its progress goes.
+/// Where a call's core events go.
+pub type ProgressHook = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// Where a call's live guest output goes.
+pub type OutputHook = Arc<dyn Fn(OutputChunk<'_>) + Send + Sync>;
+
+/// Per-call context a tool may use: where its progress and its live output go.
 #[derive(Clone, Default)]
-pub(crate) struct Call {
-    progress: Option<ProgressSender>,
+pub struct Call {
+    progress: Option<ProgressHook>,
+    output: Option<OutputHook>,
 }
 
 impl Call {
-    /// A call whose core events become progress notifications through `progress`.
-    pub fn new(progress: Option<ProgressSender>) -> Self {
-        Self { progress }
+    /// A call whose core events go to `progress` and whose guest output (from the tools
+    /// that run commands) goes to `output` as it arrives.
+    pub fn new(progress: Option<ProgressHook>, output: Option<OutputHook>) -> Self {
+        Self { progress, output }
     }
 
     /// The core's progress callback for this call.
-    pub fn progress(&self) -> impl Fn(&Event) + Send + Sync + '_ {
+    pub(crate) fn progress(&self) -> impl Fn(&Event) + Send + Sync + '_ {
         move |event: &Event| {
             if let Some(progress) = &self.progress {
-                progress.send(event);
+                progress(event);
             }
         }
+    }
+
+    /// The core's live-output sink for this call.
+    pub(crate) fn output(&self) -> OutputSink<'_> {
+        self.output.as_deref()
     }
 }
 

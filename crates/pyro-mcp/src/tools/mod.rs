@@ -1,10 +1,12 @@
 //! The tool catalog: every tool pyro can expose, each a typed argument struct (its
 //! JSON Schema is the tool's `inputSchema`) and a thin async call of the [`pyro_core::Pyro`]
 //! facade method the CLI uses for the same operation. One file per area adds its tools
-//! ([`vm`], [`workspace`], [`shell`], [`service`]); profiles pick from the catalog by
-//! name (`profile.rs`).
+//! ([`vm`], [`workspace`], [`shell`], [`service`], and the SDK-only [`environment`]);
+//! profiles pick from the catalog by name (`profile.rs`); `toolbox.rs` calls any of them
+//! by name outside an MCP session.
 
 mod def;
+mod environment;
 mod service;
 mod shell;
 mod vm;
@@ -12,11 +14,19 @@ mod workspace;
 
 use std::collections::HashMap;
 
-pub(crate) use def::{Call, ToolDef};
+pub(crate) use def::ToolDef;
+pub use def::{Call, OutputHook, ProgressHook};
 
 /// Every tool this build has, by name.
 pub(crate) fn catalog() -> HashMap<&'static str, ToolDef> {
-    vm::tools().into_iter().chain(workspace::tools()).chain(shell::tools()).chain(service::tools()).map(|def| (def.spec.name, def)).collect()
+    vm::tools()
+        .into_iter()
+        .chain(workspace::tools())
+        .chain(shell::tools())
+        .chain(service::tools())
+        .chain(environment::tools())
+        .map(|def| (def.spec.name, def))
+        .collect()
 }
 
 #[cfg(test)]
@@ -36,7 +46,8 @@ mod tests {
         let missing: Vec<_> = Profile::WorkspaceFull.tool_names().iter().filter(|n| !catalog.contains_key(*n)).copied().collect();
         assert_eq!(missing, PENDING);
         for name in catalog.keys() {
-            assert!(Profile::WorkspaceFull.tool_names().contains(name), "{name} is in no profile");
+            let listed = Profile::WorkspaceFull.tool_names().contains(name) || environment::SDK_ONLY.contains(name);
+            assert!(listed, "{name} is in no profile and not SDK-only");
         }
     }
 

@@ -30,7 +30,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
         ),
         tool(
             spec("vm_exec", "Run a command in a VM", "Run one non-interactive command and auto-clean the VM.", Effect::Destructive, false),
-            |pyro: Arc<Pyro>, a: VmExec, _: Call| async move { pyro.exec_vm(&a.vm_id, &a.command, a.timeout_seconds, None).await },
+            |pyro: Arc<Pyro>, a: VmExec, call: Call| async move { pyro.exec_vm(&a.vm_id, &a.command, a.timeout_seconds, call.output()).await },
         ),
         tool(spec("vm_stop", "Stop a VM", "Stop a running VM.", Effect::Destructive, true), |pyro: Arc<Pyro>, a: VmId, _: Call| async move {
             pyro.stop_vm(&a.vm_id).await
@@ -156,7 +156,7 @@ async fn vm_run(pyro: Arc<Pyro>, args: VmRun, call: Call) -> Result<pyro_core::v
         }
         forward(event);
     };
-    let report = pyro.run_in_vm(&options, &args.command, args.timeout_seconds, &progress, None).await;
+    let report = pyro.run_in_vm(&options, &args.command, args.timeout_seconds, &progress, call.output()).await;
     guard.finished = true;
     report
 }

@@ -28,8 +28,8 @@ pub(crate) fn tools() -> Vec<ToolDef> {
         tool(spec("workspace_update", "Rename or relabel a workspace", "Update optional workspace name and labels.", Effect::Additive, true), update),
         tool(
             spec("workspace_exec", "Run a command in a workspace", "Run one command inside an existing persistent workspace.", Effect::Additive, false),
-            |pyro: Arc<Pyro>, a: Exec, _: Call| async move {
-                pyro.exec_workspace(&a.workspace_id, &a.command, a.timeout_seconds, &a.secret_env.unwrap_or_default()).await
+            |pyro: Arc<Pyro>, a: Exec, call: Call| async move {
+                pyro.exec_workspace(&a.workspace_id, &a.command, a.timeout_seconds, &a.secret_env.unwrap_or_default(), call.output()).await
             },
         ),
         tool(

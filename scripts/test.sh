@@ -9,6 +9,8 @@ bash scripts/setup.sh --no-run
 cargo fmt --all --check
 python3 scripts/check-module-cycles.py
 cargo clippy --quiet --workspace --all-targets -- -D warnings
+# The SDK tests install the wheel into a fresh venv, as a user would.
+bash scripts/build-wheel.sh >/dev/null
 export PYRO_REQUIRE_FIRECRACKER="${CI:+1}"
 # Guest-booting tests share 2 cores; keep parallelism modest and boot timeouts generous.
 export RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}"

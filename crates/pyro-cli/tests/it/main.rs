@@ -14,6 +14,7 @@ mod guest_run;
 mod host_hardening;
 mod mcp;
 mod oci_roundtrip;
+mod sdk;
 mod secrets;
 mod services;
 mod shells;

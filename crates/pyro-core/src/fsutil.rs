@@ -42,3 +42,33 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn unix_now() -> f64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
+
+/// Renames `from` to `to` unless `to` exists, even as a dangling symlink; an existing `to`
+/// is an [`std::io::ErrorKind::AlreadyExists`] error. Atomic through
+/// `renameat2(RENAME_NOREPLACE)`, called as a raw syscall (musl's libc has no wrapper);
+/// where the kernel or file system lacks it, a file is hard-linked then unlinked, and a
+/// directory renamed after an existence check.
+pub fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e));
+    let (src, dst) = (c(from)?, c(to)?);
+    // SAFETY: renameat2 takes two directory descriptors (AT_FDCWD), two valid NUL-terminated
+    // paths that outlive the call, and a flags word.
+    let rc = unsafe { libc::syscall(libc::SYS_renameat2, libc::AT_FDCWD, src.as_ptr(), libc::AT_FDCWD, dst.as_ptr(), libc::RENAME_NOREPLACE) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if !matches!(err.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP)) {
+        return Err(err);
+    }
+    if std::fs::symlink_metadata(from)?.is_dir() {
+        if std::fs::symlink_metadata(to).is_ok() {
+            return Err(std::io::ErrorKind::AlreadyExists.into());
+        }
+        std::fs::rename(from, to)
+    } else {
+        std::fs::hard_link(from, to)?;
+        std::fs::remove_file(from)
+    }
+}

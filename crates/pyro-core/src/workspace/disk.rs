@@ -125,29 +125,12 @@ impl WorkspaceManager {
     }
 }
 
-/// Moves `from` to `to`, failing if `to` exists (`renameat2(RENAME_NOREPLACE)`; a hard link
-/// plus unlink where the filesystem lacks it).
+/// Moves the finished export into place, refusing to replace anything already there.
 fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let exists = || Error::Conflict(format!("output_path already exists: {}", to.display()));
-    let c =
-        |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::InvalidArgument(format!("path contains a NUL byte: {}", p.display())));
-    let (src, dst) = (c(from)?, c(to)?);
-    // SAFETY: both arguments are valid NUL-terminated strings that outlive the call.
-    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, src.as_ptr(), libc::AT_FDCWD, dst.as_ptr(), libc::RENAME_NOREPLACE) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = std::io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::EEXIST) => Err(exists()),
-        Some(libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => match std::fs::hard_link(from, to) {
-            Ok(()) => std::fs::remove_file(from).ctx("remove", from),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(exists()),
-            Err(e) => Err(e).ctx("create", to),
-        },
-        _ => Err(err).ctx("create", to),
-    }
+    crate::fsutil::rename_noreplace(from, to).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => Error::Conflict(format!("output_path already exists: {}", to.display())),
+        _ => Error::io("create", to, e),
+    })
 }
 
 #[cfg(test)]

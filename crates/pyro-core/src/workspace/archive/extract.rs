@@ -460,22 +460,10 @@ fn set_times_at(fd: RawFd, name: Option<&[u8]>, mtime: u64) -> io::Result<()> {
 /// Renames `from` to `to` unless `to` exists (atomically where the filesystem supports
 /// `RENAME_NOREPLACE`).
 fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
-    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|e| Error::io("rename to", to, io::Error::other(e)));
-    let (cf, ct) = (c(from)?, c(to)?);
-    // SAFETY: two valid NUL-terminated paths.
-    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, cf.as_ptr(), libc::AT_FDCWD, ct.as_ptr(), libc::RENAME_NOREPLACE) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::EEXIST) => Err(invalid(format!("output_path already exists: {}", to.display()))),
-        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
-            ensure_absent(to)?;
-            fs::rename(from, to).ctx("rename to", to)
-        }
-        _ => Err(Error::io("rename to", to, err)),
-    }
+    crate::fsutil::rename_noreplace(from, to).map_err(|e| match e.kind() {
+        io::ErrorKind::AlreadyExists => invalid(format!("output_path already exists: {}", to.display())),
+        _ => Error::io("rename to", to, e),
+    })
 }
 
 /// Best effort: makes every directory below `path` writable again so a failed export's

@@ -2,6 +2,8 @@
 # Builds the pyro-mcp wheel into dist/: the `pyro` binary (maturin `bindings = "bin"`),
 # the static guest agent it bakes into images (installed next to `pyro`), and the
 # pure-Python `pyro_mcp` SDK. maturin comes from PyPI into a venv under pyro's cache.
+# `pyro` is linked statically against musl, so the wheel needs no particular libc and is
+# tagged for both: manylinux2014 (glibc 2.17 and later) and musllinux_1_2.
 #
 #   scripts/build-wheel.sh    # prints the wheel's path on stdout
 set -euo pipefail
@@ -29,7 +31,8 @@ cp "$target/x86_64-unknown-linux-musl/release/pyro-agent" "$data/scripts/pyro-ag
 
 say "building the wheel"
 rm -rf dist
-"$tools/bin/maturin" build --release --quiet --out dist >&2
+"$tools/bin/maturin" build --release --quiet --out dist \
+  --target x86_64-unknown-linux-musl --compatibility manylinux2014 musllinux_1_2 >&2
 wheel=$(ls dist/*.whl)
 say "built $wheel"
 echo "$PWD/$wheel"

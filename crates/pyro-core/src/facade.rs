@@ -2,7 +2,7 @@
 //! SDK's.
 
 use crate::doctor::DoctorReport;
-use crate::environments::{oci::Published, EnvironmentInfo, EnvironmentStore, PruneReport, PullOptions, PullReport};
+use crate::environments::{oci::Published, EnvironmentCatalog, EnvironmentInfo, EnvironmentStore, PruneReport, PullOptions, PullReport};
 use crate::error::Result;
 use crate::events::{Event, OutputSink, Progress};
 use crate::options::{PortMapping, ReadinessProbe};
@@ -49,8 +49,8 @@ impl Pyro {
     }
 
     /// All catalog environments with their install state.
-    pub fn list_environments(&self) -> Vec<EnvironmentInfo> {
-        self.environments.list()
+    pub fn list_environments(&self) -> EnvironmentCatalog {
+        EnvironmentCatalog { catalog_version: crate::catalog::CATALOG_VERSION, environments: self.environments.list() }
     }
 
     /// Installs an environment unless a valid install exists.

@@ -10,15 +10,12 @@ use crate::output::{print_json, progress, say, yes_no};
 pub async fn run(pyro: &Pyro, command: EnvCommand, json: bool) -> Result<i32> {
     match command {
         EnvCommand::List => {
-            let environments = pyro.list_environments();
+            let catalog = pyro.list_environments();
             if json {
-                print_json(&serde_json::json!({
-                    "catalog_version": pyro_core::catalog::CATALOG_VERSION,
-                    "environments": environments,
-                }));
+                print_json(&catalog);
             } else {
-                say!("Catalog version: {}", pyro_core::catalog::CATALOG_VERSION);
-                for env in &environments {
+                say!("Catalog version: {}", catalog.catalog_version);
+                for env in &catalog.environments {
                     say!("{} [{}] {}", env.spec.name, state_word(env), env.spec.description);
                 }
             }

@@ -54,6 +54,15 @@ pub enum PullSource {
     Build,
 }
 
+/// The catalog as `env list --json` and `vm_list_environments` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvironmentCatalog {
+    /// Version of the catalog this build carries.
+    pub catalog_version: &'static str,
+    /// Every environment with its install state, in catalog order.
+    pub environments: Vec<EnvironmentInfo>,
+}
+
 /// Options of [`EnvironmentStore::pull`].
 #[derive(Debug, Clone, Default)]
 pub struct PullOptions {

@@ -8,7 +8,6 @@ use pyro_core::vm::CreateVmOptions;
 use pyro_core::{Pyro, Result};
 use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::json;
 
 use super::def::{tool, Call, Effect, NoArguments, Spec, ToolDef};
 
@@ -19,9 +18,7 @@ pub(crate) fn tools() -> Vec<ToolDef> {
         tool(spec("vm_run", "Run a command in a fresh VM", "Create, start, execute, and clean up an ephemeral VM.", Effect::Additive, false), vm_run),
         tool(
             spec("vm_list_environments", "List environments", "List curated Linux environments and installation status.", Effect::ReadOnly, true),
-            |pyro: Arc<Pyro>, _: NoArguments, _: Call| async move {
-                Ok(json!({"catalog_version": pyro_core::catalog::CATALOG_VERSION, "environments": pyro.list_environments()}))
-            },
+            |pyro: Arc<Pyro>, _: NoArguments, _: Call| async move { Ok(pyro.list_environments()) },
         ),
         tool(spec("vm_create", "Create a VM", "Create an ephemeral VM record with environment and resource sizing.", Effect::Additive, false), vm_create),
         tool(

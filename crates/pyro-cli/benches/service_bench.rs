@@ -4,11 +4,11 @@
 //! Reports service start-to-ready with a file readiness probe, and logs (tail and all)
 //! of a service that printed 10 MB.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use pyro_core::options::ReadinessProbe;
 use pyro_core::vm::CreateVmOptions;
+use pyro_core::workspace::services::StartServiceOptions;
 use pyro_core::workspace::CreateWorkspaceOptions;
 use pyro_core::Pyro;
 
@@ -36,12 +36,17 @@ fn main() {
             secrets: Vec::new(),
         };
         let id = pyro.create_workspace(&options, &pyro_core::events::ignore).await.unwrap().workspace_id;
-        let none = BTreeMap::new();
         let start = |name: String, command: String, probe: ReadinessProbe, interval_ms: u64| {
-            let (pyro, id, none) = (&pyro, &id, &none);
+            let (pyro, id) = (&pyro, &id);
             async move {
                 let begin = Instant::now();
-                let record = pyro.start_service(id, &name, &command, "/workspace", Some(&probe), 120, interval_ms, none, &[]).await.unwrap();
+                let options = StartServiceOptions {
+                    readiness: Some(probe),
+                    ready_timeout_seconds: 120,
+                    ready_interval_ms: interval_ms,
+                    ..StartServiceOptions::new(command)
+                };
+                let record = pyro.start_service(id, &name, &options).await.unwrap();
                 assert_eq!(record.state, "running", "{record:?}");
                 begin.elapsed()
             }

@@ -81,7 +81,7 @@ fn main() {
         let mut execs = Vec::new();
         let mut files = Vec::new();
         for i in 0..runs * 4 {
-            execs.push(timed(pyro.exec_workspace(&id, "true", 30, &Default::default())).await.1);
+            execs.push(timed(pyro.exec_workspace(&id, "true", 30, &Default::default(), None)).await.1);
             let text = format!("round trip {i}\n");
             let start = Instant::now();
             pyro.write_workspace_file(&id, "rt.txt", &text).await.unwrap();

@@ -5,14 +5,13 @@ use crate::doctor::DoctorReport;
 use crate::environments::{oci::Published, EnvironmentCatalog, EnvironmentInfo, EnvironmentStore, PruneReport, PullOptions, PullReport};
 use crate::error::Result;
 use crate::events::{Event, OutputSink, Progress};
-use crate::options::{PortMapping, ReadinessProbe};
 use crate::paths::Dirs;
 use crate::vm::{CreateVmOptions, DeleteReport, ExecReport, NetworkInfo, ReapReport, VmManager, VmStatus};
 use crate::workspace::changes::{ResetResult, SnapshotList, SnapshotResult, WorkspaceDiff};
 use crate::workspace::disk::{DiskExported, DiskList, DiskRead};
 use crate::workspace::files::{Exported, FileList, FileRead, FileWrite, PatchApplied, Synced};
 use crate::workspace::history::WorkspaceLogs;
-use crate::workspace::services::{ServiceList, ServiceLogs, ServiceRecord};
+use crate::workspace::services::{ServiceList, ServiceLogs, ServiceRecord, StartServiceOptions};
 use crate::workspace::shells::{OpenShellOptions, ReadShellOptions, ShellClosed, ShellRead, ShellSignalled, ShellStatus, ShellWritten};
 use crate::workspace::{CreateWorkspaceOptions, UpdateWorkspace, WorkspaceDeleted, WorkspaceExec, WorkspaceList, WorkspaceManager, WorkspaceStatus};
 use std::collections::BTreeMap;
@@ -304,28 +303,12 @@ impl Pyro {
         self.workspaces.close_shell(workspace_id, shell_id).await
     }
 
-    /// Starts the named service `command` (`/bin/sh -lc`) in `cwd` (default
-    /// `/workspace`) of a started workspace and waits for `readiness` (checked every
-    /// `ready_interval_ms`, default 500, for up to `ready_timeout_seconds`, default 30).
-    /// `secret_env` maps workspace secrets into its environment for this start only;
-    /// `published_ports` need network policy `egress+published-ports`. A service that
-    /// exits or never gets ready is returned `failed`, not as an error.
-    #[allow(clippy::too_many_arguments)] // the SDK's `start_service`, argument for argument
-    pub async fn start_service(
-        &self,
-        workspace_id: &str,
-        service_name: &str,
-        command: &str,
-        cwd: &str,
-        readiness: Option<&ReadinessProbe>,
-        ready_timeout_seconds: u64,
-        ready_interval_ms: u64,
-        secret_env: &BTreeMap<String, String>,
-        published_ports: &[PortMapping],
-    ) -> Result<ServiceRecord> {
-        self.workspaces
-            .start_service(workspace_id, service_name, command, cwd, readiness, ready_timeout_seconds, ready_interval_ms, secret_env, published_ports)
-            .await
+    /// Starts the named service in a started workspace and waits for its readiness
+    /// (see [`StartServiceOptions`] for the command, cwd, probe, timings, secrets and
+    /// published ports). A service that exits or never gets ready is returned `failed`,
+    /// not as an error.
+    pub async fn start_service(&self, workspace_id: &str, service_name: &str, options: &StartServiceOptions) -> Result<ServiceRecord> {
+        self.workspaces.start_service(workspace_id, service_name, options).await
     }
 
     /// The workspace's services with `count` and `running_count`.

@@ -2,7 +2,7 @@
 //! human output per the reference (summary lines on stderr, raw logs on their streams)
 //! and `--json` for the records themselves.
 
-use pyro_core::workspace::services::ServiceRecord;
+use pyro_core::workspace::services::{ServiceRecord, StartServiceOptions};
 use pyro_core::{Pyro, Result};
 use serde::Serialize;
 
@@ -43,22 +43,17 @@ fn summary(action: &str, r: &ServiceRecord) {
 pub async fn run(pyro: &Pyro, command: ServiceCommand, json: bool) -> Result<i32> {
     match command {
         ServiceCommand::Start(a) => {
-            let (readiness, ports) = settings::service_options(&a)?;
-            let secret_env = settings::secret_env(&a.secret_env)?;
-            let command = shell_join(&a.command)?;
-            let record = pyro
-                .start_service(
-                    &a.name.id.workspace_id,
-                    &a.name.service_name,
-                    &command,
-                    &a.cwd,
-                    readiness.as_ref(),
-                    a.ready_timeout_seconds,
-                    a.ready_interval_ms,
-                    &secret_env,
-                    &ports,
-                )
-                .await?;
+            let (readiness, published_ports) = settings::service_options(&a)?;
+            let options = StartServiceOptions {
+                cwd: a.cwd.clone(),
+                readiness,
+                ready_timeout_seconds: a.ready_timeout_seconds,
+                ready_interval_ms: a.ready_interval_ms,
+                secret_env: settings::secret_env(&a.secret_env)?,
+                published_ports,
+                ..StartServiceOptions::new(shell_join(&a.command)?)
+            };
+            let record = pyro.start_service(&a.name.id.workspace_id, &a.name.service_name, &options).await?;
             emit(json, &record, |r| summary("start", r));
         }
         ServiceCommand::List(id) => emit(json, &pyro.list_services(&id.workspace_id).await?, |list| {

@@ -32,6 +32,41 @@ const OP: &str = "service operations";
 /// Stop reason of services ended by a workspace stop, reset, delete or guest crash.
 pub const WORKSPACE_STOPPED: &str = "workspace_stopped";
 
+/// `start_service` parameters beyond the workspace and the service name, with the
+/// contract's defaults ([`StartServiceOptions::new`]).
+#[derive(Debug, Clone)]
+pub struct StartServiceOptions {
+    /// The command line, run by `/bin/sh -lc`.
+    pub command: String,
+    /// Working directory in `/workspace` (default `/workspace`).
+    pub cwd: String,
+    /// What makes the service ready (none: ready once started).
+    pub readiness: Option<ReadinessProbe>,
+    /// How long readiness may take (default 30 s).
+    pub ready_timeout_seconds: u64,
+    /// How often readiness is checked (default 500 ms).
+    pub ready_interval_ms: u64,
+    /// Workspace secrets to put in its environment for this start: secret name → variable.
+    pub secret_env: BTreeMap<String, String>,
+    /// Guest ports to publish on the host (needs policy `egress+published-ports`).
+    pub published_ports: Vec<PortMapping>,
+}
+
+impl StartServiceOptions {
+    /// `command` with every other parameter at its default.
+    pub fn new(command: impl Into<String>) -> Self {
+        Self {
+            command: command.into(),
+            cwd: super::WORKSPACE_ROOT.into(),
+            readiness: None,
+            ready_timeout_seconds: 30,
+            ready_interval_ms: 500,
+            secret_env: BTreeMap::new(),
+            published_ports: Vec::new(),
+        }
+    }
+}
+
 /// One published port of a service (none until the networking issue brings forwarding).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishedPort {
@@ -326,20 +361,10 @@ impl WorkspaceManager {
 
     /// Starts a named service in a started workspace and waits for its readiness. A
     /// service that exits or never gets ready comes back `failed` (not as an error).
-    #[allow(clippy::too_many_arguments)] // mirrors the SDK's `start_service` one to one
-    pub async fn start_service(
-        &self,
-        id: &str,
-        name: &str,
-        command: &str,
-        cwd: &str,
-        readiness: Option<&ReadinessProbe>,
-        ready_timeout_seconds: u64,
-        ready_interval_ms: u64,
-        secret_env: &BTreeMap<String, String>,
-        published_ports: &[PortMapping],
-    ) -> Result<ServiceRecord> {
-        let plan = plan_start(name, command, cwd, readiness, published_ports)?;
+    pub async fn start_service(&self, id: &str, name: &str, options: &StartServiceOptions) -> Result<ServiceRecord> {
+        let StartServiceOptions { command, cwd, readiness, ready_timeout_seconds, ready_interval_ms, secret_env, published_ports } = options;
+        let (ready_timeout_seconds, ready_interval_ms) = (*ready_timeout_seconds, *ready_interval_ms);
+        let plan = plan_start(name, command, cwd, readiness.as_ref(), published_ports)?;
         let ws = self.open(id).await?;
         let secret_env = self.secret_env(&ws, secret_env)?;
         if !published_ports.is_empty() {
@@ -362,7 +387,7 @@ impl WorkspaceManager {
         let (probe, wire) = plan.readiness.unzip();
         let request = ServiceStartRequest {
             name: plan.name.clone(),
-            command: command.to_string(),
+            command: command.clone(),
             cwd: plan.cwd.clone(),
             env: BTreeMap::new(),
             secret_env,

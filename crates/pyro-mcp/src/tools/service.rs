@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use pyro_core::options::{PortMapping, ReadinessProbe};
-use pyro_core::workspace::services::ServiceRecord;
+use pyro_core::workspace::services::{ServiceRecord, StartServiceOptions};
 use pyro_core::{Error, Pyro, Result};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -106,20 +106,16 @@ async fn start(pyro: Arc<Pyro>, a: Start, _: Call) -> Result<ServiceRecord> {
         return Err(Error::InvalidArgument("choose at most one of ready_file, ready_tcp, ready_http, or ready_command".into()));
     }
     let readiness = ReadinessProbe::from_flags(a.ready_file, a.ready_tcp, a.ready_http, a.ready_command)?;
-    let ports: Vec<PortMapping> =
-        a.published_ports.unwrap_or_default().into_iter().map(|p| PortMapping { host_port: p.host_port, guest_port: p.guest_port }).collect();
-    pyro.start_service(
-        &a.workspace_id,
-        &a.service_name,
-        &a.command,
-        &a.cwd,
-        readiness.as_ref(),
-        a.ready_timeout_seconds,
-        a.ready_interval_ms,
-        &a.secret_env.unwrap_or_default(),
-        &ports,
-    )
-    .await
+    let options = StartServiceOptions {
+        cwd: a.cwd,
+        readiness,
+        ready_timeout_seconds: a.ready_timeout_seconds,
+        ready_interval_ms: a.ready_interval_ms,
+        secret_env: a.secret_env.unwrap_or_default(),
+        published_ports: a.published_ports.unwrap_or_default().into_iter().map(|p| PortMapping { host_port: p.host_port, guest_port: p.guest_port }).collect(),
+        ..StartServiceOptions::new(a.command)
+    };
+    pyro.start_service(&a.workspace_id, &a.service_name, &options).await
 }
 
 /// Arguments of `service_list`.

@@ -142,23 +142,32 @@ mod tests {
     use super::*;
     use pyro_core::paths::Dirs;
 
-    /// Runs the bridge over `input` and returns its output lines, parsed.
-    async fn exchange(input: &str) -> Vec<Value> {
+    /// Feeds `input` to the bridge, reads `count` output lines (parsed), then closes its
+    /// input (closing it earlier would cancel the calls) and waits for it to end.
+    async fn exchange(input: &str, count: usize) -> Vec<Value> {
         let root = std::env::temp_dir().join(format!("pyro-bridge-test-{}-{}", std::process::id(), input.len()));
         let pyro = Pyro::with_dirs(Dirs { cache: root.join("cache"), state: root.join("state") });
-        let (client, server) = tokio::io::duplex(1 << 20);
-        let (mut reader, _) = tokio::io::split(client);
-        serve(pyro, input.as_bytes(), server).await.unwrap();
-        let mut text = String::new();
-        reader.read_to_string(&mut text).await.unwrap();
+        let (mut requests, server_in) = tokio::io::duplex(1 << 20);
+        let (server_out, replies) = tokio::io::duplex(1 << 20);
+        let server = tokio::spawn(serve(pyro, server_in, server_out));
+        requests.write_all(input.as_bytes()).await.unwrap();
+        let mut replies = BufReader::new(replies).lines();
+        let mut lines = Vec::new();
+        while lines.len() < count {
+            let line = replies.next_line().await.unwrap().expect("the bridge ended early");
+            lines.push(serde_json::from_str(&line).unwrap());
+        }
+        drop(requests);
+        server.await.unwrap().unwrap();
         let _ = std::fs::remove_dir_all(root);
-        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+        lines
     }
 
     #[tokio::test]
     async fn says_hello_then_answers_each_request_by_id() {
         let lines = exchange(
             "{\"id\": 7, \"method\": \"workspace_list\"}\n\n{\"id\": 8, \"method\": \"workspace_status\", \"params\": {\"workspace_id\": \"000000000000\"}}\n",
+            3,
         )
         .await;
         assert_eq!(lines[0]["bridge"], "pyro");
@@ -173,7 +182,7 @@ mod tests {
 
     #[tokio::test]
     async fn bad_lines_get_unaddressed_errors_and_the_bridge_goes_on() {
-        let lines = exchange("not json\n{\"id\": 1}\n{\"id\": 2, \"method\": \"no_such_tool\"}\n{\"id\": 3, \"method\": \"workspace_exec\", \"params\": {\"workspace_id\": 5}}\n").await;
+        let lines = exchange("not json\n{\"id\": 1}\n{\"id\": 2, \"method\": \"no_such_tool\"}\n{\"id\": 3, \"method\": \"workspace_exec\", \"params\": {\"workspace_id\": 5}}\n", 5).await;
         assert_eq!(lines.len(), 5);
         assert_eq!(lines.iter().filter(|l| l["id"].is_null() && l["ok"] == false).count(), 2);
         let by_id = |id: u64| lines.iter().find(|l| l["id"] == id).unwrap().clone();

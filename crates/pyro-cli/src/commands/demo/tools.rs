@@ -51,7 +51,11 @@ impl DemoTools {
     /// `vm_status` reports `created` or `stopped`, as a model often forgets `vm_start`.
     pub async fn call(&mut self, name: &str, arguments: Map<String, Value>) -> Result<Value> {
         if !TOOL_NAMES.contains(&name) {
-            return Err(Error::NotFound { what: "tool", id: name.into(), message: format!("unknown tool '{name}'; expected one of: {}", TOOL_NAMES.join(", ")) });
+            return Err(Error::NotFound {
+                what: "tool",
+                id: name.into(),
+                message: format!("unknown tool '{name}'; expected one of: {}", TOOL_NAMES.join(", ")),
+            });
         }
         if name == "vm_exec" {
             if let Some(vm_id) = arguments.get("vm_id").cloned() {

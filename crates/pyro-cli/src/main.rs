@@ -75,7 +75,7 @@ async fn dispatch(command: Command, json: bool) -> pyro_core::Result<i32> {
         }
         Command::Run(args) => commands::run::run(&pyro, args, json).await,
         Command::Doctor(args) => commands::doctor::run(&pyro, args, json).await,
-        Command::Demo(args) => commands::demo::run(&pyro, args).await,
+        Command::Demo(args) => commands::demo::run(pyro, args).await,
         Command::Supervise { vm_dir } => pyro_core::vm::supervisor::run(vm_dir).await.map(|()| 0),
         // Handled before the runtime starts (its signal mask must cover every thread).
         Command::VmmGuard { argv } => pyro_core::vmm::guard::run(&argv),

@@ -6,6 +6,7 @@
 //! `scripts/test.sh` (`--include-ignored`).
 
 mod closed_stdout;
+mod demo_ollama;
 mod doctor_issues;
 mod env_store;
 mod error_kinds;

@@ -10,7 +10,7 @@
 // Layers, each importing only from those below it:
 //   main → channel → session (frame loop) → dispatch (one request → one response)
 //   → handlers: exec, fsops, service, shell (PTY shells, a VM-lifetime table), tar_import, tar_export
-//   → announce, blocking, fsinfo, paths, probe, secrets → request (shared request context types).
+//   → announce, blocking, fsinfo, identity, paths, probe, secrets → request (shared request context types).
 mod announce;
 mod blocking;
 mod channel;
@@ -18,6 +18,7 @@ mod dispatch;
 mod exec;
 mod fsinfo;
 mod fsops;
+mod identity;
 mod init;
 mod paths;
 mod probe;
@@ -42,6 +43,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// The guest server; its exit code becomes the server process's.
 fn guest_server() -> i32 {
+    identity::enable();
     let ctx = Arc::new(Ctx { default_cwd: PathBuf::from("/"), durable: true });
     runtime().block_on(channel::serve_guest(ctx));
     0

@@ -125,8 +125,11 @@ async fn read_loop<R: AsyncRead + Unpin>(reader: &mut R, out: Out, active: &Acti
         };
         let stream = frame.stream;
         match frame.kind {
-            // A knock: the host wants (another) Hello.
-            FrameKind::Hello => send(&out, Frame::json(0, FrameKind::Hello, &hello())).await,
+            // A knock: the host wants (another) Hello, after its identity is adopted.
+            FrameKind::Hello => {
+                crate::identity::adopt(&frame);
+                send(&out, Frame::json(0, FrameKind::Hello, &hello())).await
+            }
             FrameKind::Request => {
                 if stream == 0 {
                     respond(&out, 0, &error("stream 0 is reserved for Hello frames")).await;

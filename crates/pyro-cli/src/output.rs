@@ -172,7 +172,14 @@ pub fn event_line(event: &Event) -> String {
     match event {
         Event::RunCreate { environment } => format!("[run] phase=create environment={environment}"),
         Event::RunStart { vm_id, backend, isolation } => format!("[run] phase=start vm_id={vm_id} backend={backend} isolation={isolation}"),
-        Event::RunExecute { vm_id } => format!("[run] phase=execute vm_id={vm_id}"),
+        Event::RunExecute { vm_id, start_mode, boot_ms } => match boot_ms {
+            Some(ms) => format!("[run] phase=execute vm_id={vm_id} start={start_mode} boot_ms={ms}"),
+            None => format!("[run] phase=execute vm_id={vm_id} start={start_mode}"),
+        },
+        Event::TemplateBuild { environment, vcpu_count, mem_mib, kind } => {
+            format!("[warm] building a {kind} template of {environment} ({vcpu_count} vCPU, {mem_mib} MiB) once; later starts restore it")
+        }
+        Event::TemplateReady { environment, build_ms, state_bytes } => format!("[warm] template of {environment} ready ({build_ms} ms, {state_bytes} bytes)"),
         Event::WorkspaceBoot { workspace_id, backend, isolation } => {
             format!("[workspace] phase=boot workspace_id={workspace_id} backend={backend} isolation={isolation}")
         }

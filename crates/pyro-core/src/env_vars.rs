@@ -31,6 +31,9 @@ pub const BIN: &str = "PYRO_BIN";
 pub const FIRECRACKER: &str = "PYRO_FIRECRACKER";
 /// The `qemu-system-x86_64` binary (default: found on `PATH`).
 pub const QEMU: &str = "PYRO_QEMU";
+/// `0` turns warm starts off: every start boots a kernel instead of restoring a saved
+/// template (default: on where the backend supports it).
+pub const WARM_START: &str = "PYRO_WARM_START";
 /// Log filter in `tracing` syntax, e.g. `debug` (default `warn`); logs go to stderr.
 pub const LOG: &str = "PYRO_LOG";
 
@@ -48,6 +51,7 @@ pub const ALL: &[&str] = &[
     BIN,
     FIRECRACKER,
     QEMU,
+    WARM_START,
     LOG,
 ];
 

@@ -47,10 +47,35 @@ pub enum Event {
         /// Isolation the backend gives (`kvm`, `tcg`, `none`).
         isolation: &'static str,
     },
-    /// `run`: the command is running in the guest.
+    /// `run`: the guest is up and the command is running in it.
     RunExecute {
         /// The VM's id.
         vm_id: String,
+        /// How the guest came up: `restored` (from a warm template) or `booted`.
+        start_mode: String,
+        /// Milliseconds from the VMM's launch to the agent's hello.
+        boot_ms: Option<u64>,
+    },
+    /// A warm template is being built (once per environment, backend and size; later
+    /// starts restore it instead of booting).
+    TemplateBuild {
+        /// Environment name.
+        environment: String,
+        /// Virtual CPUs.
+        vcpu_count: u32,
+        /// Memory in MiB.
+        mem_mib: u32,
+        /// Disk layout (`ephemeral` or `workspace`).
+        kind: &'static str,
+    },
+    /// The warm template is saved.
+    TemplateReady {
+        /// Environment name.
+        environment: String,
+        /// How long building it took.
+        build_ms: u64,
+        /// Size of the saved state.
+        state_bytes: u64,
     },
     /// `workspace create`: the workspace's guest is booting.
     WorkspaceBoot {

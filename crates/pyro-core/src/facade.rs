@@ -134,8 +134,8 @@ impl Pyro {
         let vm = self.create_vm(options, progress).await?;
         let outcome = async {
             progress(&Event::RunStart { vm_id: vm.vm_id.clone(), backend: vm.backend, isolation: vm.isolation });
-            self.start_vm(&vm.vm_id).await?;
-            progress(&Event::RunExecute { vm_id: vm.vm_id.clone() });
+            let started = self.start_vm(&vm.vm_id).await?;
+            progress(&Event::RunExecute { vm_id: vm.vm_id.clone(), start_mode: started.start_mode.unwrap_or_default(), boot_ms: started.boot_ms });
             self.exec_vm(&vm.vm_id, command, timeout_seconds, output).await
         }
         .await;

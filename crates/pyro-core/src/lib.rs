@@ -17,11 +17,13 @@ pub mod events;
 pub mod facade;
 pub mod fsutil;
 pub mod guest;
+pub mod guest_disk;
 pub mod host_process;
 pub mod options;
 pub mod paths;
 #[cfg(test)]
 mod readme;
+pub mod template;
 pub mod vm;
 pub mod vmm;
 pub mod workspace;

@@ -45,7 +45,11 @@ pub(crate) fn message(event: &Event) -> String {
     match event {
         Event::RunCreate { environment } => format!("creating a VM from {environment}"),
         Event::RunStart { vm_id, backend, isolation } => format!("booting VM {vm_id} on {backend} (isolation: {isolation})"),
-        Event::RunExecute { vm_id } => format!("running the command in VM {vm_id}"),
+        Event::RunExecute { vm_id, start_mode, .. } => format!("running the command in VM {vm_id} ({start_mode})"),
+        Event::TemplateBuild { environment, vcpu_count, mem_mib, .. } => {
+            format!("building a warm template of {environment} ({vcpu_count} vCPU, {mem_mib} MiB) once; later starts restore it")
+        }
+        Event::TemplateReady { environment, build_ms, .. } => format!("warm template of {environment} ready after {build_ms} ms"),
         Event::WorkspaceBoot { workspace_id, backend, isolation } => format!("booting workspace {workspace_id} on {backend} (isolation: {isolation})"),
         Event::KvmCheck => "checking once whether KVM boots guests on this host".into(),
         Event::PullInstall { environment } => format!("installing environment {environment}"),

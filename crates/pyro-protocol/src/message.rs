@@ -15,7 +15,8 @@ use crate::shell::{ShellInfo, ShellOpenRequest, ShellReadRequest, ShellReadResul
 /// * 2: `Hello::capabilities`, [`Response::Unsupported`].
 /// * 3: `shell_*` requests ([`Capability::Shell`]).
 /// * 4: services ([`Request::ServiceStart`] and friends, capability `service`).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// * 5: the host's Hello (a knock) may carry a [`GuestIdentity`] ([`HostHello`]).
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The oldest agent protocol version the host still talks to. Agents between this and
 /// [`PROTOCOL_VERSION`] (and newer ones) are accepted; what each can do is decided by
@@ -53,6 +54,49 @@ impl DataChannel {
             3 => Self::Download,
             _ => return None,
         })
+    }
+}
+
+/// What the host sends in its Hello frames (knocks). Agents before protocol 5 ignore the
+/// payload; later ones adopt [`HostHello::identity`] before they answer, so every request
+/// that follows the knock on the stream sees it applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostHello {
+    /// The identity the guest takes on (fresh per start, so that VMs restored from one
+    /// saved state do not share random state, clock or machine id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<GuestIdentity>,
+}
+
+/// Per-start guest identity, chosen by the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestIdentity {
+    /// Host entropy mixed into (and credited to) the guest kernel's random pool, which is
+    /// then reseeded: [`GuestIdentity::ENTROPY_BYTES`] bytes, hex.
+    pub entropy_hex: String,
+    /// The host's wall clock when it sent this, nanoseconds since the Unix epoch.
+    pub unix_time_ns: u64,
+    /// A fresh machine id: 32 lowercase hex characters.
+    pub machine_id: String,
+}
+
+impl GuestIdentity {
+    /// Bytes of entropy a host sends.
+    pub const ENTROPY_BYTES: usize = 64;
+
+    /// The entropy bytes, when the hex is well formed and exactly
+    /// [`GuestIdentity::ENTROPY_BYTES`] long.
+    pub fn entropy(&self) -> Option<Vec<u8>> {
+        let hex = self.entropy_hex.as_bytes();
+        if hex.len() != Self::ENTROPY_BYTES * 2 {
+            return None;
+        }
+        hex.chunks(2).map(|pair| std::str::from_utf8(pair).ok().and_then(|p| u8::from_str_radix(p, 16).ok())).collect()
+    }
+
+    /// True when [`GuestIdentity::machine_id`] is 32 lowercase hex characters.
+    pub fn machine_id_is_valid(&self) -> bool {
+        self.machine_id.len() == 32 && self.machine_id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     }
 }
 

@@ -26,7 +26,7 @@ pub async fn run(dirs: &Dirs, installed: &InstalledEnvironment, cache_file: &Pat
     let detail = {
         {
             let launch =
-                LaunchSpec { vm_dir: work.path().to_path_buf(), kernel: installed.kernel.clone(), disk, vcpu_count: 1, mem_mib: 256, debug_console: false };
+                LaunchSpec { vm_dir: work.path().to_path_buf(), kernel: installed.kernel.clone(), disk, vcpu_count: 1, mem_mib: 256, debug_console: false, restore: None };
             let selection = Selection { backend: BackendKind::QemuKvm, reason: "KVM boot check".into() };
             let record = VmRecord::new("kvmcheck0000".into(), installed, launch, 60, selection, false);
             match supervisor::boot(&record, KVM_CHECK_TIMEOUT).await {

@@ -23,6 +23,7 @@ use crate::events::{Event, OutputChunk, Progress};
 use crate::fsutil::{lock_file, unix_now};
 use crate::guest::{ExecOutput, GuestClient};
 use crate::paths::Dirs;
+use crate::template::{TemplateFor, TemplateKind, TemplateStore};
 use crate::vmm::select::{backend_from_env, HostProbe, Selection};
 use crate::vmm::{self, BackendKind, LaunchSpec};
 
@@ -53,6 +54,8 @@ pub struct CreateVmOptions {
     pub owner_pid: Option<u32>,
     /// Full guest console in the serial log.
     pub debug_console: bool,
+    /// Boot a kernel even where a warm template could be restored.
+    pub cold: bool,
 }
 
 impl CreateVmOptions {
@@ -68,6 +71,7 @@ impl CreateVmOptions {
             backend: None,
             owner_pid: None,
             debug_console: false,
+            cold: false,
         }
     }
 
@@ -137,6 +141,8 @@ pub struct VmStatus {
     pub backend_reason: String,
     /// Milliseconds from launch to the agent's hello on the last start.
     pub boot_ms: Option<u64>,
+    /// How the guest came up on the last start: `restored` (a warm template) or `booted`.
+    pub start_mode: Option<String>,
     /// `uname -r` inside the guest.
     pub guest_kernel: Option<String>,
     /// Why the VM stopped unexpectedly.
@@ -255,12 +261,18 @@ pub struct NetworkInfo {
 pub struct VmManager {
     dirs: Dirs,
     environments: EnvironmentStore,
+    templates: TemplateStore,
 }
 
 impl VmManager {
     /// A manager over `dirs`.
     pub fn new(dirs: Dirs, environments: EnvironmentStore) -> Self {
-        Self { dirs, environments }
+        Self { templates: TemplateStore::new(dirs.clone()), dirs, environments }
+    }
+
+    /// The warm templates this manager restores.
+    pub(crate) fn templates(&self) -> &TemplateStore {
+        &self.templates
     }
 
     fn vm_dir(&self, vm_id: &str) -> Result<PathBuf> {
@@ -282,7 +294,15 @@ impl VmManager {
         std::fs::create_dir_all(&root).ctx("create", &root)?;
         let vm_dir = root.join(&vm_id);
         std::fs::create_dir(&vm_dir).ctx("create", &vm_dir)?;
-        let prepared = self.prepare_disk(selection.backend, &installed, &vm_dir);
+        let wanted = TemplateFor { installed: &installed, backend: selection.backend, vcpu_count: options.vcpu_count, mem_mib: options.mem_mib, kind: TemplateKind::Ephemeral };
+        let template = self.templates.warm(&wanted, options.cold || options.debug_console, progress).await;
+        let prepared = match &template {
+            Some(template) => {
+                let disk = vm_dir.join(TemplateKind::Ephemeral.disk_file());
+                crate::guest_disk::copy(&template.disk(), &disk).map(|()| disk)
+            }
+            None => self.prepare_disk(selection.backend, &installed, &vm_dir),
+        };
         let disk = match prepared {
             Ok(disk) => disk,
             Err(e) => {
@@ -297,6 +317,7 @@ impl VmManager {
             vcpu_count: options.vcpu_count,
             mem_mib: options.mem_mib,
             debug_console: options.debug_console,
+            restore: template.map(|t| t.restore_from(Some(&installed.rootfs))),
         };
         let mut record = VmRecord::new(vm_id, &installed, launch, options.ttl_seconds, selection, options.allow_host_compat);
         record.owner_pid = options.owner_pid;
@@ -618,6 +639,7 @@ fn status_of(record: &VmRecord) -> VmStatus {
         isolation: record.backend.isolation(),
         backend_reason: record.backend_reason.clone(),
         boot_ms: record.boot_ms,
+        start_mode: record.start_mode.clone(),
         guest_kernel: record.guest_kernel.clone(),
         last_error: record.last_error.clone(),
     }
@@ -649,6 +671,11 @@ pub(crate) async fn refreshed_and_reaped(dir: &Path) -> Result<VmRecord> {
     Ok(record)
 }
 
+/// The first clause of a long failure (up to the serial log), at most 300 characters.
+fn first_line(reason: &str) -> String {
+    reason.split("; serial log: ").next().unwrap_or(reason).chars().take(300).collect()
+}
+
 /// Starts the supervisor of a VM directory and waits for the agent's hello; the record
 /// says started (with boot time and guest kernel) or stopped (with the failure).
 pub(crate) async fn boot_dir(mut record: VmRecord) -> Result<VmRecord> {
@@ -660,9 +687,17 @@ pub(crate) async fn boot_dir(mut record: VmRecord) -> Result<VmRecord> {
     record.supervisor_pid = Some(supervisor::spawn(&dir)?);
     record.state = VmState::Started;
     record.save()?;
-    match connect(&dir).await {
+    let connected = connect(&dir).await;
+    // A saved state matches the disk only before the first start.
+    record.launch.restore = None;
+    match connected {
         Ok((_client, hello)) => {
-            record.boot_ms = SupervisorStatus::load(&dir).and_then(|s| s.boot_ms);
+            let status = SupervisorStatus::load(&dir);
+            if let Some(reason) = status.as_ref().and_then(|s| s.warm_fallback.as_deref()) {
+                tracing::warn!("warm start failed, booted cold instead (the template was discarded): {}", first_line(reason));
+            }
+            record.boot_ms = status.as_ref().and_then(|s| s.boot_ms);
+            record.start_mode = status.and_then(|s| s.start_mode);
             record.guest_kernel = Some(hello.kernel_release);
             record.last_error = None;
             record.save()?;

@@ -76,6 +76,9 @@ pub struct VmRecord {
     /// Stop the VM after this long without any request (workspaces).
     #[serde(default)]
     pub idle_stop_seconds: Option<u64>,
+    /// How the guest came up on its last start: `restored` or `booted`.
+    #[serde(default)]
+    pub start_mode: Option<String>,
 }
 
 /// Validates a VM id before it touches a path.
@@ -121,6 +124,7 @@ impl VmRecord {
             guest_kernel: None,
             last_error: None,
             idle_stop_seconds: None,
+            start_mode: None,
         }
     }
 

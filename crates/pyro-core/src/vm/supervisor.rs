@@ -12,7 +12,7 @@ use crate::env_vars;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use pyro_protocol::{read_frame, write_frame, Frame, FrameKind, Hello, Request, PROTOCOL_VERSION};
+use pyro_protocol::{read_frame, write_frame, Frame, FrameKind, GuestIdentity, Hello, HostHello, Request, PROTOCOL_VERSION};
 use serde::{Deserialize, Serialize};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, watch};
@@ -67,6 +67,12 @@ pub struct SupervisorStatus {
     pub error: Option<String>,
     /// Unix seconds of the last update.
     pub updated_at: f64,
+    /// How the guest came up: `restored` (from a warm template) or `booted`.
+    #[serde(default)]
+    pub start_mode: Option<String>,
+    /// Why a restore was given up for a cold boot.
+    #[serde(default)]
+    pub warm_fallback: Option<String>,
 }
 
 impl SupervisorStatus {
@@ -132,7 +138,8 @@ pub fn is_alive(pid: u32, vm_dir: &Path) -> bool {
 pub async fn run(vm_dir: PathBuf) -> Result<()> {
     let record = VmRecord::load(&vm_dir)?;
     let pid = std::process::id();
-    let mut status = SupervisorStatus { pid, phase: Phase::Booting, boot_ms: None, hello: None, error: None, updated_at: unix_now() };
+    let mut status =
+        SupervisorStatus { pid, phase: Phase::Booting, boot_ms: None, hello: None, error: None, updated_at: unix_now(), start_mode: None, warm_fallback: None };
     status.store(&vm_dir);
 
     // One supervisor per VM: the run lock is held by a live supervisor or by a VMM that
@@ -146,7 +153,15 @@ pub async fn run(vm_dir: PathBuf) -> Result<()> {
     tokio::spawn(accept_clients(listener, relay.clone(), ready_rx));
 
     let started = Instant::now();
-    let outcome = boot_holding(&record, boot_timeout(), Some(&run_lock)).await;
+    let mut outcome = boot_holding(&record, boot_timeout(), Some(&run_lock)).await;
+    if let (Err(reason), Some(from)) = (&outcome, &record.launch.restore) {
+        // Correctness first: a state that would not restore is never tried again, and
+        // this start boots cold.
+        from.discard_template();
+        status.warm_fallback = Some(reason.clone());
+        outcome = boot_cold_after(&record, from, &run_lock).await;
+    }
+    status.start_mode = Some(if record.launch.restore.is_some() && status.warm_fallback.is_none() { "restored" } else { "booted" }.into());
     let (mut child, hello, channel) = match outcome {
         Ok(parts) => parts,
         Err(message) => {
@@ -230,6 +245,19 @@ async fn acquire_run_lock(vm_dir: &Path) -> Result<std::fs::File> {
     Err(Error::Conflict("this VM is already running under another supervisor (or its VMM outlived one)".into()))
 }
 
+/// The cold boot that replaces a failed restore: an overlay disk copied from the
+/// template is re-created on the base image first.
+async fn boot_cold_after(record: &VmRecord, from: &vmm::RestoreFrom, run_lock: &std::fs::File) -> Result<(tokio::process::Child, Hello, UnixStream), String> {
+    let mut cold = record.clone();
+    cold.launch.restore = None;
+    if let Some(base) = &from.cold_base {
+        let binary = vmm::qemu::locate().ok_or("qemu-system-x86_64 is not installed")?;
+        let _ = std::fs::remove_file(&cold.launch.disk);
+        vmm::qemu::Qemu::new(binary, vmm::qemu::Accel::Tcg).prepare_disk(base, &cold.launch.vm_dir).map_err(|e| e.to_string())?;
+    }
+    boot_holding(&cold, boot_timeout(), Some(run_lock)).await
+}
+
 /// Launches the VMM and waits for the agent's hello; errors are user-facing one-liners.
 pub(crate) async fn boot(record: &VmRecord, timeout: Duration) -> Result<(tokio::process::Child, Hello, UnixStream), String> {
     boot_holding(record, timeout, None).await
@@ -244,7 +272,11 @@ async fn boot_holding(record: &VmRecord, timeout: Duration, run_lock: Option<&st
         BackendKind::QemuTcg | BackendKind::QemuKvm => {
             let accel = if record.backend == BackendKind::QemuKvm { vmm::qemu::Accel::Kvm } else { vmm::qemu::Accel::Tcg };
             let binary = vmm::qemu::locate().ok_or("qemu-system-x86_64 is not installed")?;
-            vmm::qemu::Qemu::new(binary, accel).launch(spec, Duration::from_secs(10)).await
+            let qemu = vmm::qemu::Qemu::new(binary, accel);
+            match &spec.restore {
+                Some(from) => qemu.launch_restored(spec, from, Duration::from_secs(10)).await,
+                None => qemu.launch(spec, Duration::from_secs(10)).await,
+            }
         }
         BackendKind::Firecracker => {
             let binary = vmm::firecracker::locate().ok_or("firecracker is not installed")?;
@@ -264,7 +296,7 @@ async fn boot_holding(record: &VmRecord, timeout: Duration, run_lock: Option<&st
     let (mut read, mut write) = channel.into_split();
     let knock = async {
         loop {
-            let frame = Frame::json(0, FrameKind::Hello, &serde_json::json!({}));
+            let frame = Frame::json(0, FrameKind::Hello, &HostHello { identity: Some(fresh_identity()) });
             if write_frame(&mut write, &frame).await.is_err() {
                 return;
             }
@@ -307,6 +339,17 @@ async fn boot_holding(record: &VmRecord, timeout: Duration, run_lock: Option<&st
             Err(format!("guest boot failed: {reason}; serial log: {}", serial_tail(record)))
         }
     }
+}
+
+/// A new identity for the guest: host entropy, the host's clock now, a random machine id.
+fn fresh_identity() -> GuestIdentity {
+    let mut bytes = [0u8; GuestIdentity::ENTROPY_BYTES + 16];
+    // SAFETY: getrandom fills the buffer it is given; a short read leaves zeros, which
+    // only weakens the extra seed (the guest's own pool stays as good as before).
+    unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    let (entropy, id) = bytes.split_at(GuestIdentity::ENTROPY_BYTES);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    GuestIdentity { entropy_hex: hex::encode(entropy), unix_time_ns: now.as_nanos() as u64, machine_id: hex::encode(id) }
 }
 
 /// The last lines of the guest console (and the VMM's stderr), folded into one line;

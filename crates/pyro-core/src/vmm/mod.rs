@@ -8,6 +8,8 @@ pub mod firecracker;
 pub mod guard;
 pub mod host_compat;
 pub mod qemu;
+pub mod qmp;
+pub mod saved_state;
 pub mod select;
 mod spawn;
 
@@ -106,6 +108,38 @@ pub struct LaunchSpec {
     pub mem_mib: u32,
     /// Full guest console on the serial log (slower boot) instead of errors only.
     pub debug_console: bool,
+    /// Restore this saved state instead of booting (the next start only; a warm
+    /// template's state, on a disk copied from the template's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreFrom>,
+}
+
+/// A warm template's saved guest state, to restore instead of booting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoreFrom {
+    /// The template's directory (removed when its state proves unusable).
+    pub template_dir: PathBuf,
+    /// The saved state (a QEMU migration stream), read only by pyro, never by the VMM.
+    pub state: PathBuf,
+    /// Its sha256 (hex), checked while it streams: a mismatch stops the load.
+    pub state_sha256: String,
+    /// Its size in bytes.
+    pub state_bytes: u64,
+    /// For an overlay disk: the base image a cold boot re-creates the overlay on, since
+    /// the overlay copied from the template is only right for the template's state.
+    pub cold_base: Option<PathBuf>,
+}
+
+impl RestoreFrom {
+    /// Removes the template this state came from (renamed away first, so no other start
+    /// picks it up half-removed); the next warm start builds a new one.
+    pub fn discard_template(&self) {
+        let Some(parent) = self.template_dir.parent() else { return };
+        let trash = parent.join(format!(".discarded-{}", uuid::Uuid::new_v4().simple()));
+        if std::fs::rename(&self.template_dir, &trash).is_ok() {
+            let _ = std::fs::remove_dir_all(&trash);
+        }
+    }
 }
 
 impl LaunchSpec {
@@ -122,6 +156,16 @@ impl LaunchSpec {
     /// Host end of the agent channel.
     pub fn channel_socket(&self) -> PathBuf {
         self.vm_dir.join("agent.sock")
+    }
+
+    /// The VMM's control socket (QEMU's QMP monitor).
+    pub fn monitor_socket(&self) -> PathBuf {
+        self.vm_dir.join("qmp.sock")
+    }
+
+    /// Where a restoring VMM listens for the saved state.
+    pub fn incoming_socket(&self) -> PathBuf {
+        self.vm_dir.join("incoming.sock")
     }
 }
 
@@ -189,7 +233,8 @@ pub(crate) async fn connect_when_listening(child: &mut Child, socket: &Path, tim
         }
         if tokio::time::Instant::now() >= deadline {
             kill_group(child);
-            return Err(Error::Vmm(format!("{what} did not open its agent socket within {}s", timeout.as_secs())));
+            let name = socket.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            return Err(Error::Vmm(format!("{what} did not open its socket {name} within {}s", timeout.as_secs())));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

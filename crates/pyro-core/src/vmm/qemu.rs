@@ -9,8 +9,10 @@ use crate::env_vars;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::spawn::{running_as_root, spawn_confined, UNPRIVILEGED_USER};
-use super::{connect_when_listening, kernel_cmdline, remove_stale, LaunchSpec, Launched, RebootMethod};
+use tokio::net::UnixStream;
+
+use super::spawn::{kill_group, running_as_root, spawn_confined, UNPRIVILEGED_USER};
+use super::{connect_when_listening, kernel_cmdline, remove_stale, saved_state, LaunchSpec, Launched, RebootMethod, RestoreFrom};
 use crate::error::{Error, IoContext, Result};
 
 /// QEMU's seccomp sandbox: no obsolete syscalls, no new processes, no scheduler or
@@ -63,6 +65,11 @@ impl Qemu {
     /// A QEMU backend using `binary` with `accel`.
     pub fn new(binary: PathBuf, accel: Accel) -> Self {
         Self { binary, accel, as_root: running_as_root() }
+    }
+
+    /// The QEMU binary.
+    pub fn binary(&self) -> &Path {
+        &self.binary
     }
 
     /// `QEMU emulator version X` first line of `--version`.
@@ -130,7 +137,10 @@ impl Qemu {
             "-append".into(),
             cmdline,
             "-drive".into(),
-            format!("id=root,file={},format={disk_format},if=none,cache={cache},discard=unmap", opt_path(&spec.disk)),
+            // auto-read-only=off: saving a warm template drops the disk's write permission;
+            // with auto-read-only QEMU would reopen the file by name, which a VMM that
+            // dropped its privileges cannot.
+            format!("id=root,file={},format={disk_format},if=none,cache={cache},discard=unmap,file.auto-read-only=off", opt_path(&spec.disk)),
             "-device".into(),
             "virtio-blk-device,drive=root".into(),
             "-device".into(),
@@ -145,6 +155,9 @@ impl Qemu {
             format!("socket,id=agent,path={},server=on,wait=on", opt_path(&spec.channel_socket())),
             "-device".into(),
             "virtserialport,chardev=agent,name=pyro.0,nr=1".into(),
+            // The monitor saves warm templates; the state dir holding it is private.
+            "-qmp".into(),
+            format!("unix:{},server=on,wait=off", opt_path(&spec.monitor_socket())),
         ];
         if self.as_root {
             args.extend(["-runas".into(), UNPRIVILEGED_USER.into()]);
@@ -160,12 +173,44 @@ impl Qemu {
     /// Starts QEMU and connects to the agent channel (QEMU starts the guest only once we
     /// are connected).
     pub async fn launch(&self, spec: &LaunchSpec, connect_timeout: Duration) -> Result<Launched> {
+        let (child, channel) = self.spawn_connected(spec, self.args(spec), connect_timeout).await?;
+        Ok(self.launched(child, channel))
+    }
+
+    /// Starts QEMU waiting for an incoming state, connects the agent channel (a restored
+    /// guest answers only on a channel connected before its state loads), then streams
+    /// the saved state in; the guest runs once all of it has loaded.
+    pub async fn launch_restored(&self, spec: &LaunchSpec, from: &RestoreFrom, connect_timeout: Duration) -> Result<Launched> {
+        let incoming = spec.incoming_socket();
+        remove_stale(&incoming);
+        let mut args = self.args(spec);
+        args.extend(["-incoming".into(), format!("unix:{}", incoming.display())]);
+        let (mut child, channel) = self.spawn_connected(spec, args, connect_timeout).await?;
+        let fed = async {
+            let sink = connect_when_listening(&mut child, &incoming, connect_timeout, "qemu", &spec.vmm_log()).await?;
+            saved_state::feed(&from.state, &from.state_sha256, from.state_bytes, sink).await
+        };
+        if let Err(e) = fed.await {
+            kill_group(&mut child);
+            let _ = child.wait().await;
+            return Err(e);
+        }
+        let _ = std::fs::remove_file(&incoming);
+        Ok(self.launched(child, channel))
+    }
+
+    async fn spawn_connected(&self, spec: &LaunchSpec, args: Vec<String>, connect_timeout: Duration) -> Result<(tokio::process::Child, UnixStream)> {
         remove_stale(&spec.channel_socket());
+        remove_stale(&spec.monitor_socket());
         // Dropping privileges (-runas) clears QEMU's death signal; a guard keeps it.
-        let mut child = spawn_confined(&self.binary, self.args(spec), self.as_root, &spec.serial_log(), &spec.vmm_log())?;
+        let mut child = spawn_confined(&self.binary, args, self.as_root, &spec.serial_log(), &spec.vmm_log())?;
         let channel = connect_when_listening(&mut child, &spec.channel_socket(), connect_timeout, "qemu", &spec.vmm_log()).await?;
+        Ok((child, channel))
+    }
+
+    fn launched(&self, child: tokio::process::Child, channel: UnixStream) -> Launched {
         let vmm_pid = if self.as_root { child.id().and_then(super::guard::vmm_of) } else { child.id() };
-        Ok(Launched { child, vmm_pid, channel })
+        Launched { child, vmm_pid, channel }
     }
 }
 
@@ -174,7 +219,7 @@ mod tests {
     use super::*;
 
     fn spec() -> LaunchSpec {
-        LaunchSpec { vm_dir: "/vm".into(), kernel: "/k/vmlinux".into(), disk: "/vm/disk.qcow2".into(), vcpu_count: 2, mem_mib: 512, debug_console: false }
+        LaunchSpec { vm_dir: "/vm".into(), kernel: "/k/vmlinux".into(), disk: "/vm/disk.qcow2".into(), vcpu_count: 2, mem_mib: 512, debug_console: false, restore: None }
     }
 
     #[test]
@@ -193,6 +238,7 @@ mod tests {
         assert!(joined.contains("-sandbox on,obsolete=deny,elevateprivileges="));
         assert!(joined.contains("spawn=deny,resourcecontrol=deny"));
         assert!(joined.contains("-chardev stdio,id=console"), "the console is a drained pipe, not a file");
+        assert!(joined.contains("-qmp unix:/vm/qmp.sock,server=on,wait=off"));
     }
 
     #[test]

@@ -208,7 +208,9 @@ impl WorkspaceManager {
             r.state = WorkspaceState::Stopped;
             Ok(())
         })?;
-        self.fresh_disk(&ws, &installed)?;
+        let mut vm_record = VmRecord::load(&ws.vm_dir())?;
+        vm_record.launch.restore = self.fresh_disk(&ws, &installed, vm_record.backend, vm_record.launch.debug_console, &crate::events::ignore).await?;
+        vm_record.save()?;
         let client = self.boot(&ws).await?;
         let file = tokio::fs::File::open(&archive).await.ctx("open", &archive)?;
         client.tar_import(WORKSPACE_ROOT, file).await.map_err(guest_error)?;

@@ -39,7 +39,8 @@ use crate::paths::Dirs;
 use crate::vm::record::{new_id, validate_id, VmRecord, VmState};
 use crate::vm::{self, CommandOutput, CreateVmOptions, VmManager, DEFAULT_MAX_OUTPUT_BYTES};
 use crate::vmm::select::Selection;
-use crate::vmm::{BackendKind, LaunchSpec};
+use crate::template::{TemplateFor, TemplateKind};
+use crate::vmm::{BackendKind, LaunchSpec, RestoreFrom};
 
 pub use self::history::HistoryEntry;
 pub use self::paths::WORKSPACE_ROOT;
@@ -48,8 +49,6 @@ pub use self::paths::WORKSPACE_ROOT;
 pub const DEFAULT_IDLE_STOP_SECONDS: u64 = 30 * 60;
 /// Lifetime given to a workspace's guest (a century): only the workspace's TTL counts.
 const GUEST_NEVER_EXPIRES_SECONDS: u64 = 100 * 365 * 86400;
-/// Virtual size a workspace disk is grown to (sparse; only used blocks take space).
-const DISK_SIZE_BYTES: u64 = 8 << 30;
 
 /// Options of [`WorkspaceManager::create`].
 #[derive(Debug, Clone)]
@@ -411,8 +410,8 @@ impl WorkspaceManager {
             secrets::store(&dir, &secret_values)?;
             std::fs::copy(&seed.archive, dir.join("baseline.tar")).ctx("store baseline in", &dir)?;
             let ws = Workspace { dir: dir.clone(), record: record.clone() };
-            self.fresh_disk(&ws, &installed)?;
-            self.write_vm_record(&ws, &installed, selection.backend, &selection.reason, options.vm.debug_console)?;
+            let restore = self.fresh_disk(&ws, &installed, selection.backend, options.vm.cold || options.vm.debug_console, progress).await?;
+            self.write_vm_record(&ws, &installed, selection.backend, &selection.reason, options.vm.debug_console, restore)?;
             progress(&Event::WorkspaceBoot { workspace_id: id.clone(), backend: selection.backend.name(), isolation: selection.backend.isolation() });
             let client = self.boot(&ws).await?;
             let imported = client.tar_import(WORKSPACE_ROOT, tokio::fs::File::open(ws.baseline()).await.ctx("open", ws.baseline())?).await?;
@@ -436,26 +435,44 @@ impl WorkspaceManager {
         }
     }
 
-    /// Copies the environment's rootfs into the workspace and grows it (sparse).
-    fn fresh_disk(&self, ws: &Workspace, installed: &InstalledEnvironment) -> Result<()> {
-        let disk = ws.disk();
-        let tmp = ws.dir.join("rootfs.ext4.tmp");
-        run_tool("cp", &["--sparse=always", "--reflink=auto", &installed.rootfs.display().to_string(), &tmp.display().to_string()])?;
-        let file = std::fs::OpenOptions::new().write(true).open(&tmp).ctx("open", &tmp)?;
-        file.set_len(DISK_SIZE_BYTES).ctx("grow", &tmp)?;
-        drop(file);
-        run_tool("e2fsck", &["-f", "-p", &tmp.display().to_string()])?;
-        run_tool("resize2fs", &["-f", &tmp.display().to_string()])?;
-        std::fs::rename(&tmp, &disk).ctx("install", &disk)?;
-        Ok(())
+    /// Gives the workspace a fresh disk: a copy of a warm template's (and the state to
+    /// restore on it) or, for a cold boot, the environment's rootfs grown.
+    pub(crate) async fn fresh_disk(
+        &self,
+        ws: &Workspace,
+        installed: &InstalledEnvironment,
+        backend: BackendKind,
+        cold: bool,
+        progress: Progress<'_>,
+    ) -> Result<Option<RestoreFrom>> {
+        let r = &ws.record;
+        let wanted = TemplateFor { installed, backend, vcpu_count: r.vcpu_count, mem_mib: r.mem_mib, kind: TemplateKind::Workspace };
+        match self.vms.templates().warm(&wanted, cold, progress).await {
+            Some(template) => {
+                crate::guest_disk::copy(&template.disk(), &ws.disk())?;
+                Ok(Some(template.restore_from(None)))
+            }
+            None => {
+                crate::guest_disk::grown_copy(&installed.rootfs, &ws.disk())?;
+                Ok(None)
+            }
+        }
     }
 
-    fn write_vm_record(&self, ws: &Workspace, installed: &InstalledEnvironment, backend: BackendKind, reason: &str, debug_console: bool) -> Result<()> {
+    fn write_vm_record(
+        &self,
+        ws: &Workspace,
+        installed: &InstalledEnvironment,
+        backend: BackendKind,
+        reason: &str,
+        debug_console: bool,
+        restore: Option<RestoreFrom>,
+    ) -> Result<()> {
         let vm_dir = ws.vm_dir();
         std::fs::create_dir_all(&vm_dir).ctx("create", &vm_dir)?;
         let idle = std::env::var(env_vars::WORKSPACE_IDLE_STOP_SECONDS).ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(DEFAULT_IDLE_STOP_SECONDS);
         let r = &ws.record;
-        let launch = LaunchSpec { vm_dir, kernel: installed.kernel.clone(), disk: ws.disk(), vcpu_count: r.vcpu_count, mem_mib: r.mem_mib, debug_console };
+        let launch = LaunchSpec { vm_dir, kernel: installed.kernel.clone(), disk: ws.disk(), vcpu_count: r.vcpu_count, mem_mib: r.mem_mib, debug_console, restore };
         // The workspace's own TTL is enforced by the manager; its guest never expires.
         let mut record = VmRecord::new(
             r.workspace_id.clone(),
@@ -727,7 +744,7 @@ pub(crate) fn guest_error(e: GuestError) -> Error {
 
 /// Budgets for a tar stream of `/workspace`: what its disk can hold.
 pub(crate) fn workspace_limits() -> archive::TarLimits {
-    archive::TarLimits::for_disk(DISK_SIZE_BYTES)
+    archive::TarLimits::for_disk(crate::guest_disk::WORKSPACE_DISK_BYTES)
 }
 
 /// Directory of a workspace's shell records (`shells/<id>.json`, see [`shells`]).
@@ -742,16 +759,6 @@ fn forget_shells(dir: &Path) -> Result<()> {
 
 fn unknown(id: &str) -> Error {
     Error::not_found("workspace", id)
-}
-
-/// Runs a host tool, turning a failure into a one-line error.
-fn run_tool(tool: &str, args: &[&str]) -> Result<()> {
-    let out = std::process::Command::new(tool).args(args).output().map_err(|e| Error::Vmm(format!("cannot run {tool}: {e}")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(Error::Vmm(format!("{tool} failed: {}", String::from_utf8_lossy(&out.stderr).trim())))
-    }
 }
 
 pub(crate) fn status_of(record: &WorkspaceRecord, backend: &'static str) -> WorkspaceStatus {

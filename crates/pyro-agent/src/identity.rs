@@ -34,7 +34,9 @@ pub fn adopt(knock: &Frame) {
         return;
     }
     let Ok(HostHello { identity: Some(identity) }) = knock.parse_json::<HostHello>() else { return };
-    for (what, outcome) in [("seed the random pool", seed_random(&identity)), ("set the clock", set_clock(&identity)), ("set the machine id", set_machine_id(&identity))] {
+    for (what, outcome) in
+        [("seed the random pool", seed_random(&identity)), ("set the clock", set_clock(&identity)), ("set the machine id", set_machine_id(&identity))]
+    {
         if let Err(e) = outcome {
             eprintln!("pyro-agent: cannot {what}: {e}");
         }

@@ -134,6 +134,9 @@ pub struct VmSizing {
     /// Keep the full guest console in the VM's serial log (slower boot).
     #[arg(long)]
     pub debug_console: bool,
+    /// Boot a kernel instead of restoring a warm template (also PYRO_WARM_START=0).
+    #[arg(long)]
+    pub cold: bool,
 }
 
 /// `pyro run`

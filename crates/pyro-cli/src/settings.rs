@@ -22,6 +22,7 @@ impl VmSizing {
         options.allow_host_compat = self.allow_host_compat;
         options.backend = self.backend.as_deref().map(str::parse).transpose()?;
         options.debug_console = self.debug_console;
+        options.cold = self.cold;
         Ok(options)
     }
 }

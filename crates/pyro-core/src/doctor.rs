@@ -5,8 +5,10 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::catalog::PLATFORM;
+use crate::env_vars;
 use crate::environments::EnvironmentStore;
 use crate::paths::{self, Dirs};
+use crate::template::{self, TemplateInfo, TemplateStore};
 use crate::vmm::qemu::find_in_path;
 use crate::vmm::select::{backend_from_env, Binary, HostProbe, KvmAccess};
 use crate::vmm::BackendKind;
@@ -71,6 +73,17 @@ pub struct NetworkingReport {
     pub ip_forward_enabled: bool,
 }
 
+/// Warm starts: whether starts restore saved templates, and which exist.
+#[derive(Debug, Clone, Serialize)]
+pub struct WarmStartReport {
+    /// Starts restore templates (not `PYRO_WARM_START=0`, and the backend has them).
+    pub enabled: bool,
+    /// What the next start will use, and why.
+    pub next_start: String,
+    /// Templates in the cache.
+    pub templates: Vec<TemplateInfo>,
+}
+
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
 pub struct DoctorReport {
@@ -98,6 +111,8 @@ pub struct DoctorReport {
     pub installed_environments: Vec<String>,
     /// Networking prerequisites.
     pub networking: NetworkingReport,
+    /// Warm starts.
+    pub warm_start: WarmStartReport,
 }
 
 /// Builds the report; runs the one-time KVM boot check when an environment is installed
@@ -143,6 +158,7 @@ pub async fn report(dirs: &Dirs, store: &EnvironmentStore) -> DoctorReport {
         issues.push(format!("{tool} is not installed (scripts/setup.sh installs it)"));
     }
     let guest = matches!(selected.backend, Some(name) if name != BackendKind::HostCompat.name());
+    let warm_start = warm_start_report(dirs, selected.backend.and_then(BackendKind::parse));
     let agent_binary = match paths::agent_binary() {
         Ok(path) => Some(path),
         Err(e) => {
@@ -173,7 +189,27 @@ pub async fn report(dirs: &Dirs, store: &EnvironmentStore) -> DoctorReport {
             iptables_binary: find_in_path("iptables"),
             ip_forward_enabled: std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").map(|v| v.trim() == "1").unwrap_or(false),
         },
+        warm_start,
     }
+}
+
+/// Whether starts on `backend` restore templates, and what the next one will do.
+fn warm_start_report(dirs: &Dirs, backend: Option<BackendKind>) -> WarmStartReport {
+    let templates = TemplateStore::new(dirs.clone()).list();
+    let usable: Vec<&TemplateInfo> = templates.iter().filter(|t| Some(t.backend) == backend.map(BackendKind::name)).collect();
+    let (enabled, next_start) = match backend {
+        _ if !template::warm_start_enabled() => (false, format!("cold boot: warm starts are off ({}=0)", env_vars::WARM_START)),
+        Some(kind) if !template::backend_supports(kind) => (false, format!("cold boot: the {} backend has no warm templates in this build", kind.name())),
+        None => (false, "no start is possible: no backend works".into()),
+        Some(_) if usable.is_empty() => {
+            (true, "warm: the first start of each environment and size builds its template (a boot plus a save), later starts restore it".into())
+        }
+        Some(_) => {
+            let names: Vec<String> = usable.iter().map(|t| format!("{} {} ({} vCPU, {} MiB)", t.environment, t.kind, t.vcpu_count, t.mem_mib)).collect();
+            (true, format!("warm: starts matching a template restore it instead of booting: {}", names.join(", ")))
+        }
+    };
+    WarmStartReport { enabled, next_start, templates }
 }
 
 /// Host commands pyro runs that are missing: `qemu-img` (QEMU disks), and the e2fsprogs

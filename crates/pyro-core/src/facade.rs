@@ -62,9 +62,12 @@ impl Pyro {
         self.environments.inspect(name, verify)
     }
 
-    /// Removes interrupted, outdated and unusable installs.
+    /// Removes interrupted, outdated and unusable installs, and the warm templates of
+    /// environments that are gone or were rebuilt.
     pub fn prune_environments(&self) -> Result<PruneReport> {
-        self.environments.prune()
+        let mut report = self.environments.prune()?;
+        report.deleted_templates = crate::template::TemplateStore::new(self.dirs.clone()).prune(&self.environments)?;
+        Ok(report)
     }
 
     /// Publishes an installed environment to an OCI registry (maintainers).

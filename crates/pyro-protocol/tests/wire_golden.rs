@@ -16,10 +16,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use pyro_protocol::{
-    decode_request, decode_response, read_frame, write_frame, Capability, DataChannel, DirEntry, EntryKind, ExecRequest, ExecResult, Frame, FrameKind, GuestIdentity, Hello, HostHello,
-    ListResult, ReadResult, ReadinessProbe, Request, Response, SecretValue, ServiceInfo, ServiceListResult, ServiceLogsResult, ServiceStartRequest,
-    ServiceState, ShellInfo, ShellOpenRequest, ShellReadRequest, ShellReadResult, ShellSignal, ShellSignalRequest, ShellState, ShellWriteRequest,
-    TarExportResult, TarImportResult, WriteResult, PROTOCOL_VERSION,
+    decode_request, decode_response, read_frame, write_frame, Capability, DataChannel, DirEntry, EntryKind, ExecRequest, ExecResult, Frame, FrameKind,
+    GuestIdentity, Hello, HostHello, ListResult, ReadResult, ReadinessProbe, Request, Response, SecretValue, ServiceInfo, ServiceListResult, ServiceLogsResult,
+    ServiceStartRequest, ServiceState, ShellInfo, ShellOpenRequest, ShellReadRequest, ShellReadResult, ShellSignal, ShellSignalRequest, ShellState,
+    ShellWriteRequest, TarExportResult, TarImportResult, WriteResult, PROTOCOL_VERSION,
 };
 
 fn golden_dir() -> PathBuf {
@@ -289,7 +289,11 @@ fn every_hello_matches_its_golden() {
 /// carrying an identity.
 #[test]
 fn every_host_hello_matches_its_golden() {
-    let identity = GuestIdentity { entropy_hex: "ab".repeat(GuestIdentity::ENTROPY_BYTES), unix_time_ns: 1_796_000_000_123_456_789, machine_id: "0123456789abcdef0123456789abcdef".into() };
+    let identity = GuestIdentity {
+        entropy_hex: "ab".repeat(GuestIdentity::ENTROPY_BYTES),
+        unix_time_ns: 1_796_000_000_123_456_789,
+        machine_id: "0123456789abcdef0123456789abcdef".into(),
+    };
     for (name, example) in [("bare", HostHello::default()), ("identity", HostHello { identity: Some(identity) })] {
         let golden = check(&format!("host_hello/{name}.json"), &wire_json(&example));
         assert_eq!(serde_json::from_slice::<HostHello>(&golden).unwrap(), example);

@@ -8,11 +8,13 @@
 //! - Host probes: [`vmm_pid`], [`processes_with`], [`process_gone`], [`wait_for`].
 //! - Prerequisites: [`Required`] (skip, or fail where a setting insists), [`mkfs_ext4`]
 //!   and [`make_ext4`].
+//! - [`bench`]: medians and timed CLI calls for the benchmarks.
 //!
 //! This crate does not depend on pyro-core, so pyro-core's own tests can use it. It does
 //! not know where the `pyro` binary is (`CARGO_BIN_EXE_pyro` exists only while compiling
 //! pyro-cli's tests): [`Sandbox::new`] and [`Home::new`] take its path.
 
+pub mod bench;
 mod home;
 mod host;
 mod sandbox;

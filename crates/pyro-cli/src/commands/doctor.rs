@@ -46,6 +46,7 @@ pub async fn run(pyro: &Pyro, args: DoctorArgs, json: bool) -> Result<i32> {
     say!("Installed environments: {}", if report.installed_environments.is_empty() { "none".into() } else { report.installed_environments.join(", ") });
     let net = &report.networking;
     say!("Networking: tun={} ip_forward={}", yes_no(net.tun_available), yes_no(net.ip_forward_enabled));
+    say!("Warm start: {}", report.warm_start.next_start);
     if !report.issues.is_empty() {
         say!("Issues:");
         for issue in &report.issues {

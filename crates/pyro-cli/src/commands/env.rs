@@ -50,6 +50,9 @@ pub async fn run(pyro: &Pyro, command: EnvCommand, json: bool) -> Result<i32> {
                 for name in &report.deleted_environment_dirs {
                     say!("- {name}");
                 }
+                if !report.deleted_templates.is_empty() {
+                    say!("Deleted {} warm template(s).", report.deleted_templates.len());
+                }
             }
         }
         EnvCommand::Publish(args) => {

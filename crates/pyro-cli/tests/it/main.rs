@@ -19,6 +19,7 @@ mod sdk;
 mod secrets;
 mod services;
 mod shells;
+mod warm_start;
 mod workspace_stories;
 
 /// The `pyro` binary under test, for [`pyro_test::Sandbox::new`] and [`pyro_test::Home::new`].

@@ -141,6 +141,9 @@ pub struct PruneReport {
     pub deleted_environment_dirs: Vec<String>,
     /// Number of deleted entries.
     pub count: usize,
+    /// Warm templates deleted with them (`<environment>/<template>`): those of removed or
+    /// rebuilt environments, and interrupted builds.
+    pub deleted_templates: Vec<String>,
 }
 
 /// An installed, verified environment ready to boot.
@@ -352,7 +355,9 @@ impl EnvironmentStore {
         let mut deleted = Vec::new();
         let entries = match std::fs::read_dir(&root) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(PruneReport { deleted_environment_dirs: vec![], count: 0 }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(PruneReport { deleted_environment_dirs: vec![], count: 0, deleted_templates: vec![] })
+            }
             Err(e) => return Err(Error::io("read", &root, e)),
         };
         for entry in entries {
@@ -381,7 +386,7 @@ impl EnvironmentStore {
             deleted.push(name);
         }
         deleted.sort();
-        Ok(PruneReport { count: deleted.len(), deleted_environment_dirs: deleted })
+        Ok(PruneReport { count: deleted.len(), deleted_environment_dirs: deleted, deleted_templates: vec![] })
     }
 
     /// Publishes the installed `name` to the registry at `location`.

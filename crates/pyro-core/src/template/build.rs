@@ -6,7 +6,9 @@ use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use pyro_protocol::{read_frame, write_frame, ExecRequest, Frame, FrameKind, Request};
 use serde_json::json;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 
 use super::key::{qemu_for, TemplateKey};
@@ -37,8 +39,11 @@ pub(super) async fn build(spec: &TemplateFor<'_>, key: &TemplateKey, staging: &P
         }
         TemplateKind::Workspace => crate::guest_disk::grown_copy(&spec.installed.rootfs, &disk)?,
     }
+    // Sockets and logs go to a short private directory: a unix socket path has at most
+    // 107 bytes, and the cache may sit deep in the tree.
+    let run_dir = tempfile::Builder::new().prefix("pyro-template-").tempdir().map_err(|e| Error::io("create", "a temporary directory", e))?;
     let launch = LaunchSpec {
-        vm_dir: staging.to_path_buf(),
+        vm_dir: run_dir.path().to_path_buf(),
         kernel: spec.installed.kernel.clone(),
         disk,
         vcpu_count: spec.vcpu_count,
@@ -50,21 +55,47 @@ pub(super) async fn build(spec: &TemplateFor<'_>, key: &TemplateKey, staging: &P
     let record = VmRecord::new("template0000".into(), spec.installed, launch.clone(), 600, selection, false);
     let (mut child, _hello, channel) =
         supervisor::boot(&record, supervisor::boot_timeout()).await.map_err(|reason| Error::Vmm(format!("the template's guest did not boot: {reason}")))?;
-    let saved = save_state(&launch, channel).await;
+    let saved = save_state(&launch, channel, &staging.join(STATE_FILE)).await;
     kill_group(&mut child);
     let _ = child.wait().await;
-    for socket in [launch.channel_socket(), launch.monitor_socket()] {
-        let _ = std::fs::remove_file(socket);
-    }
-    let (state_sha256, state_bytes) = saved?;
+    let (state_sha256, state_bytes) = saved.map_err(|e| Error::Vmm(format!("{e}; serial log: {}", supervisor::serial_tail(&record))))?;
     Ok(TemplateMeta { key: key.clone(), state_sha256, state_bytes, created_at: unix_now(), build_ms: started.elapsed().as_millis() as u64 })
 }
 
-/// Migrates the guest's state into [`STATE_FILE`] (QEMU stops the guest at the end);
+/// Runs one command in the template's guest before it is saved, so that what every
+/// first command needs (the shell, the C library, the login environment) is already in
+/// the restored guest's memory instead of being read from disk.
+async fn warm_up(read: &mut OwnedReadHalf, write: &mut OwnedWriteHalf) -> Result<()> {
+    const STREAM: u32 = 1;
+    let request = Request::Exec(ExecRequest {
+        command: "true".into(),
+        env: Default::default(),
+        cwd: None,
+        timeout_ms: 30_000,
+        max_output_bytes: 1 << 16,
+        secret_env: Default::default(),
+    });
+    let failed = |e: String| Error::Vmm(format!("the template's guest did not run its first command: {e}"));
+    write_frame(write, &Frame::json(STREAM, FrameKind::Request, &request)).await.map_err(|e| failed(e.to_string()))?;
+    let answered = async {
+        loop {
+            match read_frame(read).await {
+                Ok(Some(frame)) if frame.stream == STREAM && frame.kind == FrameKind::Response => return Ok(()),
+                Ok(Some(_)) => continue,
+                Ok(None) => return Err(failed("the channel closed".into())),
+                Err(e) => return Err(failed(e.to_string())),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), answered).await.map_err(|_| failed("no answer within 60s".into()))?
+}
+
+/// Migrates the guest's state into `state` (QEMU stops the guest at the end);
 /// returns its digest and size. The agent channel stays connected until it is saved.
-async fn save_state(launch: &LaunchSpec, channel: UnixStream) -> Result<(String, u64)> {
-    let (mut read, _write) = channel.into_split();
-    let _ = tokio::time::timeout(QUIET_PERIOD, async { while let Ok(Some(_)) = pyro_protocol::read_frame(&mut read).await {} }).await;
+async fn save_state(launch: &LaunchSpec, channel: UnixStream, state: &Path) -> Result<(String, u64)> {
+    let (mut read, mut write) = channel.into_split();
+    warm_up(&mut read, &mut write).await?;
+    let _ = tokio::time::timeout(QUIET_PERIOD, async { while let Ok(Some(_)) = read_frame(&mut read).await {} }).await;
     let mut qmp = Qmp::connect(&launch.monitor_socket(), Duration::from_secs(10)).await?;
     // The guest is not paused first: a state saved from a running guest restores
     // running (QEMU stops it for the final pass). Migration is throttled by default; an
@@ -76,7 +107,7 @@ async fn save_state(launch: &LaunchSpec, channel: UnixStream) -> Result<(String,
     ours.set_nonblocking(true).map_err(|e| Error::Vmm(format!("cannot set up the state socket: {e}")))?;
     let ours = UnixStream::from_std(ours).map_err(|e| Error::Vmm(format!("cannot set up the state socket: {e}")))?;
     qmp.execute("migrate", json!({ "uri": "fd:pyro-state" })).await?;
-    let saved = tokio::time::timeout(SAVE_TIMEOUT, saved_state::save(ours, &launch.vm_dir.join(STATE_FILE)))
+    let saved = tokio::time::timeout(SAVE_TIMEOUT, saved_state::save(ours, state))
         .await
         .map_err(|_| Error::Vmm(format!("saving the template's state took longer than {}s", SAVE_TIMEOUT.as_secs())))??;
     // The stream ended; QEMU must also call the migration complete.

@@ -261,10 +261,8 @@ impl TemplateStore {
         let mut removed = Vec::new();
         for env_dir in subdirs(&self.root()) {
             let env_name = env_dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
-            let installed = crate::catalog::CATALOG
-                .iter()
-                .find(|spec| spec.install_dir_name() == env_name)
-                .and_then(|spec| environments.installed(spec.name).ok());
+            let installed =
+                crate::catalog::CATALOG.iter().find(|spec| spec.install_dir_name() == env_name).and_then(|spec| environments.installed(spec.name).ok());
             for dir in subdirs(&env_dir) {
                 let name = dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
                 let keep = if name.starts_with('.') {
@@ -338,7 +336,8 @@ fn remove_leftovers(parent: &Path, digest: &str) {
 fn remove_outdated(parent: &Path, key: &TemplateKey) {
     for dir in subdirs(parent) {
         let Some(meta) = read_meta(&dir) else { continue };
-        let same_install = meta.key.kernel_sha256 == key.kernel_sha256 && meta.key.rootfs_sha256 == key.rootfs_sha256 && meta.key.agent_sha256 == key.agent_sha256;
+        let same_install =
+            meta.key.kernel_sha256 == key.kernel_sha256 && meta.key.rootfs_sha256 == key.rootfs_sha256 && meta.key.agent_sha256 == key.agent_sha256;
         if !same_install {
             let _ = std::fs::remove_dir_all(&dir);
         }

@@ -25,8 +25,15 @@ pub async fn run(dirs: &Dirs, installed: &InstalledEnvironment, cache_file: &Pat
     let Ok(disk) = qemu.prepare_disk(&installed.rootfs, work.path()) else { return };
     let detail = {
         {
-            let launch =
-                LaunchSpec { vm_dir: work.path().to_path_buf(), kernel: installed.kernel.clone(), disk, vcpu_count: 1, mem_mib: 256, debug_console: false, restore: None };
+            let launch = LaunchSpec {
+                vm_dir: work.path().to_path_buf(),
+                kernel: installed.kernel.clone(),
+                disk,
+                vcpu_count: 1,
+                mem_mib: 256,
+                debug_console: false,
+                restore: None,
+            };
             let selection = Selection { backend: BackendKind::QemuKvm, reason: "KVM boot check".into() };
             let record = VmRecord::new("kvmcheck0000".into(), installed, launch, 60, selection, false);
             match supervisor::boot(&record, KVM_CHECK_TIMEOUT).await {

@@ -294,7 +294,13 @@ impl VmManager {
         std::fs::create_dir_all(&root).ctx("create", &root)?;
         let vm_dir = root.join(&vm_id);
         std::fs::create_dir(&vm_dir).ctx("create", &vm_dir)?;
-        let wanted = TemplateFor { installed: &installed, backend: selection.backend, vcpu_count: options.vcpu_count, mem_mib: options.mem_mib, kind: TemplateKind::Ephemeral };
+        let wanted = TemplateFor {
+            installed: &installed,
+            backend: selection.backend,
+            vcpu_count: options.vcpu_count,
+            mem_mib: options.mem_mib,
+            kind: TemplateKind::Ephemeral,
+        };
         let template = self.templates.warm(&wanted, options.cold || options.debug_console, progress).await;
         let prepared = match &template {
             Some(template) => {
@@ -443,7 +449,7 @@ impl VmManager {
         let dir = self.vm_dir(vm_id)?;
         let _lock = lock_file(&dir.join("vm.lock"))?;
         let mut record = refreshed(&dir)?;
-        stop_supervisor(&record).await;
+        stop_supervisor(&record, Teardown::Graceful).await;
         record.state = if record.state == VmState::Created { VmState::Created } else { VmState::Stopped };
         record.supervisor_pid = None;
         record.save()?;
@@ -455,7 +461,7 @@ impl VmManager {
         let dir = self.vm_dir(vm_id)?;
         let record = VmRecord::load(&dir)?;
         // Never remove a directory under a live guest: its disk would vanish beneath it.
-        if !stop_supervisor(&record).await {
+        if !stop_supervisor(&record, Teardown::Discard).await {
             return Err(Error::Vmm(format!("vm {vm_id} would not stop; it was not deleted")));
         }
         match std::fs::remove_dir_all(&dir) {
@@ -514,17 +520,31 @@ impl VmManager {
     }
 }
 
-/// Stops the supervisor of `record`, if any: the agent is asked to power off, then the
-/// supervisor forces the VMM down. A VMM that outlived its supervisor is killed too.
-/// Returns whether both are gone (false: something would not die, so the VM's directory
-/// must stay).
-pub(crate) async fn stop_supervisor(record: &VmRecord) -> bool {
+/// How a VM is brought down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Teardown {
+    /// The agent syncs and powers off; the disk is kept (stop).
+    Graceful,
+    /// The VMM is killed at once: the disk is about to be removed or replaced, so
+    /// nothing on it needs to be flushed (delete, reset).
+    Discard,
+}
+
+/// Stops the supervisor of `record`, if any: gracefully, the agent is asked to power
+/// off first, then the supervisor forces the VMM down; to discard, the VMM is killed at
+/// once. A VMM that outlived its supervisor is killed too. Returns whether both are gone
+/// (false: something would not die, so the VM's directory must stay).
+pub(crate) async fn stop_supervisor(record: &VmRecord, teardown: Teardown) -> bool {
     let dir = record.dir();
     if let Some(pid) = record.supervisor_pid.filter(|pid| supervisor::is_alive(*pid, dir)) {
+        let signal = match teardown {
+            Teardown::Graceful => libc::SIGTERM,
+            Teardown::Discard => supervisor::DISCARD_SIGNAL,
+        };
         // SAFETY: plain signal delivery to a process we verified is our supervisor.
-        unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+        unsafe { libc::kill(pid as i32, signal) };
         if !supervisor_exits(pid, dir, Duration::from_secs(10)).await {
-            // SAFETY: as above; the supervisor ignored SIGTERM for 10 s.
+            // SAFETY: as above; the supervisor ignored the signal for 10 s.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
             if !supervisor_exits(pid, dir, Duration::from_secs(2)).await {
                 return false;
@@ -541,7 +561,7 @@ async fn supervisor_exits(pid: u32, dir: &Path, limit: Duration) -> bool {
         if tokio::time::Instant::now() >= deadline {
             return false;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     true
 }
@@ -704,7 +724,7 @@ pub(crate) async fn boot_dir(mut record: VmRecord) -> Result<VmRecord> {
             Ok(record)
         }
         Err(e) => {
-            stop_supervisor(&record).await;
+            stop_supervisor(&record, Teardown::Graceful).await;
             record.state = VmState::Stopped;
             record.supervisor_pid = None;
             record.last_error = Some(e.to_string());

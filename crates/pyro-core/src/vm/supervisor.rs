@@ -37,6 +37,8 @@ const DEFAULT_BOOT_TIMEOUT: Duration = Duration::from_secs(90);
 /// The words a boot-timeout error contains (the KVM check tells timeouts apart by them).
 pub(crate) const BOOT_TIMEOUT_MARK: &str = "did not answer within";
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// The signal that stops a VM without the agent's shutdown: its disk is being discarded.
+pub(crate) const DISCARD_SIGNAL: libc::c_int = libc::SIGUSR1;
 
 /// Supervisor phase, as recorded in `supervisor.json`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,6 +194,7 @@ pub async fn run(vm_dir: PathBuf) -> Result<()> {
         Ok(s) => Some(format!("the VMM exited unexpectedly ({s}); serial log: {}", serial_tail(&record))),
         Err(e) => Some(format!("lost the VMM process: {e}")),
     };
+    let mut discarded = false;
     let reason = tokio::select! {
         exit = child.wait() => Some(vmm_exit(exit)),
         _ = &mut guest_reader => Some(match tokio::time::timeout(Duration::from_secs(2), child.wait()).await {
@@ -202,7 +205,7 @@ pub async fn run(vm_dir: PathBuf) -> Result<()> {
         _ = ttl_expired(&record) => { status.error = Some("ttl expired".into()); None },
         _ = owner_gone(record.owner_pid) => { status.error = Some("owning process exited".into()); None },
         idle = idle_for(&relay, record.idle_stop_seconds) => { status.error = Some(format!("stopped after {idle}s without activity")); None },
-        _ = termination_signal() => None,
+        discard = termination_signal() => { discarded = discard; None },
     };
     // Ephemeral VMs whose TTL passed or whose owner died leave nothing behind; a VM
     // stopped on request (SIGTERM from `stop`/`delete`) or for idleness is left as is.
@@ -211,7 +214,10 @@ pub async fn run(vm_dir: PathBuf) -> Result<()> {
         Some(error) => (true, error),
         None => (false, status.error.clone()),
     };
-    if !exited_already {
+    if !exited_already && discarded {
+        vmm::kill_group(&mut child);
+        let _ = child.wait().await;
+    } else if !exited_already {
         // Ask the agent to sync and power off; force the VMM down if it does not.
         let _ = guest_tx.send(Frame::json(relay.next_stream(), FrameKind::Request, &Request::Shutdown)).await;
         if tokio::time::timeout(SHUTDOWN_GRACE, child.wait()).await.is_err() {
@@ -267,6 +273,7 @@ pub(crate) async fn boot(record: &VmRecord, timeout: Duration) -> Result<(tokio:
 /// directory.
 async fn boot_holding(record: &VmRecord, timeout: Duration, run_lock: Option<&std::fs::File>) -> Result<(tokio::process::Child, Hello, UnixStream), String> {
     let spec = &record.launch;
+    let began = Instant::now();
     let _inherit = run_lock.map(vmm::InheritedFd::new);
     let launched = match record.backend {
         BackendKind::QemuTcg | BackendKind::QemuKvm => {
@@ -288,6 +295,7 @@ async fn boot_holding(record: &VmRecord, timeout: Duration, run_lock: Option<&st
         }
     };
     let Launched { mut child, vmm_pid, channel } = launched.map_err(|e| e.to_string())?;
+    tracing::debug!("VMM launched ({}) in {} ms", if spec.restore.is_some() { "state restored" } else { "booting" }, began.elapsed().as_millis());
     if let Some(identity) = vmm_pid.and_then(crate::host_process::ProcessIdentity::of) {
         if let Err(e) = identity.store(&record.dir().join(VMM_IDENTITY_FILE)) {
             tracing::warn!("cannot record the VMM's identity: {e}");
@@ -319,6 +327,7 @@ async fn boot_holding(record: &VmRecord, timeout: Duration, run_lock: Option<&st
         exit = child.wait() => Err(format!("the VMM exited during boot ({})", exit.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()))),
         _ = tokio::time::sleep(timeout) => Err(format!("the guest agent {BOOT_TIMEOUT_MARK} {}s (boot timeout; raise {boot_timeout_seconds_var})", timeout.as_secs(), boot_timeout_seconds_var = env_vars::BOOT_TIMEOUT_SECONDS)),
     };
+    tracing::debug!("agent answered after {} ms", began.elapsed().as_millis());
     match outcome {
         Ok(hello) if pyro_protocol::is_supported_version(hello.protocol_version) => {
             let channel = read.reunite(write).map_err(|e| e.to_string())?;
@@ -397,15 +406,20 @@ async fn idle_for(relay: &Relay, seconds: Option<u64>) -> u64 {
     }
 }
 
-async fn termination_signal() {
+/// Resolves on SIGTERM, SIGINT or SIGHUP (false: stop gracefully) or on
+/// [`DISCARD_SIGNAL`] (true: the disk is being discarded, kill the VMM at once).
+async fn termination_signal() -> bool {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) else {
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut discard)) =
+        (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup()), signal(SignalKind::from_raw(DISCARD_SIGNAL)))
+    else {
         return std::future::pending().await;
     };
     tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-        _ = hup.recv() => {}
+        _ = term.recv() => false,
+        _ = int.recv() => false,
+        _ = hup.recv() => false,
+        _ = discard.recv() => true,
     }
 }
 

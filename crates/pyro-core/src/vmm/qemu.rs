@@ -219,7 +219,15 @@ mod tests {
     use super::*;
 
     fn spec() -> LaunchSpec {
-        LaunchSpec { vm_dir: "/vm".into(), kernel: "/k/vmlinux".into(), disk: "/vm/disk.qcow2".into(), vcpu_count: 2, mem_mib: 512, debug_console: false, restore: None }
+        LaunchSpec {
+            vm_dir: "/vm".into(),
+            kernel: "/k/vmlinux".into(),
+            disk: "/vm/disk.qcow2".into(),
+            vcpu_count: 2,
+            mem_mib: 512,
+            debug_console: false,
+            restore: None,
+        }
     }
 
     #[test]

@@ -200,7 +200,7 @@ impl WorkspaceManager {
         self.forget_services(&ws).await?;
         let vm_record = VmRecord::load(&ws.vm_dir())?;
         // The disk is about to be replaced: never under a guest that would not stop.
-        if !vm::stop_supervisor(&vm_record).await {
+        if !vm::stop_supervisor(&vm_record, vm::Teardown::Discard).await {
             return Err(Error::Vmm(format!("workspace '{id}' would not stop; it was not reset")));
         }
         vm::refreshed(&ws.vm_dir())?;

@@ -36,10 +36,10 @@ use crate::fsutil::{lock_file, unix_now};
 use crate::guest::{Capability, ExecRequest, GuestClient, GuestError, Hello, PROTOCOL_VERSION};
 use crate::options::NetworkPolicy;
 use crate::paths::Dirs;
+use crate::template::{TemplateFor, TemplateKind};
 use crate::vm::record::{new_id, validate_id, VmRecord, VmState};
 use crate::vm::{self, CommandOutput, CreateVmOptions, VmManager, DEFAULT_MAX_OUTPUT_BYTES};
 use crate::vmm::select::Selection;
-use crate::template::{TemplateFor, TemplateKind};
 use crate::vmm::{BackendKind, LaunchSpec, RestoreFrom};
 
 pub use self::history::HistoryEntry;
@@ -472,7 +472,8 @@ impl WorkspaceManager {
         std::fs::create_dir_all(&vm_dir).ctx("create", &vm_dir)?;
         let idle = std::env::var(env_vars::WORKSPACE_IDLE_STOP_SECONDS).ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(DEFAULT_IDLE_STOP_SECONDS);
         let r = &ws.record;
-        let launch = LaunchSpec { vm_dir, kernel: installed.kernel.clone(), disk: ws.disk(), vcpu_count: r.vcpu_count, mem_mib: r.mem_mib, debug_console, restore };
+        let launch =
+            LaunchSpec { vm_dir, kernel: installed.kernel.clone(), disk: ws.disk(), vcpu_count: r.vcpu_count, mem_mib: r.mem_mib, debug_console, restore };
         // The workspace's own TTL is enforced by the manager; its guest never expires.
         let mut record = VmRecord::new(
             r.workspace_id.clone(),
@@ -505,7 +506,7 @@ impl WorkspaceManager {
     async fn discard(&self, dir: &Path) -> Result<()> {
         let vm_dir = dir.join("vm");
         let stopped = match VmRecord::load(&vm_dir) {
-            Ok(record) => vm::stop_supervisor(&record).await,
+            Ok(record) => vm::stop_supervisor(&record, vm::Teardown::Discard).await,
             Err(_) => vm::kill_stray_vmm(&vm_dir).await,
         };
         // Never remove a directory under a live guest: its disk would vanish beneath it.
@@ -593,7 +594,7 @@ impl WorkspaceManager {
         let ws = self.open(id).await?;
         self.stop_all_services(&ws).await?;
         let vm_record = VmRecord::load(&ws.vm_dir())?;
-        vm::stop_supervisor(&vm_record).await;
+        vm::stop_supervisor(&vm_record, vm::Teardown::Graceful).await;
         vm::refreshed(&ws.vm_dir())?;
         forget_shells(&ws.dir)?;
         let (_, record) = self.update_record(id, |r| {

@@ -76,7 +76,15 @@ fn kvm_usable() -> bool {
 }
 
 fn spec(vm_dir: &Path, kernel: &Path, disk: &Path, debug_console: bool) -> LaunchSpec {
-    LaunchSpec { vm_dir: vm_dir.to_path_buf(), kernel: kernel.to_path_buf(), disk: disk.to_path_buf(), vcpu_count: 1, mem_mib: 128, debug_console, restore: None }
+    LaunchSpec {
+        vm_dir: vm_dir.to_path_buf(),
+        kernel: kernel.to_path_buf(),
+        disk: disk.to_path_buf(),
+        vcpu_count: 1,
+        mem_mib: 128,
+        debug_console,
+        restore: None,
+    }
 }
 
 /// Whether the guest kernel printed its banner (only possible where KVM really works).

@@ -548,6 +548,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn identities_are_checked_before_use() {
+        let mut identity = GuestIdentity { entropy_hex: "0f".repeat(GuestIdentity::ENTROPY_BYTES), unix_time_ns: 1, machine_id: "a".repeat(32) };
+        assert_eq!(identity.entropy().unwrap(), vec![0x0f; GuestIdentity::ENTROPY_BYTES]);
+        assert!(identity.machine_id_is_valid());
+        for bad in ["0f".repeat(GuestIdentity::ENTROPY_BYTES - 1), "zz".repeat(GuestIdentity::ENTROPY_BYTES), format!("{}é", "0".repeat(126))] {
+            identity.entropy_hex = bad;
+            assert_eq!(identity.entropy(), None, "{}", identity.entropy_hex);
+        }
+        for bad in ["A".repeat(32), "a".repeat(31), "../../etc/passwd0000000000000000".into(), format!("{}\n", "a".repeat(31))] {
+            identity.machine_id = bad;
+            assert!(!identity.machine_id_is_valid(), "{}", identity.machine_id);
+        }
+    }
+
+    #[test]
     fn requests_are_tagged_by_op() {
         let json = serde_json::to_value(Request::ReadFile { path: "/a".into(), max_bytes: 4 }).unwrap();
         assert_eq!(json["op"], "read_file");

@@ -110,3 +110,57 @@ fn host_cpu_digest() -> String {
     let first_cpu: Vec<&str> = cpuinfo.split("\n\n").next().unwrap_or("").lines().filter(wanted).collect();
     hex::encode(&Sha256::digest(first_cpu.join("\n").as_bytes())[..8])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> TemplateKey {
+        TemplateKey {
+            environment: "debian:12-base".into(),
+            environment_version: "1.0.0".into(),
+            kernel_sha256: "k".into(),
+            rootfs_sha256: "r".into(),
+            agent_sha256: "a".into(),
+            backend: BackendKind::QemuTcg,
+            kind: TemplateKind::Ephemeral,
+            vcpu_count: 1,
+            mem_mib: 1024,
+            vmm_binary: "/usr/bin/qemu-system-x86_64:1:2".into(),
+            host_cpu: "c".into(),
+            pyro_version: "3.11.0".into(),
+            vmm_args: vec!["-m".into(), "1024M".into()],
+        }
+    }
+
+    #[test]
+    fn every_input_changes_the_digest() {
+        let base = key();
+        assert_eq!(base.digest(), key().digest(), "stable");
+        assert_eq!(base.digest().len(), 16);
+        let changes: Vec<Box<dyn Fn(&mut TemplateKey)>> = vec![
+            Box::new(|k| k.rootfs_sha256 = "r2".into()),
+            Box::new(|k| k.kernel_sha256 = "k2".into()),
+            Box::new(|k| k.agent_sha256 = "a2".into()),
+            Box::new(|k| k.backend = BackendKind::QemuKvm),
+            Box::new(|k| k.kind = TemplateKind::Workspace),
+            Box::new(|k| k.vcpu_count = 2),
+            Box::new(|k| k.mem_mib = 512),
+            Box::new(|k| k.vmm_binary = "/usr/bin/qemu-system-x86_64:1:3".into()),
+            Box::new(|k| k.host_cpu = "c2".into()),
+            Box::new(|k| k.vmm_args.push("-no-reboot".into())),
+        ];
+        for change in changes {
+            let mut other = key();
+            change(&mut other);
+            assert_ne!(other.digest(), base.digest(), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn only_qemu_backends_have_templates() {
+        for backend in [BackendKind::Firecracker, BackendKind::HostCompat] {
+            assert_eq!(qemu_for(backend).unwrap_err().kind(), "unavailable");
+        }
+    }
+}

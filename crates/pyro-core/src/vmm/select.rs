@@ -64,6 +64,31 @@ pub struct KvmBootCheck {
 /// How long a timed-out (inconclusive) KVM check is trusted before it is redone.
 pub const INCONCLUSIVE_RECHECK_SECONDS: f64 = 24.0 * 3600.0;
 
+/// Where VMM versions are remembered, beside the KVM check in the cache.
+const VERSIONS_FILE: &str = "vmm-versions.json";
+
+/// The `--version` line of the binary at `path`, asked once per (path, size, mtime) and
+/// remembered in the file `versions`: running a VMM to ask costs ~20 ms on every start.
+fn cached_version(versions: &Path, path: &Path, ask: impl FnOnce() -> Result<String>) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    let stamp = format!("{}:{}.{}", meta.len(), meta.mtime(), meta.mtime_nsec());
+    let key = path.display().to_string();
+    let mut known: std::collections::BTreeMap<String, (String, String)> =
+        std::fs::read(versions).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default();
+    if let Some((seen, version)) = known.get(&key) {
+        if *seen == stamp {
+            return Some(version.clone());
+        }
+    }
+    let version = ask().ok()?;
+    known.insert(key, (stamp, version.clone()));
+    if let Ok(json) = serde_json::to_vec(&known) {
+        let _ = crate::fsutil::write_atomic(versions, &json);
+    }
+    Some(version)
+}
+
 /// A located VMM binary and its version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Binary {
@@ -98,12 +123,13 @@ pub struct Selection {
 impl HostProbe {
     /// Probes binaries and KVM; `kvm_boot` comes from the cache file for `guest_kernel`.
     pub fn probe(cache_file: &Path, guest_kernel_sha256: Option<&str>) -> Self {
+        let versions = cache_file.with_file_name(VERSIONS_FILE);
         let firecracker = firecracker::locate().and_then(|path| {
-            let version = firecracker::Firecracker::new(path.clone()).version().ok()?;
+            let version = cached_version(&versions, &path, || firecracker::Firecracker::new(path.clone()).version())?;
             Some(Binary { path, version })
         });
         let qemu = qemu::locate().and_then(|path| {
-            let version = qemu::Qemu::new(path.clone(), qemu::Accel::Tcg).version().ok()?;
+            let version = cached_version(&versions, &path, || qemu::Qemu::new(path.clone(), qemu::Accel::Tcg).version())?;
             Some(Binary { path, version })
         });
         let kvm_boot = guest_kernel_sha256.and_then(|sha| {

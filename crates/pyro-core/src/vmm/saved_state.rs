@@ -35,10 +35,15 @@ pub async fn save<R: AsyncRead + Unpin>(mut stream: R, path: &Path) -> Result<(S
 
 /// Streams the state at `path` into `sink`, holding back the final chunk until the
 /// whole file is known to have `expected_bytes` bytes and sha256 `expected_sha256`.
-/// A mismatch is [`Error::Corrupt`] and the sink never sees the end of the state.
+/// A mismatch is [`Error::Corrupt`] and the sink never sees the end of the state. The
+/// digest is computed on a thread of its own, reading the file beside the stream, so
+/// the VMM loads while pyro hashes.
 pub async fn feed<W: AsyncWrite + Unpin>(path: &Path, expected_sha256: &str, expected_bytes: u64, mut sink: W) -> Result<()> {
+    let digest = tokio::task::spawn_blocking({
+        let path = path.to_path_buf();
+        move || digest_file(&path)
+    });
     let mut file = tokio::fs::File::open(path).await.ctx("open", path)?;
-    let mut hasher = Sha256::new();
     let mut total = 0u64;
     let mut held: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; CHUNK];
@@ -48,7 +53,6 @@ pub async fn feed<W: AsyncWrite + Unpin>(path: &Path, expected_sha256: &str, exp
         if n == 0 {
             break;
         }
-        hasher.update(&buf[..n]);
         total += n as u64;
         if total > expected_bytes {
             break;
@@ -59,13 +63,30 @@ pub async fn feed<W: AsyncWrite + Unpin>(path: &Path, expected_sha256: &str, exp
         held.clear();
         held.extend_from_slice(&buf[..n]);
     }
-    let actual = hex::encode(hasher.finalize());
-    if total != expected_bytes || actual != expected_sha256 {
-        return Err(Error::Corrupt(format!("the saved state {} does not match its record ({total} bytes, sha256 {actual})", path.display())));
+    let (actual, hashed) = digest.await.map_err(|e| Error::Vmm(format!("hashing the saved state failed: {e}")))??;
+    if total != expected_bytes || hashed != expected_bytes || actual != expected_sha256 {
+        return Err(Error::Corrupt(format!("the saved state {} does not match its record ({hashed} bytes, sha256 {actual})", path.display())));
     }
     sink.write_all(&held).await.map_err(sink_failed)?;
     sink.shutdown().await.map_err(sink_failed)?;
     Ok(())
+}
+
+/// The sha256 (hex) and size of the file at `path`.
+fn digest_file(path: &Path) -> Result<(String, u64)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).ctx("open", path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut total = 0u64;
+    loop {
+        let n = file.read(&mut buf).ctx("read", path)?;
+        if n == 0 {
+            return Ok((hex::encode(hasher.finalize()), total));
+        }
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
 }
 
 #[cfg(test)]

@@ -239,3 +239,68 @@ fn reset_of_a_restored_workspace_brings_back_exactly_the_snapshot() {
     let two = sb.ws(&["exec", &id, "--", "head -c 16 /dev/urandom | od -An -tx1"]);
     assert_ne!(one["stdout"], two["stdout"]);
 }
+
+#[test]
+#[ignore = "boots real guests; run by scripts/test.sh"]
+fn a_build_killed_half_way_leaves_nothing_a_later_start_uses() {
+    use std::io::BufRead;
+    let sb = Sandbox::new(crate::PYRO);
+    let cache = PrivateCache::new();
+    let mut child = sb
+        .command(&["run", "debian:12-base", "--", "true"])
+        .env("PYRO_CACHE_DIR", cache.path())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    for line in std::io::BufReader::new(stderr).lines() {
+        if line.unwrap().contains("[warm] building") {
+            break;
+        }
+    }
+    // Somewhere in the boot or the save of the template.
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(cache.templates().is_empty(), "no template is installed by a killed build");
+
+    let out = sb.raw_env(&["run", "debian:12-base", "--", "echo after"], &[("PYRO_CACHE_DIR", cache.path())]);
+    sb.expect_success(&out);
+    assert_eq!(text(&out.stdout), "after\n");
+    assert!(text(&out.stderr).contains("[warm] building"), "the next start builds anew: {}", text(&out.stderr));
+    assert_eq!(start_mode(&out), "restored");
+    let env_dir = cache.templates()[0].parent().unwrap().to_path_buf();
+    let leftovers: Vec<String> =
+        std::fs::read_dir(&env_dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with(".build-")).collect();
+    assert!(leftovers.is_empty(), "the killed build's staging directory was cleared: {leftovers:?}");
+}
+
+#[test]
+#[ignore = "boots real guests; run by scripts/test.sh"]
+fn a_full_disk_while_saving_a_template_still_boots_cold() {
+    let sb = Sandbox::new(crate::PYRO);
+    let cache = PrivateCache::new();
+    // Templates go to a 16 MiB filesystem: the saved state (tens of MB) cannot fit.
+    let templates = cache.dir.path().join("templates");
+    std::fs::create_dir_all(&templates).unwrap();
+    let mounted = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"]).arg(&templates).status().is_ok_and(|s| s.success());
+    if !mounted {
+        pyro_test::Required::IN_CI.skip::<()>("mounting a small tmpfs needs root");
+        return;
+    }
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(templates.clone());
+    let out = sb.raw_env(&["run", "debian:12-base", "--", "echo still"], &[("PYRO_CACHE_DIR", cache.path())]);
+    sb.expect_success(&out);
+    assert_eq!(text(&out.stdout), "still\n");
+    assert_eq!(start_mode(&out), "booted");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("no warm template") && stderr.contains("booting cold"), "{stderr}");
+    assert!(cache.templates().is_empty());
+}

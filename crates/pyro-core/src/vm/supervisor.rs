@@ -302,13 +302,17 @@ async fn boot_holding(record: &VmRecord, timeout: Duration, run_lock: Option<&st
         }
     }
     let (mut read, mut write) = channel.into_split();
+    // A restored guest is up within milliseconds of its state loading, but QEMU may
+    // take in a knock only on its next poll of the channel: knock often. A booting
+    // guest needs a second or so; knocks pile up unanswered meanwhile, so fewer.
+    let knock_every = Duration::from_millis(if spec.restore.is_some() { 10 } else { 200 });
     let knock = async {
         loop {
             let frame = Frame::json(0, FrameKind::Hello, &HostHello { identity: Some(fresh_identity()) });
             if write_frame(&mut write, &frame).await.is_err() {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(knock_every).await;
         }
     };
     let hello = async {

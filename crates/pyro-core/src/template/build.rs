@@ -12,7 +12,8 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::UnixStream;
 
 use super::key::{qemu_for, TemplateKey};
-use super::{TemplateFor, TemplateKind, TemplateMeta, STATE_FILE};
+use super::record::TemplateMeta;
+use super::spec::{TemplateFor, TemplateKind, STATE_FILE};
 use crate::error::{Error, Result};
 use crate::fsutil::unix_now;
 use crate::vm::record::VmRecord;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{TemplateFor, TemplateKind};
+use super::spec::{TemplateFor, TemplateKind};
 use crate::environments::{KERNEL_FILE, ROOTFS_FILE};
 use crate::error::{Error, Result};
 use crate::vmm::qemu::{Accel, Qemu};
@@ -138,17 +138,17 @@ mod tests {
         let base = key();
         assert_eq!(base.digest(), key().digest(), "stable");
         assert_eq!(base.digest().len(), 16);
-        let changes: Vec<Box<dyn Fn(&mut TemplateKey)>> = vec![
-            Box::new(|k| k.rootfs_sha256 = "r2".into()),
-            Box::new(|k| k.kernel_sha256 = "k2".into()),
-            Box::new(|k| k.agent_sha256 = "a2".into()),
-            Box::new(|k| k.backend = BackendKind::QemuKvm),
-            Box::new(|k| k.kind = TemplateKind::Workspace),
-            Box::new(|k| k.vcpu_count = 2),
-            Box::new(|k| k.mem_mib = 512),
-            Box::new(|k| k.vmm_binary = "/usr/bin/qemu-system-x86_64:1:3".into()),
-            Box::new(|k| k.host_cpu = "c2".into()),
-            Box::new(|k| k.vmm_args.push("-no-reboot".into())),
+        let changes: [fn(&mut TemplateKey); 10] = [
+            |k| k.rootfs_sha256 = "r2".into(),
+            |k| k.kernel_sha256 = "k2".into(),
+            |k| k.agent_sha256 = "a2".into(),
+            |k| k.backend = BackendKind::QemuKvm,
+            |k| k.kind = TemplateKind::Workspace,
+            |k| k.vcpu_count = 2,
+            |k| k.mem_mib = 512,
+            |k| k.vmm_binary = "/usr/bin/qemu-system-x86_64:1:3".into(),
+            |k| k.host_cpu = "c2".into(),
+            |k| k.vmm_args.push("-no-reboot".into()),
         ];
         for change in changes {
             let mut other = key();

@@ -12,12 +12,17 @@
 
 mod build;
 mod key;
+mod record;
+mod spec;
 
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 pub use self::key::TemplateKey;
+pub use self::record::TemplateMeta;
+use self::spec::STATE_FILE;
+pub use self::spec::{TemplateFor, TemplateKind};
 use crate::environments::{EnvironmentStore, InstalledEnvironment};
 use crate::error::{Error, IoContext, Result};
 use crate::events::{Event, Progress};
@@ -25,53 +30,8 @@ use crate::fsutil::{lock_file, try_lock_file};
 use crate::paths::Dirs;
 use crate::vmm::{BackendKind, RestoreFrom};
 
-/// The saved state's file name inside a template.
-pub(crate) const STATE_FILE: &str = "state.bin";
 const META_FILE: &str = "template.json";
 const STAGING_PREFIX: &str = ".build-";
-
-/// Which disk layout a template is saved on; its users get a copy of that disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TemplateKind {
-    /// A qcow2 overlay on the environment's rootfs (`run`, `vm create`).
-    Ephemeral,
-    /// A workspace's own grown raw ext4.
-    Workspace,
-}
-
-impl TemplateKind {
-    /// The disk's file name inside the template (its extension picks the disk format).
-    pub fn disk_file(self) -> &'static str {
-        match self {
-            Self::Ephemeral => "disk.qcow2",
-            Self::Workspace => "disk.ext4",
-        }
-    }
-
-    /// Lower-case name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Ephemeral => "ephemeral",
-            Self::Workspace => "workspace",
-        }
-    }
-}
-
-/// What a template is wanted for.
-#[derive(Debug, Clone, Copy)]
-pub struct TemplateFor<'a> {
-    /// The environment.
-    pub installed: &'a InstalledEnvironment,
-    /// The backend that will run it.
-    pub backend: BackendKind,
-    /// Virtual CPUs.
-    pub vcpu_count: u32,
-    /// Memory in MiB.
-    pub mem_mib: u32,
-    /// Disk layout.
-    pub kind: TemplateKind,
-}
 
 /// Whether starts may restore templates: not when `PYRO_WARM_START=0`.
 pub fn warm_start_enabled() -> bool {
@@ -82,21 +42,6 @@ pub fn warm_start_enabled() -> bool {
 /// since no Firecracker guest boots on the hosts this was built on).
 pub fn backend_supports(backend: BackendKind) -> bool {
     matches!(backend, BackendKind::QemuTcg | BackendKind::QemuKvm)
-}
-
-/// `template.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TemplateMeta {
-    /// What the template was built from.
-    pub key: TemplateKey,
-    /// Digest of [`STATE_FILE`].
-    pub state_sha256: String,
-    /// Size of [`STATE_FILE`].
-    pub state_bytes: u64,
-    /// Unix seconds.
-    pub created_at: f64,
-    /// How long the build took.
-    pub build_ms: u64,
 }
 
 /// A ready template.

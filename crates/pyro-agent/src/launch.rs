@@ -6,10 +6,11 @@
 //!   would have split it, `PWD` set as the shell would have set it;
 //! * anything else runs under `/bin/sh -c`;
 //!
-//! both with a clean environment of the cached login environment ([`login_env`]), then
-//! the request's variables (which win). When the login environment cannot be computed, or
-//! the request sets `HOME` (a login shell would read that home's `.profile`), the command
-//! runs under `/bin/sh -lc` as it always did.
+//! both with the login shell's umask and a clean environment of the cached login
+//! environment ([`login_env`]), then the request's variables (which win, even over a
+//! `PATH` that `/etc/profile` would have reset). When the login environment cannot be
+//! computed or cached, or the request sets `HOME` (a login shell would read that home's
+//! `.profile`), the command runs under `/bin/sh -lc` as it always did.
 //!
 //! Floor above [`login_env`]; imports nothing else from the agent.
 
@@ -19,7 +20,7 @@ use std::sync::Arc;
 
 use tokio::process::{Child, Command};
 
-use crate::login_env::{self, Env};
+use crate::login_env::{self, LoginEnv};
 
 /// Characters that mean nothing to the shell inside a word: a command made of such words
 /// (separated by spaces or tabs) is split by the shell exactly at the blanks.
@@ -66,15 +67,15 @@ fn resolve(word: &str, path: Option<&std::ffi::OsStr>, cwd: &Path) -> Option<Pat
 }
 
 /// The variable `name` as this command will see it: the request's, else the login one.
-fn lookup<'a>(name: &str, login: &'a Env, env: &'a [(String, String)]) -> Option<&'a std::ffi::OsStr> {
+fn lookup<'a>(name: &str, login: &'a LoginEnv, env: &'a [(String, String)]) -> Option<&'a std::ffi::OsStr> {
     match env.iter().rev().find(|(k, _)| k == name) {
         Some((_, v)) => Some(v.as_ref()),
-        None => login.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_os_str()),
+        None => login.vars.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_os_str()),
     }
 }
 
 /// The command run directly, when it is plain and found; `None` otherwise.
-fn direct(command: &str, login: &Env, env: &[(String, String)], cwd: &Path) -> Option<Command> {
+fn direct(command: &str, login: &LoginEnv, env: &[(String, String)], cwd: &Path) -> Option<Command> {
     // The shell would keep a valid requested `PWD`; leave that subtlety to the shell.
     if env.iter().any(|(k, _)| k == "PWD") {
         return None;
@@ -84,7 +85,7 @@ fn direct(command: &str, login: &Env, env: &[(String, String)], cwd: &Path) -> O
     // The shell exports the physical working directory as `PWD`.
     let pwd = std::fs::canonicalize(cwd).ok()?;
     let mut cmd = Command::new(program);
-    cmd.arg0(words[0]).args(&words[1..]).env_clear().envs(login.iter().cloned()).envs(env.iter().cloned()).env("PWD", pwd);
+    cmd.arg0(words[0]).args(&words[1..]).env_clear().envs(login.vars.iter().cloned()).envs(env.iter().cloned()).env("PWD", pwd);
     Some(cmd)
 }
 
@@ -93,7 +94,7 @@ fn direct(command: &str, login: &Env, env: &[(String, String)], cwd: &Path) -> O
 pub struct Launcher<'a> {
     env: &'a [(String, String)],
     /// `None`: every command gets a login shell of its own.
-    login: Option<Arc<Env>>,
+    login: Option<Arc<LoginEnv>>,
 }
 
 impl<'a> Launcher<'a> {
@@ -117,6 +118,18 @@ impl<'a> Launcher<'a> {
             cmd.arg("-lc").arg(command).envs(env);
             return start(cmd).map_err(|e| format!("cannot start /bin/sh: {e}"));
         };
+        let start = |mut cmd: Command| {
+            let umask = login.umask as libc::mode_t;
+            // SAFETY: runs in the forked child before exec and only calls umask(2), which
+            // is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::umask(umask);
+                    Ok(())
+                });
+            }
+            start(cmd)
+        };
         if let Some(cmd) = direct(command, login, self.env, cwd) {
             // A failed exec (say, a script without a `#!` line) is left to the shell, which
             // knows what to do with it.
@@ -125,7 +138,7 @@ impl<'a> Launcher<'a> {
             }
         }
         let mut cmd = Command::new("/bin/sh");
-        cmd.arg("-c").arg(command).env_clear().envs(login.iter().cloned()).envs(env);
+        cmd.arg("-c").arg(command).env_clear().envs(login.vars.iter().cloned()).envs(env);
         start(cmd).map_err(|e| format!("cannot start /bin/sh: {e}"))
     }
 }

@@ -59,6 +59,10 @@ fn commands_get_the_login_environment_computed_once() {
         run(&sb, &id, "true");
     }
     assert_eq!(run(&sb, &id, "cat /tmp/profile-runs"), "run\n");
+    // The profile's umask is carried too, to direct execs and shells alike.
+    run(&sb, &id, "echo 'umask 027' >> /root/.profile");
+    assert_eq!(run(&sb, &id, "touch masked && stat -c %a masked"), "640\n");
+    assert_eq!(run(&sb, &id, "umask"), "0027\n");
     // Shell syntax, builtins and scripts without `#!` still behave as under the shell.
     assert_eq!(run(&sb, &id, "echo 'a\\tb'"), "a\tb\n", "dash's echo, not /bin/echo");
     run(&sb, &id, "printf 'echo from a script without a shebang\\n' > plain && chmod +x plain");
@@ -66,6 +70,11 @@ fn commands_get_the_login_environment_computed_once() {
     let missing = sb.ws(&["exec", &id, "--", "no-such-command"]);
     assert_eq!(missing["exit_code"], 127, "{missing}");
     assert_eq!(sb.ws(&["exec", &id, "--", "false"])["exit_code"], 1);
+    // A profile that prints, or defines a function, gets a login shell per command again.
+    run(&sb, &id, "echo 'echo hello from the profile' >> /root/.profile");
+    assert_eq!(run(&sb, &id, "printenv FOO"), "hello from the profile\nbar\n");
+    run(&sb, &id, "sed -i '/hello from the profile/d' /root/.profile && echo 'greet() { echo hi; }' >> /root/.profile");
+    assert_eq!(run(&sb, &id, "greet"), "hi\n");
 }
 
 /// SIGKILLs the workspace's VMM (the host page cache survives, the guest's does not) and

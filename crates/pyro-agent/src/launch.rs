@@ -118,7 +118,7 @@ impl<'a> Launcher<'a> {
             cmd.arg("-lc").arg(command).envs(env);
             return start(cmd).map_err(|e| format!("cannot start /bin/sh: {e}"));
         };
-        let start = |mut cmd: Command| {
+        let start_as_login = |mut cmd: Command| {
             let umask = login.umask as libc::mode_t;
             // SAFETY: runs in the forked child before exec and only calls umask(2), which
             // is async-signal-safe.
@@ -133,13 +133,13 @@ impl<'a> Launcher<'a> {
         if let Some(cmd) = direct(command, login, self.env, cwd) {
             // A failed exec (say, a script without a `#!` line) is left to the shell, which
             // knows what to do with it.
-            if let Ok(child) = start(cmd) {
+            if let Ok(child) = start_as_login(cmd) {
                 return Ok(child);
             }
         }
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c").arg(command).env_clear().envs(login.vars.iter().cloned()).envs(env);
-        start(cmd).map_err(|e| format!("cannot start /bin/sh: {e}"))
+        start_as_login(cmd).map_err(|e| format!("cannot start /bin/sh: {e}"))
     }
 }
 

@@ -137,28 +137,27 @@ pub async fn write_file(path: &str, mode: Option<u32>, create_parents: bool, req
             let _ = std::os::unix::fs::fchown(&file, Some(m.uid()), Some(m.gid()));
         }
         file.set_permissions(fs::Permissions::from_mode(final_mode)).map_err(|e| format!("cannot set the mode of {display}: {e}"))?;
-        if durable {
-            file.sync_all().map_err(|e| format!("flushing {display} failed: {e}"))?;
-        }
-        drop(file);
         temp.persist(&target).map_err(|e| format!("cannot replace {display}: {e}"))?;
+        // Flushed after the rename, as the guest-wide sync used to be (one journal commit
+        // covers the data and the rename; flushing first would cost a second one).
         if durable {
-            flush_directory(&parent, created_parents).map_err(|e| format!("flushing {} failed: {e}", parent.display()))?;
+            flush_written(&file, &parent, created_parents).map_err(|e| format!("flushing {display} failed: {e}"))?;
         }
         Ok(WriteResult { bytes_written: written, mode: final_mode })
     })
     .await
 }
 
-/// Makes the entries of `dir` durable: an `fsync` of the directory, or a guest-wide
-/// `sync(2)` when directories above it were just created too (their entries are in
-/// their own parents).
-fn flush_directory(dir: &Path, created: bool) -> io::Result<()> {
-    if created {
+/// Makes a file just renamed into `dir` durable: an `fsync` of the file and of the
+/// directory, or a guest-wide `sync(2)` when directories above it were just created too
+/// (their entries are in their own parents).
+fn flush_written(file: &File, dir: &Path, created_parents: bool) -> io::Result<()> {
+    if created_parents {
         // SAFETY: sync(2) takes no arguments and cannot fail.
         unsafe { libc::sync() };
         return Ok(());
     }
+    file.sync_all()?;
     File::open(dir)?.sync_all()
 }
 

@@ -8,14 +8,17 @@ use crate::request::ReqCtx;
 use crate::{exec, fsops, service, shell, tar_export, tar_import};
 
 /// Runs one request to completion; handler failures become [`Response::Error`]. Requests
-/// that may have written are followed by a `sync(2)` when the agent is durable.
+/// that may have written anywhere (exec, tar import) are followed by a `sync(2)` when the
+/// agent is durable: no cheap signal tells whether a command changed metadata, and the
+/// sync costs well under a millisecond when nothing is dirty. `WriteFile` flushes
+/// exactly what it wrote itself (see `fsops.rs`).
 pub async fn handle(request: Request, mut req: ReqCtx) -> Response {
     if !matches!(request, Request::WriteFile { .. } | Request::TarImport { .. }) {
         // Nothing will read uploads for this stream: refuse them instead of letting them
         // pile up and stall the session reader.
         req.upload.close();
     }
-    let writes = matches!(request, Request::Exec(_) | Request::WriteFile { .. } | Request::TarImport { .. });
+    let writes = matches!(request, Request::Exec(_) | Request::TarImport { .. });
     let result = match request {
         Request::Ping => Ok(Response::Ok),
         Request::Exec(exec) => exec::run(exec, &req).await.map(Response::Exec),

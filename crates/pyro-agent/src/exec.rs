@@ -1,8 +1,8 @@
-//! `Exec`: `/bin/sh -lc <command>` in its own process group, output streamed as it
-//! arrives, timeout and cancellation kill the whole group.
+//! `Exec`: the command (started by [`launch`]: with the login environment, directly or
+//! under `/bin/sh`) in its own process group, output streamed as it arrives, timeout and
+//! cancellation kill the whole group.
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -10,6 +10,7 @@ use pyro_protocol::{DataChannel, ExecRequest, ExecResult};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
+use crate::launch::Launcher;
 use crate::request::ReqCtx;
 use crate::secrets;
 
@@ -137,21 +138,12 @@ pub async fn run(exec: ExecRequest, req: &ReqCtx) -> Result<ExecResult, String> 
     if let Err(e) = tokio::fs::create_dir_all(&cwd).await {
         return Err(format!("cannot create working directory {}: {e}", cwd.display()));
     }
-    let secret_env = secrets::env_for(&exec.secret_env)?;
+    let mut env: Vec<(String, String)> = exec.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    env.extend(secrets::env_for(&exec.secret_env)?);
     let started = Instant::now();
-    let mut child = tokio::process::Command::new("/bin/sh")
-        .arg("-lc")
-        .arg(&exec.command)
-        .envs(&exec.env)
-        .envs(secret_env)
-        .current_dir(Path::new(&cwd))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot start /bin/sh: {e}"))?;
+    let mut child = Launcher::new(&env).await.spawn(&exec.command, &cwd, |command| {
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0).kill_on_drop(true);
+    })?;
     // From here on, dropping this future (cancel, session end) kills the whole group.
     let pgid = child.id().map(|id| id as i32);
     let mut killer = GroupKiller { pgid };

@@ -97,10 +97,13 @@ impl Drop for TempFile {
 }
 
 /// `WriteFile`: replaces (or creates) a regular file atomically with the uploaded bytes,
-/// never through a symlinked parent; an existing file keeps its mode and owner.
+/// never through a symlinked parent; an existing file keeps its mode and owner. When the
+/// agent is durable, the file and its directory are flushed before the answer (the
+/// whole guest when parent directories had to be created), so a killed VMM keeps it.
 pub async fn write_file(path: &str, mode: Option<u32>, create_parents: bool, req: &mut ReqCtx) -> Result<WriteResult, String> {
     let target = normalize_absolute(&req.ctx.resolve(path)?);
     let display = path.to_string();
+    let durable = req.ctx.durable;
     let cancel = CancelFlag::default();
     let _cancel_on_drop = cancel.guard();
     let mut source = UploadReader::take(req, cancel);
@@ -109,7 +112,8 @@ pub async fn write_file(path: &str, mode: Option<u32>, create_parents: bool, req
             Some(parent) => parent.to_path_buf(),
             None => return Err(format!("not a regular file: {display}")),
         };
-        if !check_parents(&display, &target)? {
+        let created_parents = !check_parents(&display, &target)?;
+        if created_parents {
             if !create_parents {
                 return Err(format!("parent directory does not exist: {}", parent.display()));
             }
@@ -133,11 +137,28 @@ pub async fn write_file(path: &str, mode: Option<u32>, create_parents: bool, req
             let _ = std::os::unix::fs::fchown(&file, Some(m.uid()), Some(m.gid()));
         }
         file.set_permissions(fs::Permissions::from_mode(final_mode)).map_err(|e| format!("cannot set the mode of {display}: {e}"))?;
-        drop(file);
         temp.persist(&target).map_err(|e| format!("cannot replace {display}: {e}"))?;
+        // Flushed after the rename, as the guest-wide sync used to be (one journal commit
+        // covers the data and the rename; flushing first would cost a second one).
+        if durable {
+            flush_written(&file, &parent, created_parents).map_err(|e| format!("flushing {display} failed: {e}"))?;
+        }
         Ok(WriteResult { bytes_written: written, mode: final_mode })
     })
     .await
+}
+
+/// Makes a file just renamed into `dir` durable: an `fsync` of the file and of the
+/// directory, or a guest-wide `sync(2)` when directories above it were just created too
+/// (their entries are in their own parents).
+fn flush_written(file: &File, dir: &Path, created_parents: bool) -> io::Result<()> {
+    if created_parents {
+        // SAFETY: sync(2) takes no arguments and cannot fail.
+        unsafe { libc::sync() };
+        return Ok(());
+    }
+    file.sync_all()?;
+    File::open(dir)?.sync_all()
 }
 
 fn dir_entry(path: &Path, meta: &Metadata) -> DirEntry {

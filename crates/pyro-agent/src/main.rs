@@ -10,7 +10,8 @@
 // Layers, each importing only from those below it:
 //   main → channel → session (frame loop) → dispatch (one request → one response)
 //   → handlers: exec, fsops, service, shell (PTY shells, a VM-lifetime table), tar_import, tar_export
-//   → announce, blocking, fsinfo, identity, paths, probe, secrets → request (shared request context types).
+//   → announce, blocking, fsinfo, identity, paths, probe, secrets → launch (how a command becomes a process)
+//   → login_env, request (shared request context types).
 mod announce;
 mod blocking;
 mod channel;
@@ -20,6 +21,8 @@ mod fsinfo;
 mod fsops;
 mod identity;
 mod init;
+mod launch;
+mod login_env;
 mod paths;
 mod probe;
 mod request;
@@ -59,6 +62,11 @@ fn main() {
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
+            // Hidden: how the agent reads the environment a login shell leaves.
+            login_env::PRINT_ENV_FLAG => {
+                login_env::print_env();
+                return;
+            }
             "--version" | "-V" => {
                 println!("pyro-agent {}", env!("CARGO_PKG_VERSION"));
                 return;

@@ -6,7 +6,7 @@
 //! The HTTP probe is a minimal HTTP/1.1 GET over a plain TCP stream (only the status line
 //! is read), which keeps an HTTP client library out of the static agent.
 //!
-//! Bottom floor: imports nothing from the agent.
+//! Floor above `launch.rs`, which starts probe commands as it starts services.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -15,6 +15,8 @@ use std::time::Duration;
 use pyro_protocol::ReadinessProbe;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::launch::Launcher;
 
 /// One TCP connect attempt.
 const TCP_TIMEOUT: Duration = Duration::from_secs(1);
@@ -91,8 +93,8 @@ pub fn validate(probe: &ReadinessProbe) -> Result<(), String> {
 pub struct ProbeEnv<'a> {
     /// Working directory.
     pub cwd: &'a Path,
-    /// Extra variables (request env and mapped secrets).
-    pub env: &'a [(String, String)],
+    /// Starts probe commands with the service's variables (request env and mapped secrets).
+    pub launcher: &'a Launcher<'a>,
     /// Base for relative file paths.
     pub root: &'a Path,
 }
@@ -144,17 +146,9 @@ fn parse_status_line(bytes: &[u8]) -> Option<u16> {
 
 /// Runs a probe command in its own process group; the group is killed at the timeout.
 async fn run_command(command: &str, env: &ProbeEnv<'_>) -> bool {
-    let child = tokio::process::Command::new("/bin/sh")
-        .arg("-lc")
-        .arg(command)
-        .envs(env.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .current_dir(env.cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .kill_on_drop(true)
-        .spawn();
+    let child = env.launcher.spawn(command, env.cwd, |command| {
+        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0).kill_on_drop(true);
+    });
     let Ok(mut child) = child else { return false };
     let pgid = child.id().map(|id| id as i32);
     match tokio::time::timeout(COMMAND_TIMEOUT, child.wait()).await {
@@ -201,7 +195,9 @@ mod tests {
     async fn probes_see_files_ports_and_commands() {
         let dir = std::env::temp_dir().join(format!("pyro-probe-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let env = ProbeEnv { cwd: &dir, env: &[("READY".into(), "1".into())], root: &dir };
+        let vars = [("READY".to_string(), "1".to_string())];
+        let launcher = Launcher::new(&vars).await;
+        let env = ProbeEnv { cwd: &dir, launcher: &launcher, root: &dir };
         let file = ReadinessProbe::File { path: "flag".into() };
         assert!(!ready(&file, &env).await);
         std::fs::write(dir.join("flag"), "").unwrap();

@@ -1,7 +1,8 @@
 //! Services: named long-running processes that live as long as the VM, not as long as
-//! the call that started them. Each is `/bin/sh -lc <command>` in a session (and process
-//! group) of its own; two tasks pump its stdout and stderr through a secret redactor into
-//! bounded ring logs (oldest bytes dropped past [`LOG_CAP`], counted); a waiter task owns
+//! the call that started them. Each is its command, started by `launch.rs` (with the
+//! login environment, directly or under `/bin/sh`), in a session (and process group) of
+//! its own; two tasks pump its stdout and stderr through a secret redactor into bounded
+//! ring logs (oldest bytes dropped past [`LOG_CAP`], counted); a waiter task owns
 //! the child and records its exit the moment it happens, so the state never comes from
 //! PID polling and a recycled PID can never be mistaken for the service. Signals go to
 //! the group only while its leader is unreaped (checked and sent without yielding on the
@@ -12,7 +13,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -21,6 +21,7 @@ use pyro_protocol::{DataChannel, ServiceInfo, ServiceListResult, ServiceLogsResu
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 
+use crate::launch::Launcher;
 use crate::probe::{self, ProbeEnv};
 use crate::request::{Ctx, ReqCtx};
 use crate::secrets;
@@ -268,27 +269,20 @@ pub async fn start(req: ServiceStartRequest, ctx: &Ctx) -> Result<ServiceInfo, S
     tokio::fs::create_dir_all(&cwd).await.map_err(|e| format!("cannot create working directory {}: {e}", cwd.display()))?;
     let mut env: Vec<(String, String)> = req.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     env.extend(secrets::env_for(&req.secret_env)?);
+    let launcher = Launcher::new(&env).await;
 
     // No await from the check to the insert: a racing start of the same name cannot slip in.
     let service = {
         let mut table = table();
         make_room(&mut table, &req.name)?;
-        let mut command = tokio::process::Command::new("/bin/sh");
-        command
-            .arg("-lc")
-            .arg(&req.command)
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .current_dir(Path::new(&cwd))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(false);
-        // SAFETY: the closure runs in the forked child before exec and only calls
-        // setsid(2), which is async-signal-safe.
-        unsafe {
-            command.pre_exec(|| if libc::setsid() < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) });
-        }
-        let mut child = command.spawn().map_err(|e| format!("cannot start /bin/sh: {e}"))?;
+        let mut child = launcher.spawn(&req.command, &cwd, |command| {
+            command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(false);
+            // SAFETY: the closure runs in the forked child before exec and only calls
+            // setsid(2), which is async-signal-safe.
+            unsafe {
+                command.pre_exec(|| if libc::setsid() < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) });
+            }
+        })?;
         let pid = child.id().ok_or("the service exited before it was recorded")?;
         let (exit_tx, exit_rx) = watch::channel(false);
         let status = Status {
@@ -335,7 +329,7 @@ pub async fn start(req: ServiceStartRequest, ctx: &Ctx) -> Result<ServiceInfo, S
         service.status().ready_at_ms = Some(service.started_at_ms);
         return Ok(service.info());
     };
-    let penv = ProbeEnv { cwd: &cwd, env: &env, root: &ctx.default_cwd };
+    let penv = ProbeEnv { cwd: &cwd, launcher: &launcher, root: &ctx.default_cwd };
     let deadline = Instant::now() + Duration::from_millis(req.ready_timeout_ms);
     let interval = Duration::from_millis(req.ready_interval_ms);
     let mut exited = service.exited.clone();

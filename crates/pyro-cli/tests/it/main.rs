@@ -10,6 +10,7 @@ mod demo_ollama;
 mod doctor_issues;
 mod env_store;
 mod error_kinds;
+mod fast_exec;
 mod fixtures;
 mod guest_run;
 mod host_hardening;

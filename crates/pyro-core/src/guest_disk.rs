@@ -21,12 +21,20 @@ pub fn grown_copy(rootfs: &Path, dest: &Path) -> Result<()> {
     std::fs::rename(&tmp, dest).ctx("install", dest)
 }
 
+/// Below this size a disk (an overlay) is copied in-process; above it by `cp`, which
+/// keeps a sparse image sparse.
+const SMALL_DISK_BYTES: u64 = 64 << 20;
+
 /// Copies the disk `source` to `dest` (sparse, reflinked where the filesystem can),
 /// writable by its owner only whatever `source`'s mode, staged and renamed into place.
 pub fn copy(source: &Path, dest: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let tmp = staging_path(dest);
-    run_tool("cp", &["--sparse=always", "--reflink=auto", &source.display().to_string(), &tmp.display().to_string()])?;
+    if std::fs::metadata(source).ctx("inspect", source)?.len() < SMALL_DISK_BYTES {
+        std::fs::copy(source, &tmp).ctx("copy", source)?;
+    } else {
+        run_tool("cp", &["--sparse=always", "--reflink=auto", &source.display().to_string(), &tmp.display().to_string()])?;
+    }
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).ctx("set permissions of", &tmp)?;
     std::fs::rename(&tmp, dest).ctx("install", dest)
 }

@@ -12,15 +12,11 @@
 //! an older build), a second workspace is created from it and every call alternates
 //! between the two, so both columns see the same machine load.
 
+use pyro_test::bench::median;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const ENV: &str = "debian:12-base";
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
 
 /// `pyro --json ARGS` (with `PYRO_CACHE_DIR=cache` when given), which must succeed; its
 /// JSON output and how long it took.

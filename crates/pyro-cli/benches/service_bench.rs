@@ -4,20 +4,16 @@
 //! Reports service start-to-ready with a file readiness probe, and logs (tail and all)
 //! of a service that printed 10 MB.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use pyro_core::options::ReadinessProbe;
 use pyro_core::vm::CreateVmOptions;
 use pyro_core::workspace::services::StartServiceOptions;
 use pyro_core::workspace::CreateWorkspaceOptions;
 use pyro_core::Pyro;
+use pyro_test::bench::median;
 
 const ENV: &str = "debian:12";
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
 
 fn main() {
     let state = tempfile::tempdir().unwrap();

@@ -11,15 +11,11 @@ use pyro_core::vm::CreateVmOptions;
 use pyro_core::workspace::shells::{OpenShellOptions, ReadShellOptions};
 use pyro_core::workspace::CreateWorkspaceOptions;
 use pyro_core::Pyro;
+use pyro_test::bench::median;
 
 const ENV: &str = "debian:12";
 /// The idle window of every read: part of each round trip by design.
 const IDLE_MS: i64 = 50;
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
 
 fn options() -> CreateWorkspaceOptions {
     CreateWorkspaceOptions {

@@ -10,13 +10,9 @@ use std::time::{Duration, Instant};
 use pyro_core::guest::ExecRequest;
 use pyro_core::vm::CreateVmOptions;
 use pyro_core::Pyro;
+use pyro_test::bench::median;
 
 const ENV: &str = "debian:12-base";
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
 
 fn time_command(args: &[&str], runs: usize, state: &std::path::Path) -> Duration {
     median(

@@ -9,13 +9,9 @@ use std::time::{Duration, Instant};
 use pyro_core::vm::CreateVmOptions;
 use pyro_core::workspace::CreateWorkspaceOptions;
 use pyro_core::Pyro;
+use pyro_test::bench::median;
 
 const ENV: &str = "debian:12-base";
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
 
 fn options(seed: Option<&std::path::Path>) -> CreateWorkspaceOptions {
     CreateWorkspaceOptions {

@@ -236,11 +236,13 @@ class Pyro:
         name: Optional[str] = None,
         labels: Optional[Mapping[str, str]] = None,
         secrets: Union[Mapping[str, str], Iterable[Secret], None] = None,
+        allow_hosts: Optional[Iterable[str]] = None,
     ) -> Dict[str, Any]:
         """Creates and starts a persistent workspace, seeding ``/workspace`` from a host
         directory or ``.tar``/``.tar.gz``/``.tgz`` archive when ``seed_path`` is given.
         ``secrets`` are guest-only: a mapping of name to value, or a list of
-        ``{"name", "value"}`` / ``{"name", "file_path"}``."""
+        ``{"name", "value"}`` / ``{"name", "file_path"}``. ``allow_hosts`` narrows a
+        networked workspace's egress to these host names and CIDRs."""
         return self._call(
             "workspace_create",
             environment=environment,
@@ -254,6 +256,7 @@ class Pyro:
                 name=name,
                 labels=None if labels is None else dict(labels),
                 secrets=_secrets(secrets),
+                allow_hosts=None if allow_hosts is None else [str(h) for h in allow_hosts],
             ),
         )
 
@@ -264,6 +267,11 @@ class Pyro:
     def status_workspace(self, workspace_id: str) -> Dict[str, Any]:
         """One workspace's state and latest command."""
         return self._call("workspace_status", workspace_id=workspace_id)
+
+    def network_log_workspace(self, workspace_id: str) -> Dict[str, Any]:
+        """A workspace's guest network log: flow counts and the latest refused flows
+        (time, destination, DNS name, rule)."""
+        return self._call("workspace_network_log", workspace_id=workspace_id)
 
     def update_workspace(
         self,

@@ -5,7 +5,7 @@
 use pyro_protocol::{Request, Response};
 
 use crate::request::ReqCtx;
-use crate::{exec, fsops, service, shell, tar_export, tar_import};
+use crate::{exec, fsops, port_forward, service, shell, tar_export, tar_import};
 
 /// Runs one request to completion; handler failures become [`Response::Error`]. Requests
 /// that may have written anywhere (exec, tar import) are followed by a `sync(2)` when the
@@ -13,7 +13,7 @@ use crate::{exec, fsops, service, shell, tar_export, tar_import};
 /// sync costs well under a millisecond when nothing is dirty. `WriteFile` flushes
 /// exactly what it wrote itself (see `fsops.rs`).
 pub async fn handle(request: Request, mut req: ReqCtx) -> Response {
-    if !matches!(request, Request::WriteFile { .. } | Request::TarImport { .. }) {
+    if !matches!(request, Request::WriteFile { .. } | Request::TarImport { .. } | Request::PortConnect { .. }) {
         // Nothing will read uploads for this stream: refuse them instead of letting them
         // pile up and stall the session reader.
         req.upload.close();
@@ -41,6 +41,7 @@ pub async fn handle(request: Request, mut req: ReqCtx) -> Response {
         Request::ServiceList => Ok(Response::ServiceList(service::list())),
         Request::ServiceLogs { name, tail_lines } => service::logs(&name, tail_lines, &req).await.map(|l| Response::ServiceLogs(Box::new(l))),
         Request::ServiceStop { name, grace_ms } => service::stop(&name, grace_ms).await.map(|s| Response::Service(Box::new(s))),
+        Request::PortConnect { port } => port_forward::run(port, &mut req).await.map(|()| Response::Ok),
     };
     if writes && req.ctx.durable {
         // SAFETY: sync(2) takes no arguments and cannot fail.

@@ -28,18 +28,24 @@ pub fn enable() {
     IN_GUEST.store(true, Ordering::SeqCst);
 }
 
-/// Applies the identity of a knock's payload, if it carries one (in a guest only).
+/// Applies what a knock's payload carries (in a guest only): the identity, then the
+/// network configuration ([`crate::network::adopt`]).
 pub fn adopt(knock: &Frame) {
     if !IN_GUEST.load(Ordering::SeqCst) {
         return;
     }
-    let Ok(HostHello { identity: Some(identity) }) = knock.parse_json::<HostHello>() else { return };
-    for (what, outcome) in
-        [("seed the random pool", seed_random(&identity)), ("set the clock", set_clock(&identity)), ("set the machine id", set_machine_id(&identity))]
-    {
-        if let Err(e) = outcome {
-            eprintln!("pyro-agent: cannot {what}: {e}");
+    let Ok(HostHello { identity, network }) = knock.parse_json::<HostHello>() else { return };
+    if let Some(identity) = identity {
+        for (what, outcome) in
+            [("seed the random pool", seed_random(&identity)), ("set the clock", set_clock(&identity)), ("set the machine id", set_machine_id(&identity))]
+        {
+            if let Err(e) = outcome {
+                eprintln!("pyro-agent: cannot {what}: {e}");
+            }
         }
+    }
+    if let Some(network) = network {
+        crate::network::adopt(&network);
     }
 }
 

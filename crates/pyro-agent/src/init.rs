@@ -52,33 +52,6 @@ fn set_hostname(name: &str) {
     }
 }
 
-/// `ip link set lo up`, by ioctl.
-fn loopback_up() -> io::Result<()> {
-    // SAFETY: an ifreq zeroed and filled with a NUL-terminated name; ioctls on our socket.
-    unsafe {
-        let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if sock < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut req: libc::ifreq = std::mem::zeroed();
-        for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-            *dst = *src as libc::c_char;
-        }
-        let result = if libc::ioctl(sock, libc::SIOCGIFFLAGS as _, &mut req) < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-            if libc::ioctl(sock, libc::SIOCSIFFLAGS as _, &req) < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
-        };
-        libc::close(sock);
-        result
-    }
-}
-
 /// Mounts, hostname, loopback and the environment every command inherits.
 pub fn setup_guest() {
     let nosuid_nodev = libc::MS_NOSUID | libc::MS_NODEV;
@@ -91,7 +64,7 @@ pub fn setup_guest() {
     mount("tmpfs", "/run", "tmpfs", nosuid_nodev, Some("mode=0755"));
     mount("tmpfs", "/tmp", "tmpfs", nosuid_nodev, Some("mode=1777"));
     set_hostname("pyro");
-    if let Err(e) = loopback_up() {
+    if let Err(e) = crate::network::loopback_up() {
         eprintln!("pyro-agent: bringing up lo failed: {e}");
     }
     // SAFETY: still single-threaded (no runtime yet), so mutating the environment is sound.

@@ -26,6 +26,7 @@ fn main() {
             vm: CreateVmOptions::new(ENV),
             ttl_seconds: None,
             network_policy: pyro_core::options::NetworkPolicy::Off,
+            allow_hosts: Vec::new(),
             seed_path: None,
             name: None,
             labels: Default::default(),

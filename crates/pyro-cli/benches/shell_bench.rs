@@ -22,6 +22,7 @@ fn options() -> CreateWorkspaceOptions {
         vm: CreateVmOptions::new(ENV),
         ttl_seconds: None,
         network_policy: pyro_core::options::NetworkPolicy::Off,
+        allow_hosts: Vec::new(),
         seed_path: None,
         name: None,
         labels: Default::default(),

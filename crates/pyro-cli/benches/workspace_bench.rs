@@ -18,6 +18,7 @@ fn options(seed: Option<&std::path::Path>) -> CreateWorkspaceOptions {
         vm: CreateVmOptions::new(ENV),
         ttl_seconds: None,
         network_policy: pyro_core::options::NetworkPolicy::Off,
+        allow_hosts: Vec::new(),
         seed_path: seed.map(|p| p.to_path_buf()),
         name: None,
         labels: Default::default(),

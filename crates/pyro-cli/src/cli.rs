@@ -245,6 +245,9 @@ pub enum WorkspaceCommand {
     Shell(ShellCommand),
     /// Show one workspace.
     Status(WorkspaceId),
+    /// The guest network's log: flow counts and the latest refused connections.
+    #[command(subcommand)]
+    Network(NetworkCommand),
     /// Change a workspace's name and labels.
     Update(UpdateArgs),
     /// Show a workspace's command history.
@@ -266,6 +269,9 @@ pub struct WorkspaceCreateArgs {
     /// Guest networking: off, egress, egress+published-ports.
     #[arg(long, default_value = "off")]
     pub network_policy: String,
+    /// Narrow egress to this host name or CIDR (repeatable; needs a network policy).
+    #[arg(long = "allow-host", value_name = "NAME|CIDR")]
+    pub allow_hosts: Vec<String>,
     /// Seed `/workspace` from a directory or a .tar/.tar.gz/.tgz archive.
     #[arg(long)]
     pub seed_path: Option<PathBuf>,
@@ -284,6 +290,13 @@ pub struct WorkspaceCreateArgs {
     /// Print only the new workspace id.
     #[arg(long, conflicts_with = "json")]
     pub id_only: bool,
+}
+
+/// `pyro workspace network …`
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Flow counts and the latest refused flows (time, destination, name, rule).
+    Log(WorkspaceId),
 }
 
 /// `pyro workspace sync …`

@@ -42,6 +42,7 @@ pub fn workspace_options(args: &WorkspaceCreateArgs) -> Result<CreateWorkspaceOp
         vm: args.sizing.vm_options(&args.environment)?,
         ttl_seconds: args.ttl_seconds,
         network_policy: args.network_policy.parse::<NetworkPolicy>()?,
+        allow_hosts: args.allow_hosts.clone(),
         seed_path: args.seed_path.clone(),
         name: args.name.clone(),
         labels: labels(&args.labels)?,

@@ -58,19 +58,27 @@ pub struct Capabilities {
     pub guest_network: bool,
 }
 
-/// Host prerequisites for guest networking.
+/// Guest networking: how each VMM's NIC reaches the supervisor's user-space gateway
+/// (no host routes, NAT or firewall rules are ever needed).
 #[derive(Debug, Clone, Serialize)]
 pub struct NetworkingReport {
-    /// `/dev/net/tun` exists.
+    /// QEMU: `-netdev stream` over a unix socket.
+    pub qemu: NetworkBackendReport,
+    /// Firecracker: a TAP device only the supervisor reads.
+    pub firecracker: NetworkBackendReport,
+    /// `/dev/net/tun` exists (what a TAP link needs).
     pub tun_available: bool,
-    /// `ip` binary.
-    pub ip_binary: Option<PathBuf>,
-    /// `nft` binary.
-    pub nft_binary: Option<PathBuf>,
-    /// `iptables` binary.
-    pub iptables_binary: Option<PathBuf>,
-    /// `net.ipv4.ip_forward` is 1.
-    pub ip_forward_enabled: bool,
+}
+
+/// One VMM's network link.
+#[derive(Debug, Clone, Serialize)]
+pub struct NetworkBackendReport {
+    /// How guest frames reach the gateway.
+    pub link: &'static str,
+    /// Guests on this VMM can have a network here.
+    pub available: bool,
+    /// What is missing, one line each.
+    pub missing: Vec<String>,
 }
 
 /// Warm starts: whether starts restore saved templates, and which exist.
@@ -158,6 +166,12 @@ pub async fn report(dirs: &Dirs, store: &EnvironmentStore) -> DoctorReport {
         issues.push(format!("{tool} is not installed (scripts/setup.sh installs it)"));
     }
     let guest = matches!(selected.backend, Some(name) if name != BackendKind::HostCompat.name());
+    let networking = networking_report(&probe);
+    let network_for_selected = match selected.backend.and_then(BackendKind::parse) {
+        Some(BackendKind::QemuTcg | BackendKind::QemuKvm) => networking.qemu.available,
+        Some(BackendKind::Firecracker) => networking.firecracker.available,
+        Some(BackendKind::HostCompat) | None => false,
+    };
     let warm_start = warm_start_report(dirs, selected.backend.and_then(BackendKind::parse));
     let agent_binary = match paths::agent_binary() {
         Ok(path) => Some(path),
@@ -177,20 +191,44 @@ pub async fn report(dirs: &Dirs, store: &EnvironmentStore) -> DoctorReport {
         },
         backends: BackendsReport { firecracker: probe.firecracker.clone(), qemu: probe.qemu.clone() },
         selected,
-        capabilities: Capabilities { vm_boot: guest, guest_exec: guest, guest_network: false },
+        capabilities: Capabilities { vm_boot: guest, guest_exec: guest, guest_network: network_for_selected },
         agent_binary,
         cache_dir: dirs.cache.clone(),
         state_dir: dirs.state.clone(),
         installed_environments: installed.iter().map(|e| e.spec.name.to_string()).collect(),
-        networking: NetworkingReport {
-            tun_available: std::path::Path::new("/dev/net/tun").exists(),
-            ip_binary: find_in_path("ip"),
-            nft_binary: find_in_path("nft"),
-            iptables_binary: find_in_path("iptables"),
-            ip_forward_enabled: std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").map(|v| v.trim() == "1").unwrap_or(false),
-        },
+        networking,
         warm_start,
     }
+}
+
+/// The network link of each VMM and what it lacks here.
+fn networking_report(probe: &HostProbe) -> NetworkingReport {
+    let tun_available = std::path::Path::new("/dev/net/tun").exists();
+    let mut qemu_missing = Vec::new();
+    match &probe.qemu {
+        None => qemu_missing.push("qemu-system-x86_64 is not installed".to_string()),
+        Some(qemu) if !supports_netdev_stream(&qemu.version) => {
+            qemu_missing.push(format!("QEMU 7.2 or newer is needed for -netdev stream (found: {})", qemu.version))
+        }
+        Some(_) => {}
+    }
+    let mut firecracker_missing = vec!["the TAP link is not wired up in this build (networked guests run on QEMU)".to_string()];
+    if !tun_available {
+        firecracker_missing.push("no /dev/net/tun on this host".into());
+    }
+    NetworkingReport {
+        qemu: NetworkBackendReport { link: "netdev-stream", available: qemu_missing.is_empty(), missing: qemu_missing },
+        firecracker: NetworkBackendReport { link: "tap", available: false, missing: firecracker_missing },
+        tun_available,
+    }
+}
+
+/// Whether a `qemu-system-* --version` line names 7.2 or newer.
+fn supports_netdev_stream(version: &str) -> bool {
+    let Some(number) = version.split_whitespace().find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit())) else { return false };
+    let mut parts = number.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (7, 2)
 }
 
 /// Whether starts on `backend` restore templates, and what the next one will do.
@@ -226,4 +264,17 @@ fn missing_host_tools(qemu: Option<&std::path::Path>) -> Vec<&'static str> {
         }
     }
     missing
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn netdev_stream_needs_qemu_7_2() {
+        assert!(supports_netdev_stream("QEMU emulator version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u18)"));
+        assert!(supports_netdev_stream("QEMU emulator version 10.0.2"));
+        assert!(!supports_netdev_stream("QEMU emulator version 7.1.0"));
+        assert!(!supports_netdev_stream("garbage"));
+    }
 }

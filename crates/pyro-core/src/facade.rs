@@ -13,7 +13,7 @@ use crate::workspace::files::{Exported, FileList, FileRead, FileWrite, PatchAppl
 use crate::workspace::history::WorkspaceLogs;
 use crate::workspace::services::{ServiceList, ServiceLogs, ServiceRecord, StartServiceOptions};
 use crate::workspace::shells::{OpenShellOptions, ReadShellOptions, ShellClosed, ShellRead, ShellSignalled, ShellStatus, ShellWritten};
-use crate::workspace::{CreateWorkspaceOptions, UpdateWorkspace, WorkspaceDeleted, WorkspaceExec, WorkspaceList, WorkspaceManager, WorkspaceStatus};
+use crate::workspace::{CreateWorkspaceOptions, NetworkLogReport, UpdateWorkspace, WorkspaceDeleted, WorkspaceExec, WorkspaceList, WorkspaceManager, WorkspaceStatus};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -265,6 +265,11 @@ impl Pyro {
     /// One workspace's status.
     pub async fn status_workspace(&self, workspace_id: &str) -> Result<WorkspaceStatus> {
         self.workspaces.status(workspace_id).await
+    }
+
+    /// A workspace's network log: flow counts and the latest refused flows.
+    pub async fn network_log_workspace(&self, workspace_id: &str) -> Result<NetworkLogReport> {
+        self.workspaces.network_log(workspace_id).await
     }
 
     /// Changes name and labels.

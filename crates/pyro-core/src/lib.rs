@@ -19,6 +19,7 @@ pub mod fsutil;
 pub mod guest;
 pub mod guest_disk;
 pub mod host_process;
+pub mod network;
 pub mod options;
 pub mod paths;
 #[cfg(test)]

@@ -40,6 +40,7 @@ const FULL: &[&str] = &[
     "workspace_stop",
     "workspace_start",
     "workspace_logs",
+    "workspace_network_log",
     "workspace_export",
     "workspace_diff",
     "workspace_file_list",
@@ -87,7 +88,7 @@ const CORE: &[&str] = &[
 ];
 
 /// Arguments `workspace-core` hides: its workspaces have no network and no secrets.
-const CORE_OMITS: &[(&str, &[&str])] = &[("workspace_create", &["network_policy", "secrets"]), ("workspace_exec", &["secret_env"])];
+const CORE_OMITS: &[(&str, &[&str])] = &[("workspace_create", &["network_policy", "allow_hosts", "secrets"]), ("workspace_exec", &["secret_env"])];
 
 impl Profile {
     /// Every profile name, in the order the contract lists them.
@@ -158,7 +159,8 @@ mod tests {
     fn profiles_have_the_reference_counts_and_core_is_a_subsequence_of_full() {
         assert_eq!(Profile::VmRun.tool_names(), ["vm_run"]);
         assert_eq!(Profile::WorkspaceCore.tool_names().len(), 16);
-        assert_eq!(Profile::WorkspaceFull.tool_names().len(), 43);
+        // The reference's 43, plus `workspace_network_log`.
+        assert_eq!(Profile::WorkspaceFull.tool_names().len(), 44);
         let mut full = FULL.iter();
         for name in CORE {
             assert!(full.any(|f| f == name), "{name} is out of order or missing in FULL");

@@ -32,11 +32,14 @@ pub enum Capability {
     /// [`crate::Request::ServiceLogs`], [`crate::Request::ServiceStop`]: named
     /// long-running processes with readiness probes and bounded logs.
     Service,
+    /// [`crate::Request::PortConnect`]: a TCP connection to guest loopback carried over
+    /// the channel (published ports).
+    PortForward,
 }
 
 impl Capability {
     /// Every capability this build of the protocol knows, in wire-name order of addition.
-    pub const ALL: [Capability; 10] = [
+    pub const ALL: [Capability; 11] = [
         Capability::Exec,
         Capability::FsRead,
         Capability::FsWrite,
@@ -47,6 +50,7 @@ impl Capability {
         Capability::Secrets,
         Capability::Shell,
         Capability::Service,
+        Capability::PortForward,
     ];
 
     /// Capabilities of protocol version 1, which predates the `capabilities` field:
@@ -67,6 +71,7 @@ impl Capability {
             Capability::Secrets => "secrets",
             Capability::Shell => "shell",
             Capability::Service => "service",
+            Capability::PortForward => "port_forward",
         }
     }
 

@@ -16,7 +16,9 @@ use crate::shell::{ShellInfo, ShellOpenRequest, ShellReadRequest, ShellReadResul
 /// * 3: `shell_*` requests ([`Capability::Shell`]).
 /// * 4: services ([`Request::ServiceStart`] and friends, capability `service`).
 /// * 5: the host's Hello (a knock) may carry a [`GuestIdentity`] ([`HostHello`]).
-pub const PROTOCOL_VERSION: u32 = 5;
+/// * 6: [`HostHello::network`] ([`GuestNetwork`]) and [`Request::PortConnect`]
+///   (capability `port_forward`).
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// The oldest agent protocol version the host still talks to. Agents between this and
 /// [`PROTOCOL_VERSION`] (and newer ones) are accepted; what each can do is decided by
@@ -66,6 +68,42 @@ pub struct HostHello {
     /// saved state do not share random state, clock or machine id).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<GuestIdentity>,
+    /// How the guest configures its NIC (`eth0`) and resolver; absent for a guest
+    /// without a network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<GuestNetwork>,
+}
+
+/// The guest's network configuration, chosen by the host per start (a restored guest
+/// gets a fresh MAC this way). The agent applies it before it answers the knock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestNetwork {
+    /// The NIC's MAC address, `xx:xx:xx:xx:xx:xx` (locally administered, unicast).
+    pub mac: String,
+    /// The guest's IPv4 address.
+    pub address: std::net::Ipv4Addr,
+    /// Prefix length of the guest's subnet.
+    pub prefix_len: u8,
+    /// The default gateway.
+    pub gateway: std::net::Ipv4Addr,
+    /// Name servers written to `/etc/resolv.conf`.
+    pub dns: Vec<std::net::Ipv4Addr>,
+}
+
+impl GuestNetwork {
+    /// The MAC's six bytes, when [`GuestNetwork::mac`] is well formed.
+    pub fn mac_bytes(&self) -> Option<[u8; 6]> {
+        let mut bytes = [0u8; 6];
+        let mut parts = self.mac.split(':');
+        for byte in &mut bytes {
+            let part = parts.next()?;
+            if part.len() != 2 {
+                return None;
+            }
+            *byte = u8::from_str_radix(part, 16).ok()?;
+        }
+        parts.next().is_none().then_some(bytes)
+    }
 }
 
 /// Per-start guest identity, chosen by the host.
@@ -238,6 +276,15 @@ pub enum Request {
         /// How long to wait after SIGTERM before SIGKILL.
         grace_ms: u64,
     },
+    /// Connect to `127.0.0.1:port` inside the guest and carry bytes both ways: host
+    /// [`DataChannel::Upload`] data goes to the socket ([`crate::FrameKind::DataEnd`]
+    /// half-closes it), what the socket sends comes back as [`DataChannel::Download`]
+    /// data then a `DataEnd`; answered [`Response::Ok`] when both directions ended, or
+    /// [`Response::Error`] when the connection could not be made.
+    PortConnect {
+        /// Guest TCP port on the loopback address.
+        port: u16,
+    },
 }
 
 /// One secret as delivered to the agent.
@@ -259,7 +306,7 @@ impl std::fmt::Debug for SecretValue {
 impl Request {
     /// Every `op` tag, one per variant (kept complete by [`Request::op`]'s exhaustive match
     /// and the golden wire test).
-    pub const OPS: [&'static str; 18] = [
+    pub const OPS: [&'static str; 19] = [
         "ping",
         "exec",
         "read_file",
@@ -278,6 +325,7 @@ impl Request {
         "service_list",
         "service_logs",
         "service_stop",
+        "port_connect",
     ];
 
     /// The wire tag (`op`) of this request.
@@ -301,6 +349,7 @@ impl Request {
             Request::ServiceList => "service_list",
             Request::ServiceLogs { .. } => "service_logs",
             Request::ServiceStop { .. } => "service_stop",
+            Request::PortConnect { .. } => "port_connect",
         }
     }
 
@@ -322,6 +371,7 @@ impl Request {
             // agents announce (every such agent also has `secrets`).
             Request::ShellOpen(_) | Request::ShellRead(_) | Request::ShellWrite(_) | Request::ShellSignal(_) | Request::ShellClose { .. } => Capability::Shell,
             Request::ServiceStart(_) | Request::ServiceList | Request::ServiceLogs { .. } | Request::ServiceStop { .. } => Capability::Service,
+            Request::PortConnect { .. } => Capability::PortForward,
         })
     }
 }

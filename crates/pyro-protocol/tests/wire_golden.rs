@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use pyro_protocol::{
     decode_request, decode_response, read_frame, write_frame, Capability, DataChannel, DirEntry, EntryKind, ExecRequest, ExecResult, Frame, FrameKind,
-    GuestIdentity, Hello, HostHello, ListResult, ReadResult, ReadinessProbe, Request, Response, SecretValue, ServiceInfo, ServiceListResult, ServiceLogsResult,
+    GuestIdentity, GuestNetwork, Hello, HostHello, ListResult, ReadResult, ReadinessProbe, Request, Response, SecretValue, ServiceInfo, ServiceListResult, ServiceLogsResult,
     ServiceStartRequest, ServiceState, ShellInfo, ShellOpenRequest, ShellReadRequest, ShellReadResult, ShellSignal, ShellSignalRequest, ShellState,
     ShellWriteRequest, TarExportResult, TarImportResult, WriteResult, PROTOCOL_VERSION,
 };
@@ -104,6 +104,7 @@ fn request_examples() -> Vec<Request> {
         Request::ServiceList,
         Request::ServiceLogs { name: "app".into(), tail_lines: Some(200) },
         Request::ServiceStop { name: "app".into(), grace_ms: 5_000 },
+        Request::PortConnect { port: 8000 },
     ];
     for example in &examples {
         // Exhaustive on purpose: a new variant must get an example above.
@@ -125,7 +126,8 @@ fn request_examples() -> Vec<Request> {
             | Request::ServiceStart(_)
             | Request::ServiceList
             | Request::ServiceLogs { .. }
-            | Request::ServiceStop { .. } => {}
+            | Request::ServiceStop { .. }
+            | Request::PortConnect { .. } => {}
         }
     }
     examples
@@ -294,7 +296,19 @@ fn every_host_hello_matches_its_golden() {
         unix_time_ns: 1_796_000_000_123_456_789,
         machine_id: "0123456789abcdef0123456789abcdef".into(),
     };
-    for (name, example) in [("bare", HostHello::default()), ("identity", HostHello { identity: Some(identity) })] {
+    let network = GuestNetwork {
+        mac: "52:54:00:ab:cd:ef".into(),
+        address: "10.0.2.15".parse().unwrap(),
+        prefix_len: 24,
+        gateway: "10.0.2.2".parse().unwrap(),
+        dns: vec!["10.0.2.2".parse().unwrap()],
+    };
+    assert_eq!(network.mac_bytes(), Some([0x52, 0x54, 0, 0xab, 0xcd, 0xef]));
+    for (name, example) in [
+        ("bare", HostHello::default()),
+        ("identity", HostHello { identity: Some(identity.clone()), network: None }),
+        ("network", HostHello { identity: Some(identity), network: Some(network) }),
+    ] {
         let golden = check(&format!("host_hello/{name}.json"), &wire_json(&example));
         assert_eq!(serde_json::from_slice::<HostHello>(&golden).unwrap(), example);
     }

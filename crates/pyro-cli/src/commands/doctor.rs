@@ -45,7 +45,10 @@ pub async fn run(pyro: &Pyro, args: DoctorArgs, json: bool) -> Result<i32> {
     say!("State dir: {}", report.state_dir.display());
     say!("Installed environments: {}", if report.installed_environments.is_empty() { "none".into() } else { report.installed_environments.join(", ") });
     let net = &report.networking;
-    say!("Networking: tun={} ip_forward={}", yes_no(net.tun_available), yes_no(net.ip_forward_enabled));
+    for (vmm, link) in [("qemu", &net.qemu), ("firecracker", &net.firecracker)] {
+        let missing = if link.missing.is_empty() { String::new() } else { format!(" ({})", link.missing.join("; ")) };
+        say!("Network ({vmm}): {} via {} to the user-space gateway{missing}", if link.available { "available" } else { "unavailable" }, link.link);
+    }
     say!("Warm start: {}", report.warm_start.next_start);
     if !report.issues.is_empty() {
         say!("Issues:");

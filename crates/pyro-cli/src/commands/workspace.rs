@@ -3,12 +3,12 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use pyro_core::workspace::{UpdateWorkspace, WorkspaceStatus};
+use pyro_core::workspace::{NetworkLogReport, UpdateWorkspace, WorkspaceStatus};
 use pyro_core::{Error, Pyro, Result};
 use serde::Serialize;
 
 use super::run::shell_join;
-use crate::cli::{DiskCommand, FileCommand, PatchCommand, SnapshotCommand, SyncCommand, WorkspaceCommand};
+use crate::cli::{DiskCommand, FileCommand, NetworkCommand, PatchCommand, SnapshotCommand, SyncCommand, WorkspaceCommand};
 use crate::output::{has_terminal_controls, part, print_json, progress, raw_stderr, raw_stdout, say, tell};
 use crate::settings;
 
@@ -231,6 +231,7 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand, json: bool) -> Result<i
         W::Service(command) => return super::service::run(pyro, command, json).await,
         W::Shell(command) => return super::shell::run(pyro, command, json).await,
         W::Status(a) => emit(json, &pyro.status_workspace(&a.workspace_id).await?, |s| print_status("Workspace", s)),
+        W::Network(NetworkCommand::Log(a)) => emit(json, &pyro.network_log_workspace(&a.workspace_id).await?, print_network_log),
         W::Update(a) => {
             let change = UpdateWorkspace { name: a.name, clear_name: a.clear_name, labels: settings::labels(&a.labels)?, clear_labels: a.clear_labels };
             emit(json, &pyro.update_workspace(&a.id.workspace_id, &change).await?, |s| print_status("Workspace", s))
@@ -252,6 +253,31 @@ pub async fn run(pyro: &Pyro, command: WorkspaceCommand, json: bool) -> Result<i
         W::Delete(a) => emit(json, &pyro.delete_workspace(&a.workspace_id).await?, |r| say!("Deleted workspace: {}", r.workspace_id)),
     }
     Ok(0)
+}
+
+fn print_network_log(report: &NetworkLogReport) {
+    let log = &report.log;
+    say!(
+        "[workspace-network-log] workspace_id={} network_policy={} allowed_flows={} denied_flows={} dropped_events={}",
+        report.workspace_id,
+        report.network_policy,
+        log.allowed_flows,
+        log.denied_flows,
+        log.dropped_events
+    );
+    if log.entries.is_empty() {
+        say!("No refused flows.");
+    }
+    for e in &log.entries {
+        let target = match (&e.destination, e.port) {
+            (Some(destination), Some(port)) if destination.contains(':') => format!(" [{destination}]:{port}"),
+            (Some(destination), Some(port)) => format!(" {destination}:{port}"),
+            _ => String::new(),
+        };
+        let protocol = e.protocol.as_deref().map(|p| format!(" {p}")).unwrap_or_default();
+        let name = e.name.as_deref().map(|n| format!(" name={n}")).unwrap_or_default();
+        say!("{:.3} {}{protocol}{target}{name} rule={}", e.time, e.kind, e.rule);
+    }
 }
 
 /// Reads a host text file named by `flag`, with one-line errors.
@@ -283,6 +309,11 @@ fn print_status(action: &str, s: &WorkspaceStatus) {
     say!("Workspace: {}", s.workspace_path);
     say!("Last activity at: {}", s.last_activity_at);
     say!("Network policy: {}", s.network_policy);
+    if let Some(n) = &s.network {
+        let allow = if n.details.allow_hosts.is_empty() { "public destinations".to_string() } else { n.details.allow_hosts.join(", ") };
+        say!("Network: guest {}/{} gateway {} dns {} egress to {allow}", n.details.guest_ip, n.details.prefix_len, n.details.gateway_ip, n.details.dns_servers.join(","));
+        say!("Network flows: {} allowed, {} denied, {} dropped (pyro workspace network log {})", n.allowed_flows, n.denied_flows, n.dropped_events, s.workspace_id);
+    }
     match &s.workspace_seed.seed_path {
         Some(path) => say!("Workspace seed: {} from {}", s.workspace_seed.mode, path.display()),
         None => say!("Workspace seed: {}", s.workspace_seed.mode),

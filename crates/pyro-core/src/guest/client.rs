@@ -142,6 +142,8 @@ fn checked_service(info: ServiceInfo) -> Result<ServiceInfo, GuestError> {
 /// What the reader task hands to a pending call.
 enum Incoming {
     Data(DataChannel, Vec<u8>),
+    /// The agent has no more data for the stream.
+    End,
     Response(Response),
     /// A response frame that did not decode.
     BadResponse(DecodeError),
@@ -191,8 +193,8 @@ impl Shared {
                     }
                 }
             }
-            // Nothing on the host waits for the agent's end of data: the response follows.
-            FrameKind::DataEnd => None,
+            // Only a port connection acts on it (a half-close); the others wait for the response.
+            FrameKind::DataEnd => Some((map.get(&stream)?.clone(), Incoming::End)),
             FrameKind::Response => {
                 let slot = map.remove(&stream)?;
                 let incoming = match decode_response(&frame.payload) {
@@ -286,9 +288,10 @@ impl Drop for Call {
     }
 }
 
-/// What a call receives next: data on its stream, or its final response.
+/// What a call receives next: data on its stream, its end, or its final response.
 enum Next {
     Data(DataChannel, Vec<u8>),
+    End,
     Response(Response),
 }
 
@@ -296,6 +299,7 @@ impl Call {
     async fn next(&mut self) -> Result<Next, GuestError> {
         match self.rx.recv().await {
             Some(Incoming::Data(channel, bytes)) => Ok(Next::Data(channel, bytes)),
+            Some(Incoming::End) => Ok(Next::End),
             Some(Incoming::Response(response)) => {
                 self.done = true;
                 Ok(Next::Response(response))
@@ -355,7 +359,7 @@ impl Call {
                         biased;
                         next = self.next() => match next? {
                             Next::Response(response) => return Ok(Err(response)),
-                            Next::Data(..) => continue,
+                            Next::Data(..) | Next::End => continue,
                         },
                         permit = permits.clone().acquire_owned() => {
                             return permit.map(Ok).map_err(|_| GuestError::ChannelClosed)
@@ -687,7 +691,7 @@ impl GuestClient {
                             on_output(OutputChunk::Stderr(bytes));
                         }
                     }
-                    Next::Data(..) => {}
+                    Next::Data(..) | Next::End => {}
                     Next::Response(Response::Exec(result)) => return Ok(caps.finish(result)),
                     Next::Response(other) => return Err(agent_error(&self.inner.hello, other, "exec")),
                 }
@@ -741,7 +745,7 @@ impl GuestClient {
                         }
                         content.extend_from_slice(&bytes);
                     }
-                    Next::Data(..) => {}
+                    Next::Data(..) | Next::End => {}
                     Next::Response(Response::Read(r)) => return Ok(ReadOutput { content, size_bytes: r.size_bytes, truncated: r.truncated }),
                     Next::Response(other) => return Err(agent_error(&self.inner.hello, other, "read_file")),
                 }
@@ -823,7 +827,7 @@ impl GuestClient {
         loop {
             match call.next_within(idle).await? {
                 Next::Data(DataChannel::Download, bytes) => sink.write_all(&bytes).await.map_err(|source| GuestError::Local { context, source })?,
-                Next::Data(..) => {}
+                Next::Data(..) | Next::End => {}
                 Next::Response(Response::TarExport(result)) => {
                     sink.flush().await.map_err(|source| GuestError::Local { context, source })?;
                     return Ok(result);
@@ -955,7 +959,7 @@ impl GuestClient {
                         }
                         sink.extend_from_slice(&bytes);
                     }
-                    Next::Data(..) => {}
+                    Next::Data(..) | Next::End => {}
                     Next::Response(Response::ServiceLogs(result)) => {
                         let service = checked_service(result.service)?;
                         return Ok(ServiceLogsOutput { result: ServiceLogsResult { service, ..*result }, stdout, stderr });
@@ -978,6 +982,49 @@ impl GuestClient {
             }
         })
         .await
+    }
+
+    /// Carries one TCP connection to `127.0.0.1:port` inside the guest (a published
+    /// port): what `socket` sends goes to the guest service, what the service sends comes
+    /// back, each direction half-closed on its own. Ends when both directions have ended
+    /// or either side fails; dropping the future cancels the guest's half.
+    pub async fn port_connect(&self, port: u16, socket: tokio::net::TcpStream) -> Result<(), GuestError> {
+        let mut call = self.start("port_connect", &Request::PortConnect { port })?;
+        let (mut from_client, mut to_client) = socket.into_split();
+        let context = "relaying a published-port connection";
+        let (stream, inner) = (call.stream, self.inner.clone());
+        // An upload permit before each read, so a guest that does not take the bytes
+        // slows this client down instead of queueing them.
+        let upstream = async move {
+            let mut buf = vec![0u8; UPLOAD_CHUNK];
+            loop {
+                let permit = inner.upload_permits.clone().acquire_owned().await.map_err(|_| GuestError::ChannelClosed)?;
+                let n = from_client.read(&mut buf).await.map_err(|source| GuestError::Local { context, source })?;
+                let frame = if n == 0 { Frame::empty(stream, FrameKind::DataEnd) } else { Frame::data(stream, DataChannel::Upload, &buf[..n]) };
+                inner.out.send(Outgoing { frame, _permit: Some(permit) }).map_err(|_| GuestError::ChannelClosed)?;
+                if n == 0 {
+                    // Half-closed: the other direction decides when the connection ends.
+                    return std::future::pending::<Result<(), GuestError>>().await;
+                }
+            }
+        };
+        let downstream = async {
+            loop {
+                match call.next().await? {
+                    Next::Data(DataChannel::Download, bytes) => to_client.write_all(&bytes).await.map_err(|source| GuestError::Local { context, source })?,
+                    Next::Data(..) => {}
+                    Next::End => {
+                        let _ = to_client.shutdown().await;
+                    }
+                    Next::Response(Response::Ok) => return Ok(()),
+                    Next::Response(other) => return Err(agent_error(&self.inner.hello, other, "port_connect")),
+                }
+            }
+        };
+        tokio::select! {
+            ended = downstream => ended,
+            failed = upstream => failed,
+        }
     }
 
     /// Asks the agent to flush filesystems and power the guest off (in `host_compat`, to

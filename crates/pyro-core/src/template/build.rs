@@ -16,6 +16,7 @@ use super::record::TemplateMeta;
 use super::spec::{TemplateFor, TemplateKind, STATE_FILE};
 use crate::error::{Error, Result};
 use crate::fsutil::unix_now;
+use crate::network::NetworkSettings;
 use crate::vm::record::VmRecord;
 use crate::vm::supervisor;
 use crate::vmm::qmp::Qmp;
@@ -51,9 +52,13 @@ pub(super) async fn build(spec: &TemplateFor<'_>, key: &TemplateKey, staging: &P
         mem_mib: spec.mem_mib,
         debug_console: false,
         restore: None,
+        network: spec.network,
     };
     let selection = Selection { backend: spec.backend, reason: "warm template build".into() };
-    let record = VmRecord::new("template0000".into(), spec.installed, launch.clone(), 600, selection, false);
+    let mut record = VmRecord::new("template0000".into(), spec.installed, launch.clone(), 600, selection, false);
+    // The template's guest configures its NIC like any networked guest (each start then
+    // gives it a fresh MAC); no gateway serves it while it is being saved.
+    record.network = spec.network.then(NetworkSettings::default);
     let (mut child, _hello, channel) =
         supervisor::boot(&record, supervisor::boot_timeout()).await.map_err(|reason| Error::Vmm(format!("the template's guest did not boot: {reason}")))?;
     let saved = save_state(&launch, channel, &staging.join(STATE_FILE)).await;

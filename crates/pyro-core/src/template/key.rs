@@ -64,6 +64,7 @@ impl TemplateKey {
             mem_mib: spec.mem_mib,
             debug_console: false,
             restore: None,
+            network: spec.network,
         };
         let binary = qemu.binary();
         let meta = std::fs::metadata(binary).map_err(|e| Error::io("inspect", binary, e))?;

@@ -49,4 +49,6 @@ pub struct TemplateFor<'a> {
     pub mem_mib: u32,
     /// Disk layout.
     pub kind: TemplateKind,
+    /// The guest has a NIC (a different machine, so a different template).
+    pub network: bool,
 }

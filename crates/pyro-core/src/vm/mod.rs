@@ -22,6 +22,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::events::{Event, OutputChunk, Progress};
 use crate::fsutil::{lock_file, unix_now};
 use crate::guest::{ExecOutput, GuestClient};
+use crate::network::{NetworkDetails, NetworkSettings};
 use crate::paths::Dirs;
 use crate::template::{TemplateFor, TemplateKind, TemplateStore};
 use crate::vmm::select::{backend_from_env, HostProbe, Selection};
@@ -91,10 +92,16 @@ impl CreateVmOptions {
         if self.backend == Some(BackendKind::HostCompat) && !self.allow_host_compat {
             return Err(host_compat_needs_opt_in());
         }
-        if self.network {
-            return Err(Error::Unavailable("guest networking (--network) is not available in this build yet: it arrives with the networking issue".into()));
-        }
         Ok(())
+    }
+}
+
+/// Guest networking needs a guest on QEMU (see [`crate::network`]).
+pub(crate) fn check_network_backend(backend: BackendKind) -> Result<()> {
+    match backend {
+        BackendKind::QemuTcg | BackendKind::QemuKvm => Ok(()),
+        BackendKind::Firecracker => Err(crate::vmm::firecracker::network_unsupported()),
+        BackendKind::HostCompat => Err(Error::Unavailable("guest networking needs a guest: host_compat runs commands on the host, with the host's own network".into())),
     }
 }
 
@@ -123,13 +130,13 @@ pub struct VmStatus {
     pub expires_at: f64,
     /// `created`, `started` or `stopped`.
     pub state: &'static str,
-    /// Always false until guest networking lands.
+    /// The guest has a network (`--network`).
     pub network_enabled: bool,
     /// Host execution was opted into.
     pub allow_host_compat: bool,
-    /// Guest IP (no networking yet).
+    /// Guest IP, when it has a network.
     pub guest_ip: Option<String>,
-    /// TAP device (no networking yet).
+    /// Always `None`: the NIC is a socket of the supervisor, not a host TAP device.
     pub tap_name: Option<String>,
     /// `guest_vsock` (a real guest through the agent channel) or `host_compat`.
     pub execution_mode: &'static str,
@@ -254,6 +261,44 @@ pub struct NetworkInfo {
     pub outbound_connectivity_expected: bool,
     /// Why there is none.
     pub reason: Option<String>,
+    /// `egress` (public destinations only) or `off`.
+    pub policy: &'static str,
+    /// Addresses, resolver and allow-list, when there is a network.
+    #[serde(flatten)]
+    pub details: Option<NetworkDetails>,
+    /// Refused and allowed flow counts so far.
+    pub denied_flows: u64,
+    /// Flows the policy let through so far.
+    pub allowed_flows: u64,
+}
+
+impl NetworkInfo {
+    /// The network of the VM `record` describes.
+    pub fn of(record: &VmRecord) -> Self {
+        let log = crate::network::log::NetworkLog::load(record.dir());
+        match &record.network {
+            Some(settings) => Self {
+                vm_id: record.vm_id.clone(),
+                network_enabled: true,
+                outbound_connectivity_expected: true,
+                reason: None,
+                policy: if settings.publish_ports { "egress+published-ports" } else { "egress" },
+                details: Some(NetworkDetails::of(settings)),
+                denied_flows: log.denied_flows,
+                allowed_flows: log.allowed_flows,
+            },
+            None => Self {
+                vm_id: record.vm_id.clone(),
+                network_enabled: false,
+                outbound_connectivity_expected: false,
+                reason: Some("this VM was created without a network (--network)".into()),
+                policy: "off",
+                details: None,
+                denied_flows: 0,
+                allowed_flows: 0,
+            },
+        }
+    }
 }
 
 /// The VM lifecycle over the state directory.
@@ -289,6 +334,9 @@ impl VmManager {
         options.validate()?;
         let installed = self.ensure_installed(&options.environment, progress).await?;
         let selection = self.select_backend(options, &installed, progress).await?;
+        if options.network {
+            check_network_backend(selection.backend)?;
+        }
         let vm_id = new_id();
         let root = vms_root(&self.dirs.state);
         std::fs::create_dir_all(&root).ctx("create", &root)?;
@@ -300,6 +348,7 @@ impl VmManager {
             vcpu_count: options.vcpu_count,
             mem_mib: options.mem_mib,
             kind: TemplateKind::Ephemeral,
+            network: options.network,
         };
         let template = self.templates.warm(&wanted, options.cold || options.debug_console, progress).await;
         let prepared = match &template {
@@ -324,9 +373,11 @@ impl VmManager {
             mem_mib: options.mem_mib,
             debug_console: options.debug_console,
             restore: template.map(|t| t.restore_from(Some(&installed.rootfs))),
+            network: options.network,
         };
         let mut record = VmRecord::new(vm_id, &installed, launch, options.ttl_seconds, selection, options.allow_host_compat);
         record.owner_pid = options.owner_pid;
+        record.network = options.network.then(NetworkSettings::default);
         if let Err(e) = record.save() {
             let _ = std::fs::remove_dir_all(&vm_dir);
             return Err(e);
@@ -477,15 +528,11 @@ impl VmManager {
         Ok(status_of(&refreshed(&dir)?))
     }
 
-    /// Network configuration of a VM (none until guest networking lands).
+    /// Network configuration of a VM: its addresses, resolver and policy.
     pub fn network_info_vm(&self, vm_id: &str) -> Result<NetworkInfo> {
-        self.vm_dir(vm_id)?;
-        Ok(NetworkInfo {
-            vm_id: vm_id.into(),
-            network_enabled: false,
-            outbound_connectivity_expected: false,
-            reason: Some("network configuration is unavailable for this VM".into()),
-        })
+        let dir = self.vm_dir(vm_id)?;
+        let record = VmRecord::load(&dir)?;
+        Ok(NetworkInfo::of(&record))
     }
 
     /// Deletes expired VMs and ephemeral VMs whose owner and supervisor are both gone.
@@ -650,9 +697,9 @@ fn status_of(record: &VmRecord) -> VmStatus {
         created_at: record.created_at,
         expires_at: record.expires_at,
         state: record.state.name(),
-        network_enabled: false,
+        network_enabled: record.network.is_some(),
         allow_host_compat: record.allow_host_compat,
-        guest_ip: None,
+        guest_ip: record.network.as_ref().map(|_| crate::network::addresses().guest_ip.to_string()),
         tap_name: None,
         execution_mode: if record.state == VmState::Created { "pending" } else { record.backend.execution_mode() },
         backend: record.backend.name(),

@@ -9,6 +9,7 @@ use crate::environments::InstalledEnvironment;
 use crate::error::{Error, Result};
 use crate::fsutil::unix_now;
 use crate::vmm::select::Selection;
+use crate::network::NetworkSettings;
 use crate::vmm::{BackendKind, LaunchSpec};
 
 /// Lifecycle state of a VM.
@@ -79,6 +80,9 @@ pub struct VmRecord {
     /// How the guest came up on its last start: `restored` or `booted`.
     #[serde(default)]
     pub start_mode: Option<String>,
+    /// The guest's network, if it has one.
+    #[serde(default)]
+    pub network: Option<NetworkSettings>,
 }
 
 /// Validates a VM id before it touches a path.
@@ -125,6 +129,7 @@ impl VmRecord {
             last_error: None,
             idle_stop_seconds: None,
             start_mode: None,
+            network: None,
         }
     }
 

@@ -265,7 +265,7 @@ pub(crate) async fn accept_clients(listener: UnixListener, relay: Relay, ready: 
     while let Ok((stream, _)) = listener.accept().await {
         // The socket is 0600 in a 0700 directory; the peer check holds even if a looser
         // umask or a shared state directory ever made it reachable.
-        if !same_user(&stream) {
+        if !crate::host_process::same_user(&stream) {
             tracing::warn!("refused a control connection from another user");
             continue;
         }
@@ -274,11 +274,6 @@ pub(crate) async fn accept_clients(listener: UnixListener, relay: Relay, ready: 
 }
 
 /// Whether the peer of `stream` runs as this process's user (`SO_PEERCRED`).
-fn same_user(stream: &UnixStream) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    stream.peer_cred().is_ok_and(|cred| cred.uid() == me)
-}
 
 async fn serve_client(stream: UnixStream, relay: Relay, mut ready: watch::Receiver<Option<Result<Hello, String>>>) {
     let hello = match ready.wait_for(|state| state.is_some()).await {

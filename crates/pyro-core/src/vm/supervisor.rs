@@ -188,6 +188,13 @@ pub async fn run(vm_dir: PathBuf) -> Result<()> {
     relay.attach_guest(guest_tx.clone());
     let _ = ready_tx.send(Some(Ok(hello)));
     let mut guest_reader = tokio::spawn(pump_guest(guest_read, relay.clone()));
+    if let Some(settings) = &record.network {
+        // Both live as long as this process: the VM's end closes every listener.
+        tokio::spawn(crate::network::gateway::serve(vm_dir.clone(), record.launch.network_socket(), settings.clone()));
+        if settings.publish_ports {
+            tokio::spawn(crate::network::publish::serve(vm_dir.clone(), control_path.clone()));
+        }
+    }
 
     let vmm_exit = |exit: std::io::Result<std::process::ExitStatus>| match exit {
         Ok(s) if s.success() => None,
@@ -232,6 +239,8 @@ pub async fn run(vm_dir: PathBuf) -> Result<()> {
     status.store(&vm_dir);
     let _ = std::fs::remove_file(&control_path);
     let _ = std::fs::remove_file(record.launch.channel_socket());
+    let _ = std::fs::remove_file(record.launch.network_socket());
+    let _ = std::fs::remove_file(vm_dir.join(crate::network::publish::PORTS_SOCKET));
     let _ = std::fs::remove_file(vm_dir.join(VMM_IDENTITY_FILE));
     if remove_vm {
         let _ = std::fs::remove_dir_all(&vm_dir);
@@ -306,9 +315,11 @@ async fn boot_holding(record: &VmRecord, timeout: Duration, run_lock: Option<&st
     // take in a knock only on its next poll of the channel: knock often. A booting
     // guest needs a second or so; knocks pile up unanswered meanwhile, so fewer.
     let knock_every = Duration::from_millis(if spec.restore.is_some() { 10 } else { 200 });
+    // One MAC per start: every knock repeats the same configuration.
+    let network = record.network.as_ref().map(|_| crate::network::guest_config(crate::network::fresh_mac()));
     let knock = async {
         loop {
-            let frame = Frame::json(0, FrameKind::Hello, &HostHello { identity: Some(fresh_identity()) });
+            let frame = Frame::json(0, FrameKind::Hello, &HostHello { identity: Some(fresh_identity()), network: network.clone() });
             if write_frame(&mut write, &frame).await.is_err() {
                 return;
             }

@@ -98,6 +98,13 @@ pub struct Firecracker {
     binary: PathBuf,
 }
 
+/// Why a Firecracker guest cannot have a network in this build: its NIC would be a TAP
+/// device that only the supervisor reads, which is not wired up (no Firecracker guest
+/// boots on the hosts this was built on, so it could not be tested).
+pub fn network_unsupported() -> Error {
+    Error::Unavailable("guest networking needs the QEMU backend in this build (Firecracker's TAP link is not wired up); use PYRO_BACKEND=qemu".into())
+}
+
 impl Firecracker {
     /// A backend using `binary`.
     pub fn new(binary: impl Into<PathBuf>) -> Self {
@@ -126,7 +133,7 @@ impl Firecracker {
     }
 
     /// The launch config for `spec` (Firecracker 1.12 schema; it rejects unknown fields).
-    /// No network interfaces yet.
+    /// No network interfaces: guest networking runs on QEMU only in this build.
     pub fn config(&self, spec: &LaunchSpec) -> Value {
         let mut boot_args = kernel_cmdline("ttyS0", spec.debug_console, RebootMethod::Keyboard);
         if !spec.debug_console {
@@ -207,6 +214,9 @@ impl Firecracker {
     /// [`Firecracker::launch`] followed by [`connect_agent`]; stops the VM again if the
     /// agent does not answer within `connect_timeout`.
     pub async fn launch_connected(&self, spec: &LaunchSpec, connect_timeout: Duration) -> Result<Launched> {
+        if spec.network {
+            return Err(network_unsupported());
+        }
         let mut child = self.launch(spec).await?;
         match connect_agent(spec, connect_timeout).await {
             Ok(channel) => {

@@ -112,6 +112,9 @@ pub struct LaunchSpec {
     /// template's state, on a disk copied from the template's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restore: Option<RestoreFrom>,
+    /// The guest has a NIC (its frames go to [`LaunchSpec::network_socket`]).
+    #[serde(default)]
+    pub network: bool,
 }
 
 /// A warm template's saved guest state, to restore instead of booting.
@@ -156,6 +159,12 @@ impl LaunchSpec {
     /// Host end of the agent channel.
     pub fn channel_socket(&self) -> PathBuf {
         self.vm_dir.join("agent.sock")
+    }
+
+    /// The VMM's end of the guest NIC (QEMU `-netdev stream` listens there; the
+    /// supervisor's gateway connects).
+    pub fn network_socket(&self) -> PathBuf {
+        self.vm_dir.join("net.sock")
     }
 
     /// The VMM's control socket (QEMU's QMP monitor).

@@ -15,6 +15,9 @@ use super::spawn::{kill_group, running_as_root, spawn_confined, UNPRIVILEGED_USE
 use super::{connect_when_listening, kernel_cmdline, remove_stale, saved_state, LaunchSpec, Launched, RebootMethod, RestoreFrom};
 use crate::error::{Error, IoContext, Result};
 
+/// The NIC's MAC as the VMM creates it; the agent sets a fresh one at every start.
+const TEMPLATE_MAC: &str = "02:00:00:00:00:01";
+
 /// QEMU's seccomp sandbox: no obsolete syscalls, no new processes, no scheduler or
 /// resource changes, and no set*id calls — except that a VMM started by root must drop
 /// to [`UNPRIVILEGED_USER`] once its files are open (`-runas`, which runs after the
@@ -159,6 +162,16 @@ impl Qemu {
             "-qmp".into(),
             format!("unix:{},server=on,wait=off", opt_path(&spec.monitor_socket())),
         ];
+        if spec.network {
+            // The guest NIC's frames go to the supervisor's user-space gateway, which
+            // connects to this socket (QEMU listens; frames before that are dropped).
+            args.extend([
+                "-netdev".into(),
+                format!("stream,id=net0,server=on,addr.type=unix,addr.path={}", opt_path(&spec.network_socket())),
+                "-device".into(),
+                format!("virtio-net-device,netdev=net0,mac={TEMPLATE_MAC}"),
+            ]);
+        }
         if self.as_root {
             args.extend(["-runas".into(), UNPRIVILEGED_USER.into()]);
         }

@@ -226,6 +226,6 @@ impl WorkspaceManager {
             r.last_error = None;
             Ok(())
         })?;
-        Ok(ResetResult { status: status_of(&record, vm_record.backend.name()), workspace_reset: info })
+        Ok(ResetResult { status: status_of(&record, vm_record.backend.name(), vm_record.dir()), workspace_reset: info })
     }
 }

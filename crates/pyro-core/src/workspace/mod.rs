@@ -34,6 +34,8 @@ use crate::error::{Error, IoContext, Result};
 use crate::events::{Event, OutputSink, Progress};
 use crate::fsutil::{lock_file, unix_now};
 use crate::guest::{Capability, ExecRequest, GuestClient, GuestError, Hello, PROTOCOL_VERSION};
+use crate::network::log::NetworkLog;
+use crate::network::{NetworkDetails, NetworkSettings};
 use crate::options::NetworkPolicy;
 use crate::paths::Dirs;
 use crate::template::{TemplateFor, TemplateKind};
@@ -57,8 +59,10 @@ pub struct CreateWorkspaceOptions {
     pub vm: CreateVmOptions,
     /// Optional lifetime; none = until deleted.
     pub ttl_seconds: Option<u64>,
-    /// `off` (the only policy in this build).
+    /// Guest networking: `off` (no NIC), `egress`, `egress+published-ports`.
     pub network_policy: NetworkPolicy,
+    /// Narrows egress to these host names and CIDRs (`--allow-host`; needs a network).
+    pub allow_hosts: Vec<String>,
     /// Host directory or archive to seed `/workspace` from.
     pub seed_path: Option<PathBuf>,
     /// Human name.
@@ -67,6 +71,38 @@ pub struct CreateWorkspaceOptions {
     pub labels: BTreeMap<String, String>,
     /// Secrets, validated and stored on the host, held in the guest agent's memory.
     pub secrets: Vec<secrets::SecretInput>,
+}
+
+/// A workspace's network in its status: addresses, allow-list and what the gateway saw.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkspaceNetwork {
+    /// Addresses, resolver, allow-list.
+    #[serde(flatten)]
+    pub details: NetworkDetails,
+    /// Flows the policy let through.
+    pub allowed_flows: u64,
+    /// Flows the policy refused (see `pyro workspace network log`).
+    pub denied_flows: u64,
+    /// Packets or queries dropped at a bound.
+    pub dropped_events: u64,
+}
+
+impl WorkspaceNetwork {
+    fn of(settings: &NetworkSettings, log: &NetworkLog) -> Self {
+        Self { details: NetworkDetails::of(settings), allowed_flows: log.allowed_flows, denied_flows: log.denied_flows, dropped_events: log.dropped_events }
+    }
+}
+
+/// What `network_log_workspace` returns: the counts and the latest refusals.
+#[derive(Debug, Clone, Serialize)]
+pub struct NetworkLogReport {
+    /// Workspace id.
+    pub workspace_id: String,
+    /// The workspace's policy.
+    pub network_policy: NetworkPolicy,
+    /// Counts and entries, oldest first.
+    #[serde(flatten)]
+    pub log: NetworkLog,
 }
 
 /// The status payload returned by create/status/update/stop/start/reset.
@@ -98,14 +134,16 @@ pub struct WorkspaceStatus {
     pub state: &'static str,
     /// Network policy.
     pub network_policy: NetworkPolicy,
-    /// Always false in this build.
+    /// The guest has a NIC (policy other than `off`).
     pub network_enabled: bool,
     /// Host execution opted into.
     pub allow_host_compat: bool,
-    /// Guest IP (no networking yet).
+    /// Guest IP, when it has a network.
     pub guest_ip: Option<String>,
-    /// TAP device (no networking yet).
+    /// Always `None`: the NIC is a socket of the supervisor, not a host TAP device.
     pub tap_name: Option<String>,
+    /// Addresses, allow-list and flow counts, when the guest has a network.
+    pub network: Option<WorkspaceNetwork>,
     /// `guest_vsock` while started.
     pub execution_mode: &'static str,
     /// Backend.
@@ -228,7 +266,7 @@ pub(crate) struct Workspace {
 
 impl Workspace {
     fn vm_dir(&self) -> PathBuf {
-        self.dir.join("vm")
+        vm_dir_in(&self.dir)
     }
 
     fn disk(&self) -> PathBuf {
@@ -348,11 +386,9 @@ impl WorkspaceManager {
                 return Err(Error::InvalidArgument("ttl_seconds must be at least 60".into()));
             }
         }
-        if options.network_policy != NetworkPolicy::Off {
-            return Err(Error::Unavailable(format!(
-                "network_policy '{}' is not available in this build yet: it arrives with the networking issue",
-                options.network_policy
-            )));
+        let network = NetworkSettings::new(&options.allow_hosts, options.network_policy == NetworkPolicy::EgressPublishedPorts)?;
+        if options.network_policy == NetworkPolicy::Off && !network.allow_hosts.is_empty() {
+            return Err(Error::InvalidArgument("--allow-host needs network_policy 'egress' or 'egress+published-ports'".into()));
         }
         let name = options.name.as_deref().map(validate_name).transpose()?;
         let labels = validate_labels(&options.labels)?;
@@ -364,6 +400,9 @@ impl WorkspaceManager {
         let selection = self.vms.select_backend(&options.vm, &installed, progress).await?;
         if selection.backend == BackendKind::HostCompat {
             return Err(Error::Unavailable("workspaces need a guest backend; host_compat workspaces are not available in this build".into()));
+        }
+        if options.network_policy != NetworkPolicy::Off {
+            vm::check_network_backend(selection.backend)?;
         }
 
         let id = new_id();
@@ -386,7 +425,8 @@ impl WorkspaceManager {
             expires_at: options.ttl_seconds.map(|t| now + t as f64),
             last_activity_at: now,
             state: WorkspaceState::Creating,
-            network_policy: NetworkPolicy::Off,
+            network_policy: options.network_policy,
+            allow_hosts: network.allow_hosts,
             allow_host_compat: options.vm.allow_host_compat,
             workspace_seed: WorkspaceSeed {
                 mode: seed.mode.name().into(),
@@ -425,7 +465,7 @@ impl WorkspaceManager {
         .await;
         guard.dir = None;
         match created {
-            Ok(record) => Ok(status_of(&record, self.backend_of(&dir))),
+            Ok(record) => Ok(status_of(&record, self.backend_of(&dir), &vm_dir_in(&dir))),
             Err(e) => {
                 if let Err(cleanup) = self.discard(&dir).await {
                     tracing::warn!("cleanup after a failed create: {cleanup}");
@@ -446,7 +486,14 @@ impl WorkspaceManager {
         progress: Progress<'_>,
     ) -> Result<Option<RestoreFrom>> {
         let r = &ws.record;
-        let wanted = TemplateFor { installed, backend, vcpu_count: r.vcpu_count, mem_mib: r.mem_mib, kind: TemplateKind::Workspace };
+        let wanted = TemplateFor {
+            installed,
+            backend,
+            vcpu_count: r.vcpu_count,
+            mem_mib: r.mem_mib,
+            kind: TemplateKind::Workspace,
+            network: r.network_policy != NetworkPolicy::Off,
+        };
         match self.vms.templates().warm(&wanted, cold, progress).await {
             Some(template) => {
                 crate::guest_disk::copy(&template.disk(), &ws.disk())?;
@@ -472,8 +519,17 @@ impl WorkspaceManager {
         std::fs::create_dir_all(&vm_dir).ctx("create", &vm_dir)?;
         let idle = std::env::var(env_vars::WORKSPACE_IDLE_STOP_SECONDS).ok().and_then(|v| v.parse::<u64>().ok()).unwrap_or(DEFAULT_IDLE_STOP_SECONDS);
         let r = &ws.record;
-        let launch =
-            LaunchSpec { vm_dir, kernel: installed.kernel.clone(), disk: ws.disk(), vcpu_count: r.vcpu_count, mem_mib: r.mem_mib, debug_console, restore };
+        let network = r.network_settings();
+        let launch = LaunchSpec {
+            vm_dir,
+            kernel: installed.kernel.clone(),
+            disk: ws.disk(),
+            vcpu_count: r.vcpu_count,
+            mem_mib: r.mem_mib,
+            debug_console,
+            restore,
+            network: network.is_some(),
+        };
         // The workspace's own TTL is enforced by the manager; its guest never expires.
         let mut record = VmRecord::new(
             r.workspace_id.clone(),
@@ -484,6 +540,7 @@ impl WorkspaceManager {
             r.allow_host_compat,
         );
         record.idle_stop_seconds = (idle > 0).then_some(idle);
+        record.network = network;
         record.save()
     }
 
@@ -559,7 +616,17 @@ impl WorkspaceManager {
     /// One workspace's status.
     pub async fn status(&self, id: &str) -> Result<WorkspaceStatus> {
         let ws = self.open(id).await?;
-        Ok(status_of(&ws.record, self.backend_of(&ws.dir)))
+        Ok(status_of(&ws.record, self.backend_of(&ws.dir), &ws.vm_dir()))
+    }
+
+    /// The workspace's network log: flow counts and the latest refused flows (why a
+    /// connection failed). Fails for a workspace without a network.
+    pub async fn network_log(&self, id: &str) -> Result<NetworkLogReport> {
+        let ws = self.open(id).await?;
+        if ws.record.network_policy == NetworkPolicy::Off {
+            return Err(Error::InvalidArgument(format!("workspace '{id}' has no network (network_policy 'off')")));
+        }
+        Ok(NetworkLogReport { workspace_id: id.into(), network_policy: ws.record.network_policy, log: NetworkLog::load(&ws.vm_dir()) })
     }
 
     /// Changes name and labels.
@@ -585,7 +652,8 @@ impl WorkspaceManager {
             r.last_activity_at = unix_now();
             Ok(())
         })?;
-        Ok(status_of(&record, self.backend_of(&self.dir_of(id)?)))
+        let dir = self.dir_of(id)?;
+        Ok(status_of(&record, self.backend_of(&dir), &vm_dir_in(&dir)))
     }
 
     /// Stops the guest, keeping the disk, snapshots and history.
@@ -603,7 +671,7 @@ impl WorkspaceManager {
             r.last_activity_at = unix_now();
             Ok(())
         })?;
-        Ok(status_of(&record, vm_record.backend.name()))
+        Ok(status_of(&record, vm_record.backend.name(), vm_record.dir()))
     }
 
     /// Boots a stopped workspace with `/workspace` intact.
@@ -633,7 +701,7 @@ impl WorkspaceManager {
             r.last_activity_at = unix_now();
             Ok(())
         })?;
-        Ok(WorkspaceStatus { guest_agent_notice: notice, ..status_of(&record, self.backend_of(&ws.dir)) })
+        Ok(WorkspaceStatus { guest_agent_notice: notice, ..status_of(&record, self.backend_of(&ws.dir), &ws.vm_dir()) })
     }
 
     /// Deletes a workspace and everything it holds.
@@ -762,7 +830,14 @@ fn unknown(id: &str) -> Error {
     Error::not_found("workspace", id)
 }
 
-pub(crate) fn status_of(record: &WorkspaceRecord, backend: &'static str) -> WorkspaceStatus {
+/// The guest's directory inside the workspace directory `dir`.
+fn vm_dir_in(dir: &Path) -> PathBuf {
+    dir.join("vm")
+}
+
+/// The status of the workspace `record` describes, whose guest lives in `vm_dir`.
+pub(crate) fn status_of(record: &WorkspaceRecord, backend: &'static str, vm_dir: &Path) -> WorkspaceStatus {
+    let network = record.network_settings().map(|settings| WorkspaceNetwork::of(&settings, &NetworkLog::load(vm_dir)));
     WorkspaceStatus {
         workspace_id: record.workspace_id.clone(),
         name: record.name.clone(),
@@ -777,10 +852,11 @@ pub(crate) fn status_of(record: &WorkspaceRecord, backend: &'static str) -> Work
         expires_at: record.expires_at,
         state: record.state.name(),
         network_policy: record.network_policy,
-        network_enabled: false,
+        network_enabled: network.is_some(),
         allow_host_compat: record.allow_host_compat,
-        guest_ip: None,
+        guest_ip: network.as_ref().map(|n| n.details.guest_ip.clone()),
         tap_name: None,
+        network,
         execution_mode: if record.state == WorkspaceState::Started { "guest_vsock" } else { "stopped" },
         backend,
         workspace_path: WORKSPACE_ROOT,

@@ -91,8 +91,12 @@ pub struct WorkspaceRecord {
     pub last_activity_at: f64,
     /// Recorded state (reconciled with the supervisor on load).
     pub state: WorkspaceState,
-    /// Guest networking policy (only `off` in this build).
+    /// Guest networking policy.
     pub network_policy: crate::options::NetworkPolicy,
+    /// The egress allow-list (`--allow-host`), canonical; empty means every public
+    /// destination.
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
     /// Host execution was opted into.
     pub allow_host_compat: bool,
     /// How `/workspace` was seeded.
@@ -124,6 +128,17 @@ pub struct WorkspaceRecord {
 }
 
 impl WorkspaceRecord {
+    /// The guest's network under this record's policy (`None` for `off`).
+    pub fn network_settings(&self) -> Option<crate::network::NetworkSettings> {
+        use crate::options::NetworkPolicy;
+        let publish_ports = match self.network_policy {
+            NetworkPolicy::Off => return None,
+            NetworkPolicy::Egress => false,
+            NetworkPolicy::EgressPublishedPorts => true,
+        };
+        Some(crate::network::NetworkSettings { allow_hosts: self.allow_hosts.clone(), publish_ports })
+    }
+
     /// A creation that was cut short (its creator no longer runs).
     pub fn creation_abandoned(&self) -> bool {
         self.state == WorkspaceState::Creating && !self.creator.is_some_and(|c| c.is_alive())

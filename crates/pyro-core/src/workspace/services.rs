@@ -31,6 +31,8 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 const OP: &str = "service operations";
 /// Stop reason of services ended by a workspace stop, reset, delete or guest crash.
 pub const WORKSPACE_STOPPED: &str = "workspace_stopped";
+/// Stop reason of a service whose ports could not be published.
+pub const PUBLISHED_PORT_FAILED: &str = "published_port_failed";
 
 /// `start_service` parameters beyond the workspace and the service name, with the
 /// contract's defaults ([`StartServiceOptions::new`]).
@@ -67,18 +69,7 @@ impl StartServiceOptions {
     }
 }
 
-/// One published port of a service (none until the networking issue brings forwarding).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PublishedPort {
-    /// Always `127.0.0.1`.
-    pub host: String,
-    /// Port on the host.
-    pub host_port: u16,
-    /// Port in the guest.
-    pub guest_port: u16,
-    /// Always `tcp`.
-    pub protocol: String,
-}
+pub use crate::network::publish::PublishedPort;
 
 /// A service record: the result of start, status and stop, one row of list, and the
 /// content of `services/<name>.json`.
@@ -130,6 +121,10 @@ impl ServiceRecord {
         self.ended_at = info.ended_at_ms.map(secs);
         self.exit_code = info.exit_code;
         self.stop_reason = info.stop_reason.clone();
+        if !self.is_running() {
+            // Its supervisor closes the listeners of a service that ended.
+            self.published_ports.clear();
+        }
     }
 
     /// Marks a running record as ended with its workspace.
@@ -140,6 +135,7 @@ impl ServiceRecord {
         self.state = ServiceState::Stopped.name().into();
         self.stop_reason = Some(WORKSPACE_STOPPED.into());
         self.ended_at.get_or_insert_with(unix_now);
+        self.published_ports.clear();
         true
     }
 }
@@ -371,7 +367,6 @@ impl WorkspaceManager {
             if ws.record.network_policy != NetworkPolicy::EgressPublishedPorts {
                 return Err(Error::InvalidArgument("published ports require workspace network_policy 'egress+published-ports'".into()));
             }
-            return Err(Error::Unavailable("published port forwarding is not available in this build yet: it arrives with the networking issue".into()));
         }
         if ready_timeout_seconds == 0 {
             return Err(Error::InvalidArgument("ready_timeout_seconds must be positive".into()));
@@ -413,13 +408,39 @@ impl WorkspaceManager {
             published_ports: Vec::new(),
         };
         record.apply(&info);
+        let published = if record.is_running() && !published_ports.is_empty() {
+            self.publish_ports(&ws, &client, &mut record, published_ports).await
+        } else {
+            Ok(())
+        };
         save(&ws.dir, &record)?;
         let mut all = load_all(&ws.dir);
         all.retain(|r| r.service_name != record.service_name);
         all.push(record.clone());
         self.store_counts(id, &all)?;
         self.touch(id)?;
-        Ok(record)
+        published.map(|()| record)
+    }
+
+    /// Publishes `ports` for a service that just started; when one cannot be (its host
+    /// port is taken), none is, the service is stopped and marked `failed` /
+    /// `published_port_failed`, and the start fails with the reason.
+    async fn publish_ports(&self, ws: &Workspace, client: &GuestClient, record: &mut ServiceRecord, ports: &[PortMapping]) -> Result<()> {
+        let error = match crate::network::publish::publish(&ws.vm_dir(), &record.service_name, ports).await {
+            Ok(published) => {
+                record.published_ports = published;
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        match client.service_stop(&record.service_name, STOP_GRACE).await {
+            Ok(info) => record.apply(&info),
+            Err(e) => tracing::warn!("stopping service {} after its ports failed: {e}", record.service_name),
+        }
+        record.state = ServiceState::Failed.name().into();
+        record.stop_reason = Some(PUBLISHED_PORT_FAILED.into());
+        record.published_ports.clear();
+        Err(Error::Conflict(format!("{error}; service '{}' was stopped ({PUBLISHED_PORT_FAILED})", record.service_name)))
     }
 
     /// Every service of the workspace, refreshed from the guest when it runs.
@@ -485,6 +506,9 @@ impl WorkspaceManager {
         };
         if services[index].is_running() {
             let info = client.service_stop(&name, STOP_GRACE).await.map_err(guest_error)?;
+            if !services[index].published_ports.is_empty() {
+                crate::network::publish::unpublish(&ws.vm_dir(), &name).await?;
+            }
             services[index].apply(&info);
             save(&ws.dir, &services[index])?;
             self.store_counts(id, &services)?;

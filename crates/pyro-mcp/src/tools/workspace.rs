@@ -59,6 +59,16 @@ pub(crate) fn tools() -> Vec<ToolDef> {
             |pyro: Arc<Pyro>, a: WorkspaceId, _: Call| async move { pyro.logs_workspace(&a.workspace_id).await },
         ),
         tool(
+            spec(
+                "workspace_network_log",
+                "Show a workspace's refused connections",
+                "Return the guest network's flow counts and its latest refused flows (time, destination, DNS name, rule), to see why a connection failed.",
+                Effect::ReadOnly,
+                true,
+            ),
+            |pyro: Arc<Pyro>, a: WorkspaceId, _: Call| async move { pyro.network_log_workspace(&a.workspace_id).await },
+        ),
+        tool(
             spec("workspace_export", "Export from a workspace", "Export one file or directory from `/workspace` back to the host.", Effect::Additive, false),
             |pyro: Arc<Pyro>, a: Export, _: Call| async move { pyro.export_workspace(&a.workspace_id, &a.path, &a.output_path).await },
         ),
@@ -189,6 +199,9 @@ struct Create {
     /// Guest networking: `off`, `egress`, or `egress+published-ports`.
     #[serde(default = "default_network_policy")]
     network_policy: String,
+    /// Narrow egress to these host names or CIDRs (needs a network policy); refused flows are in `workspace_network_log`.
+    #[serde(default)]
+    allow_hosts: Option<Vec<String>>,
     /// Allow running on the host without isolation when no guest backend works.
     #[serde(default)]
     allow_host_compat: bool,
@@ -235,6 +248,7 @@ async fn create(pyro: Arc<Pyro>, a: Create, call: Call) -> Result<pyro_core::wor
         vm,
         ttl_seconds: a.ttl_seconds,
         network_policy: a.network_policy.parse::<NetworkPolicy>()?,
+        allow_hosts: a.allow_hosts.unwrap_or_default(),
         seed_path: a.seed_path,
         name: a.name,
         labels: a.labels.unwrap_or_default(),

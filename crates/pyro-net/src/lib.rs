@@ -1,3 +1,5 @@
 //! x
+pub mod dns;
 pub mod error;
+pub mod link;
 pub mod policy;

@@ -380,3 +380,202 @@ impl State {
         self.send_udp(SocketAddrV4::new(self.addresses.gateway_ip, 53), done.src_port, &done.response);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use smoltcp::iface::SocketHandle;
+    use smoltcp::socket::udp;
+    use smoltcp::wire::{IpEndpoint, Ipv4Address};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, WriteHalf};
+    use tokio::net::TcpListener;
+
+    /// A second smoltcp stack acting as the guest, framed to the gateway over a duplex pipe.
+    struct Guest {
+        iface: Interface,
+        device: QueueDevice,
+        sockets: SocketSet<'static>,
+        writer: StreamLink<WriteHalf<DuplexStream>>,
+        frames: mpsc::Receiver<Vec<u8>>,
+        start: Instant,
+    }
+
+    impl Guest {
+        fn now(&self) -> smoltcp::time::Instant {
+            smoltcp::time::Instant::from_micros(self.start.elapsed().as_micros() as i64)
+        }
+
+        /// One round: poll, send, take what arrived, poll again.
+        async fn step(&mut self) {
+            let now = self.now();
+            self.iface.poll(now, &mut self.device, &mut self.sockets);
+            while let Some(frame) = self.device.tx.pop_front() {
+                self.writer.write_frame(&frame).await.unwrap();
+            }
+            if let Ok(Some(frame)) = tokio::time::timeout(Duration::from_millis(5), self.frames.recv()).await {
+                self.device.rx.push_back(frame);
+            }
+            while let Ok(frame) = self.frames.try_recv() {
+                self.device.rx.push_back(frame);
+            }
+            let now = self.now();
+            self.iface.poll(now, &mut self.device, &mut self.sockets);
+        }
+
+        fn tcp(&mut self, handle: SocketHandle) -> &mut tcp::Socket<'static> {
+            self.sockets.get_mut::<tcp::Socket>(handle)
+        }
+
+        fn connect(&mut self, dst: SocketAddrV4, local_port: u16) -> SocketHandle {
+            let mut sock = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; 65536]), tcp::SocketBuffer::new(vec![0; 65536]));
+            sock.connect(self.iface.context(), IpEndpoint::new(IpAddress::Ipv4(*dst.ip()), dst.port()), local_port).unwrap();
+            self.sockets.add(sock)
+        }
+    }
+
+    /// Starts a gateway with `policy` and a guest wired to it; returns the guest and the events.
+    fn start(policy: Policy) -> (Guest, mpsc::Receiver<NetEvent>) {
+        let (guest_io, gateway_io) = tokio::io::duplex(1 << 20);
+        let (events_tx, events) = mpsc::channel(64);
+        let gateway = Gateway::new(GatewayAddresses::default(), policy, Limits::default(), events_tx);
+        tokio::spawn(gateway.run(gateway_io));
+        let (mut reader, writer) = StreamLink::new(guest_io).split();
+        let (frames_tx, frames) = mpsc::channel(4096);
+        tokio::spawn(async move {
+            while let Ok(Some(frame)) = reader.read_frame().await {
+                if frames_tx.send(frame).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut device = QueueDevice::default();
+        let mac = EthernetAddress([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
+        let mut iface = Interface::new(Config::new(HardwareAddress::Ethernet(mac)), &mut device, smoltcp::time::Instant::from_micros(0));
+        iface.update_ip_addrs(|addrs| {
+            addrs.push(IpCidr::new(IpAddress::Ipv4(Ipv4Address::new(10, 0, 2, 15)), 24)).unwrap();
+        });
+        iface.routes_mut().add_default_ipv4_route(Ipv4Address::new(10, 0, 2, 2)).unwrap();
+        (Guest { iface, device, sockets: SocketSet::new(Vec::new()), writer, frames, start: Instant::now() }, events)
+    }
+
+    fn open_policy() -> Policy {
+        Policy::new(None, Vec::new(), Ipv4Addr::new(10, 0, 2, 2))
+    }
+
+    fn dns_query(name: &str) -> Vec<u8> {
+        let mut out = vec![0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in name.split('.') {
+            out.push(label.len() as u8);
+            out.extend_from_slice(label.as_bytes());
+        }
+        out.extend_from_slice(&[0, 0, 1, 0, 1]);
+        out
+    }
+
+    #[tokio::test]
+    async fn guest_dns_query_for_localhost_is_answered() {
+        let (mut guest, _events) = start(open_policy());
+        let mut sock = udp::Socket::new(
+            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 4096]),
+            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 4096]),
+        );
+        sock.bind(40000).unwrap();
+        let handle = guest.sockets.add(sock);
+        let server = IpEndpoint::new(IpAddress::Ipv4(Ipv4Address::new(10, 0, 2, 2)), 53);
+        guest.sockets.get_mut::<udp::Socket>(handle).send_slice(&dns_query("localhost"), server).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let answer = loop {
+            assert!(Instant::now() < deadline, "no DNS answer");
+            guest.step().await;
+            if let Ok((data, meta)) = guest.sockets.get_mut::<udp::Socket>(handle).recv() {
+                assert_eq!(meta.endpoint, server);
+                break data.to_vec();
+            }
+        };
+        assert_eq!(&answer[..2], &[0xab, 0xcd]);
+        assert_eq!(answer[3] & 0xf, 0, "rcode");
+        assert!(u16::from_be_bytes([answer[6], answer[7]]) >= 1, "no answers: {answer:?}");
+        assert!(answer.windows(4).any(|w| w == [127, 0, 0, 1]), "{answer:?}");
+    }
+
+    async fn expect_refused(guest: &mut Guest, events: &mut mpsc::Receiver<NetEvent>, dst: SocketAddrV4, rule: DenyRule) {
+        let handle = guest.connect(dst, 41000 + dst.port());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        assert_eq!(guest.tcp(handle).state(), tcp::State::SynSent);
+        loop {
+            assert!(Instant::now() < deadline, "connect to {dst} was not refused");
+            guest.step().await;
+            match guest.tcp(handle).state() {
+                tcp::State::Closed => break,
+                tcp::State::Established => panic!("connect to {dst} succeeded"),
+                _ => {}
+            }
+        }
+        let event = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
+        match event {
+            NetEvent::Denied { protocol, destination, port, rule: got, .. } => {
+                assert_eq!((protocol, destination, port, got), (Protocol::Tcp, IpAddr::V4(*dst.ip()), dst.port(), rule));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn denied_tcp_connects_are_reset_and_reported() {
+        let (mut guest, mut events) = start(open_policy());
+        expect_refused(&mut guest, &mut events, SocketAddrV4::new(Ipv4Addr::new(169, 254, 169, 254), 80), DenyRule::LinkLocal).await;
+        expect_refused(&mut guest, &mut events, SocketAddrV4::new(Ipv4Addr::new(10, 0, 2, 2), 22), DenyRule::Gateway).await;
+        expect_refused(&mut guest, &mut events, SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 1), 9), DenyRule::Loopback).await;
+    }
+
+    #[tokio::test]
+    async fn allowed_tcp_flow_carries_data_both_ways_with_half_close() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            conn.read_to_end(&mut got).await.unwrap();
+            conn.write_all(b"pong:").await.unwrap();
+            conn.write_all(&got).await.unwrap();
+            conn.shutdown().await.unwrap();
+            got.len()
+        });
+        let mut policy = open_policy();
+        policy.allow_loopback_for_tests = true;
+        let (mut guest, mut events) = start(policy);
+        let handle = guest.connect(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port), 42000);
+        let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let (mut sent, mut closed, mut received) = (0usize, false, Vec::new());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            assert!(Instant::now() < deadline, "flow stalled: sent {sent}, received {}", received.len());
+            guest.step().await;
+            let sock = guest.tcp(handle);
+            if sock.can_send() && sent < payload.len() {
+                sent += sock.send_slice(&payload[sent..]).unwrap();
+            }
+            if sent == payload.len() && !closed {
+                sock.close();
+                closed = true;
+            }
+            while sock.can_recv() {
+                sock.recv(|b| {
+                    received.extend_from_slice(b);
+                    (b.len(), ())
+                })
+                .unwrap();
+            }
+            if closed && !sock.may_recv() && matches!(sock.state(), tcp::State::TimeWait | tcp::State::Closed | tcp::State::Closing) {
+                break;
+            }
+        }
+        assert_eq!(server.await.unwrap(), payload.len());
+        assert_eq!(&received[..5], b"pong:");
+        assert!(received[5..] == payload[..], "echo differs ({} bytes)", received.len());
+        match events.recv().await.unwrap() {
+            NetEvent::Allowed { protocol, destination, port: p, .. } => assert_eq!((protocol, destination, p), (Protocol::Tcp, IpAddr::V4(Ipv4Addr::LOCALHOST), port)),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -81,9 +81,7 @@ pub fn parse_query(msg: &[u8]) -> Parsed {
         return Parsed::Reject(header_only(id, recursion_desired, Rcode::FormErr));
     }
     match parse_question(&msg[HEADER..]) {
-        Some((name, qtype, qclass, len)) => {
-            Parsed::Query(Query { id, recursion_desired, name, qtype, qclass, question: msg[HEADER..HEADER + len].to_vec() })
-        }
+        Some((name, qtype, qclass, len)) => Parsed::Query(Query { id, recursion_desired, name, qtype, qclass, question: msg[HEADER..HEADER + len].to_vec() }),
         None => Parsed::Reject(header_only(id, recursion_desired, Rcode::FormErr)),
     }
 }

@@ -574,7 +574,9 @@ mod tests {
         assert_eq!(&received[..5], b"pong:");
         assert!(received[5..] == payload[..], "echo differs ({} bytes)", received.len());
         match events.recv().await.unwrap() {
-            NetEvent::Allowed { protocol, destination, port: p, .. } => assert_eq!((protocol, destination, p), (Protocol::Tcp, IpAddr::V4(Ipv4Addr::LOCALHOST), port)),
+            NetEvent::Allowed { protocol, destination, port: p, .. } => {
+                assert_eq!((protocol, destination, p), (Protocol::Tcp, IpAddr::V4(Ipv4Addr::LOCALHOST), port))
+            }
             other => panic!("{other:?}"),
         }
     }

@@ -79,12 +79,8 @@ impl AllowRule {
 /// A valid DNS host name: labels of 1-63 `[A-Za-z0-9-]` not starting or ending with `-`, at most
 /// 253 characters, and at least one letter (so that a malformed address is not taken for a name).
 fn is_host_name(name: &str) -> bool {
-    let label_ok = |l: &str| {
-        (1..=63).contains(&l.len())
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
+    let label_ok =
+        |l: &str| (1..=63).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && !l.starts_with('-') && !l.ends_with('-');
     !name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok) && name.bytes().any(|b| b.is_ascii_alphabetic())
 }
 
@@ -411,9 +407,28 @@ mod tests {
     fn parse_invalid_rules() {
         let long = format!("{}.{}.{}.{}", "a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(62));
         let label64 = format!("{}.com", "a".repeat(64));
-        for bad in
-            ["", ".", "1.2.3.4/33", "::/129", "1.2.3.4/", "1.2.3.4/-1", "1.2.3.4/+8", "1.2.3", "1.2.3.4.5", "-a.com", "a-.com", "a..com", "a_b.com", "a b", "*.com", "..", &long, &label64, "1.2.3.4/8/8", "http://x.com"]
-        {
+        for bad in [
+            "",
+            ".",
+            "1.2.3.4/33",
+            "::/129",
+            "1.2.3.4/",
+            "1.2.3.4/-1",
+            "1.2.3.4/+8",
+            "1.2.3",
+            "1.2.3.4.5",
+            "-a.com",
+            "a-.com",
+            "a..com",
+            "a_b.com",
+            "a b",
+            "*.com",
+            "..",
+            &long,
+            &label64,
+            "1.2.3.4/8/8",
+            "http://x.com",
+        ] {
             let err = AllowRule::parse(bad).unwrap_err();
             assert_eq!(err.to_string(), format!("allow-host entry '{bad}' is neither a host name nor a CIDR"));
             assert_eq!(err.kind(), "bad_allow_rule");

@@ -580,4 +580,77 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    #[tokio::test]
+    async fn failed_host_connect_resets_the_guest() {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let mut policy = open_policy();
+        policy.allow_loopback_for_tests = true;
+        let (mut guest, _events) = start(policy);
+        let handle = guest.connect(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port), 43000);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while guest.tcp(handle).state() != tcp::State::Closed {
+            assert!(Instant::now() < deadline, "not reset: {}", guest.tcp(handle).state());
+            guest.step().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn allowed_udp_flow_carries_datagrams_both_ways() {
+        let server = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let port = server.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            let (n, from) = server.recv_from(&mut buf).await.unwrap();
+            let mut reply = b"re:".to_vec();
+            reply.extend_from_slice(&buf[..n]);
+            server.send_to(&reply, from).await.unwrap();
+        });
+        let mut policy = open_policy();
+        policy.allow_loopback_for_tests = true;
+        let (mut guest, mut events) = start(policy);
+        let mut sock = udp::Socket::new(
+            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 4096]),
+            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 4096]),
+        );
+        sock.bind(40001).unwrap();
+        let handle = guest.sockets.add(sock);
+        let remote = IpEndpoint::new(IpAddress::Ipv4(Ipv4Address::LOCALHOST), port);
+        guest.sockets.get_mut::<udp::Socket>(handle).send_slice(b"hi", remote).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(Instant::now() < deadline, "no UDP reply");
+            guest.step().await;
+            if let Ok((data, meta)) = guest.sockets.get_mut::<udp::Socket>(handle).recv() {
+                assert_eq!((data, meta.endpoint), (&b"re:hi"[..], remote));
+                break;
+            }
+        }
+        assert!(matches!(events.recv().await.unwrap(), NetEvent::Allowed { protocol: Protocol::Udp, .. }));
+    }
+
+    #[tokio::test]
+    async fn udp_to_the_gateway_other_than_dns_is_denied() {
+        let (mut guest, mut events) = start(open_policy());
+        let mut sock = udp::Socket::new(
+            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 4096]),
+            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 4096]),
+        );
+        sock.bind(40002).unwrap();
+        let handle = guest.sockets.add(sock);
+        let remote = IpEndpoint::new(IpAddress::Ipv4(Ipv4Address::new(10, 0, 2, 2)), 123);
+        guest.sockets.get_mut::<udp::Socket>(handle).send_slice(b"ntp?", remote).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let event = loop {
+            assert!(Instant::now() < deadline, "no event");
+            guest.step().await;
+            if let Ok(event) = events.try_recv() {
+                break event;
+            }
+        };
+        assert!(matches!(event, NetEvent::Denied { protocol: Protocol::Udp, port: 123, rule: DenyRule::Gateway, .. }), "{event:?}");
+    }
 }

@@ -43,6 +43,13 @@ impl Cidr {
     }
 }
 
+impl std::fmt::Display for Cidr {
+    /// `addr/prefix`, always with the prefix.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
 /// Whether the top `prefix` of `width` bits of `a` and `b` agree.
 fn prefix_match(a: u128, b: u128, width: u32, prefix: u8) -> bool {
     let prefix = u32::from(prefix).min(width);

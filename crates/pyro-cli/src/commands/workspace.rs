@@ -276,7 +276,8 @@ fn print_network_log(report: &NetworkLogReport) {
         };
         let protocol = e.protocol.as_deref().map(|p| format!(" {p}")).unwrap_or_default();
         let name = e.name.as_deref().map(|n| format!(" name={n}")).unwrap_or_default();
-        say!("{:.3} {}{protocol}{target}{name} rule={}", e.time, e.kind, e.rule);
+        let count = e.count.map(|c| format!(" count={c}")).unwrap_or_default();
+        say!("{:.3} {}{protocol}{target}{name} rule={}{count}", e.time, e.kind, e.rule);
     }
 }
 

@@ -41,8 +41,11 @@ pub struct LogEntry {
     #[serde(default)]
     pub name: Option<String>,
     /// The rule that refused it (`private`, `loopback`, `host_address`, `gateway`,
-    /// `not_allowed`, ...), or what was dropped.
+    /// `not_allowed`, ...), or the bound that made packets drop (`tcp_flows`, ...).
     pub rule: String,
+    /// For `dropped`: how many since the previous such entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
 }
 
 /// The log's content.
@@ -83,16 +86,17 @@ impl NetworkLog {
                 LogEntry {
                     time: unix_time,
                     kind: "denied".into(),
-                    protocol: Some(protocol.to_string()),
+                    protocol: Some(protocol.name().to_string()),
                     destination: Some(destination.to_string()),
                     port: Some(port),
                     name,
                     rule: rule.name().into(),
+                    count: None,
                 }
             }
-            NetEvent::Dropped { unix_time, reason } => {
-                self.dropped_events += 1;
-                LogEntry { time: unix_time, kind: "dropped".into(), protocol: None, destination: None, port: None, name: None, rule: reason }
+            NetEvent::Dropped { unix_time, reason, count } => {
+                self.dropped_events += count;
+                LogEntry { time: unix_time, kind: "dropped".into(), protocol: None, destination: None, port: None, name: None, rule: reason, count: Some(count) }
             }
         };
         if self.entries.len() == MAX_ENTRIES {

@@ -3,7 +3,6 @@
 pub mod demo;
 pub mod doctor;
 pub mod env;
-pub mod pending;
 pub mod run;
 pub mod service;
 pub mod shell;

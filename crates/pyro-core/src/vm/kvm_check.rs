@@ -33,6 +33,7 @@ pub async fn run(dirs: &Dirs, installed: &InstalledEnvironment, cache_file: &Pat
                 mem_mib: 256,
                 debug_console: false,
                 restore: None,
+                network: false,
             };
             let selection = Selection { backend: BackendKind::QemuKvm, reason: "KVM boot check".into() };
             let record = VmRecord::new("kvmcheck0000".into(), installed, launch, 60, selection, false);

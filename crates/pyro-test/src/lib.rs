@@ -9,6 +9,8 @@
 //! - Prerequisites: [`Required`] (skip, or fail where a setting insists), [`mkfs_ext4`]
 //!   and [`make_ext4`].
 //! - [`bench`]: medians and timed CLI calls for the benchmarks.
+//! - [`netns::TestNet`]: two network namespaces joined by a veth pair, for guest
+//!   networking tests and benches.
 //!
 //! This crate does not depend on pyro-core, so pyro-core's own tests can use it. It does
 //! not know where the `pyro` binary is (`CARGO_BIN_EXE_pyro` exists only while compiling
@@ -17,6 +19,7 @@
 pub mod bench;
 mod home;
 mod host;
+pub mod netns;
 mod sandbox;
 
 pub use home::{describe, Home};

@@ -17,18 +17,35 @@ pub struct Sandbox {
     /// Scratch space on the host: seed trees ([`Sandbox::seed`]), exports.
     pub host: tempfile::TempDir,
     bin: PathBuf,
+    /// Network namespace every command runs in (`ip netns exec`), if any.
+    netns: Option<String>,
 }
 
 impl Sandbox {
     /// A fresh sandbox running the `pyro` binary at `bin` (in pyro-cli's tests,
     /// `env!("CARGO_BIN_EXE_pyro")`).
     pub fn new(bin: impl Into<PathBuf>) -> Self {
-        Self { state: tempfile::tempdir().unwrap(), host: tempfile::tempdir().unwrap(), bin: bin.into() }
+        Self { state: tempfile::tempdir().unwrap(), host: tempfile::tempdir().unwrap(), bin: bin.into(), netns: None }
+    }
+
+    /// A fresh sandbox whose commands run in the network namespace `netns` (so its
+    /// guests' traffic leaves from there).
+    pub fn in_netns(bin: impl Into<PathBuf>, netns: &str) -> Self {
+        let mut sandbox = Self::new(bin);
+        sandbox.netns = Some(netns.to_string());
+        sandbox
     }
 
     /// `pyro ARGS` on this sandbox's state dir, stdin closed, not started yet.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(&self.bin);
+        let mut cmd = match &self.netns {
+            Some(netns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", netns]).arg(&self.bin);
+                cmd
+            }
+            None => Command::new(&self.bin),
+        };
         cmd.args(args).env("PYRO_STATE_DIR", self.state.path()).stdin(Stdio::null());
         cmd
     }

@@ -27,7 +27,13 @@ fn kinds_that_need_no_guest() {
         (&["run", "debian:13", "--", "true"], "not_found", "unknown environment 'debian:13'"),
         (&["run", "debian:12", "--mem-mib", "64", "--", "true"], "invalid_argument", "mem_mib must be between 256 and 32768"),
         (&["workspace", "create", "debian:12", "--network-policy", "bogus"], "invalid_argument", "network_policy must be one of"),
-        (&["workspace", "create", "debian:12", "--network-policy", "egress"], "unavailable", "not available in this build yet"),
+        (
+            &["workspace", "create", "debian:12", "--network-policy", "egress", "--allow-host", "not a host!"],
+            "invalid_argument",
+            "allow-host entry 'not a host!' is neither a host name nor a CIDR",
+        ),
+        (&["workspace", "create", "debian:12", "--allow-host", "example.com"], "invalid_argument", "--allow-host needs network_policy 'egress'"),
+        (&["workspace", "create", "debian:12", "--network-policy", "egress", "--allow-host", "10.0.0.0/33"], "invalid_argument", "neither a host name nor a CIDR"),
         (&["workspace", "create", "debian:12", "--secret", "1BAD=x"], "invalid_argument", "secret name must match"),
         (
             &["workspace", "service", "start", "000000000000", "web", "--ready-file", "a", "--ready-tcp", "h:1", "--", "true"],

@@ -15,6 +15,7 @@ mod fixtures;
 mod guest_run;
 mod host_hardening;
 mod mcp;
+mod network;
 mod oci_roundtrip;
 mod sdk;
 mod secrets;

@@ -114,13 +114,17 @@ impl ServiceRecord {
     /// Takes over what the agent reports.
     fn apply(&mut self, info: &ServiceInfo) {
         let secs = |ms: u64| ms as f64 / 1000.0;
-        self.state = info.state.name().into();
+        // The agent saw a plain stop; the host knows why it stopped the service.
+        let port_failure = self.stop_reason.as_deref() == Some(PUBLISHED_PORT_FAILED);
+        self.state = if port_failure { ServiceState::Failed.name().into() } else { info.state.name().into() };
         self.pid = info.pid;
         self.started_at = secs(info.started_at_ms);
         self.ready_at = info.ready_at_ms.map(secs);
         self.ended_at = info.ended_at_ms.map(secs);
         self.exit_code = info.exit_code;
-        self.stop_reason = info.stop_reason.clone();
+        if !port_failure {
+            self.stop_reason = info.stop_reason.clone();
+        }
         if !self.is_running() {
             // Its supervisor closes the listeners of a service that ended.
             self.published_ports.clear();

@@ -15,7 +15,7 @@ use crate::output::{print_json, progress};
 
 /// `--network`: resolve Debian's mirror through the gateway's DNS and read the status
 /// line of an HTTP answer from it (bash's `/dev/tcp`: the image has no HTTP client).
-const NETWORK_PROBE: &str = "getent hosts deb.debian.org && bash -c 'exec 3<>/dev/tcp/deb.debian.org/80 && printf \"HEAD /debian/ HTTP/1.0\\r\\nHost: deb.debian.org\\r\\n\\r\\n\" >&3 && head -n 1 <&3'";
+const NETWORK_PROBE: &str = "getent hosts deb.debian.org && bash -c 'exec 3<>/dev/tcp/deb.debian.org/80 && printf \"HEAD /debian/ HTTP/1.1\\r\\nHost: deb.debian.org\\r\\nConnection: close\\r\\n\\r\\n\" >&3 && head -n 1 <&3'";
 
 /// Runs the demo; exits 0 whatever the guest command returned (the JSON says). The
 /// Ollama variant exits 0 only when the model's tool calls proved the guest works.

@@ -10,11 +10,12 @@ import pytest
 
 from conftest import MODES, PROFILES, PROTOCOL, SNAPSHOTS, connect
 
-# The reference's order of the full profile (43 tools).
+# The reference's order of the full profile (43 tools), plus `workspace_network_log`
+# (beside `workspace_logs`).
 FULL_ORDER = [
     "vm_run", "vm_list_environments", "vm_create", "vm_start", "vm_exec", "vm_stop", "vm_delete", "vm_status",
     "vm_network_info", "vm_reap_expired", "workspace_create", "workspace_list", "workspace_update", "workspace_exec",
-    "workspace_sync_push", "workspace_status", "workspace_stop", "workspace_start", "workspace_logs", "workspace_export",
+    "workspace_sync_push", "workspace_status", "workspace_stop", "workspace_start", "workspace_logs", "workspace_network_log", "workspace_export",
     "workspace_diff", "workspace_file_list", "workspace_file_read", "workspace_file_write", "workspace_patch_apply",
     "workspace_disk_export", "workspace_disk_list", "workspace_disk_read", "snapshot_create", "snapshot_list",
     "snapshot_delete", "workspace_reset", "shell_open", "shell_read", "shell_write", "shell_signal", "shell_close",
@@ -25,7 +26,7 @@ CORE = [
     "workspace_status", "workspace_logs", "workspace_export", "workspace_diff", "workspace_file_list",
     "workspace_file_read", "workspace_file_write", "workspace_patch_apply", "workspace_reset", "workspace_delete",
 ]
-READ_ONLY = ("_list", "_status", "_read", "_logs", "_diff", "_network_info", "vm_list_environments")
+READ_ONLY = ("_list", "_status", "_read", "_logs", "_diff", "_network_info", "_network_log", "vm_list_environments")
 DESTRUCTIVE = ("_delete", "_reset", "_stop", "vm_reap_expired")
 
 
@@ -77,7 +78,7 @@ def test_core_narrows_create_and_exec():
     _, core = listing("workspace-core", "legacy")
     _, full = listing("workspace-full", "legacy")
     props = lambda tools, name: set(next(t for t in tools if t.name == name).input_schema["properties"])
-    assert props(full, "workspace_create") - props(core, "workspace_create") == {"network_policy", "secrets"}
+    assert props(full, "workspace_create") - props(core, "workspace_create") == {"network_policy", "allow_hosts", "secrets"}
     assert props(full, "workspace_exec") - props(core, "workspace_exec") == {"secret_env"}
     create = next(t for t in full if t.name == "workspace_create").input_schema
     assert create["required"] == ["environment"]

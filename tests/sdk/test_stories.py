@@ -159,3 +159,39 @@ def test_output_callbacks_see_output_while_the_command_runs(pyro, tmp_path):
         assert report["exit_code"] == 0 and "".join(run) == "hello\n"
     finally:
         pyro.delete_workspace(ws)
+
+
+SERVE_PL = r'''use IO::Socket::INET;
+my $s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => $ARGV[0], Listen => 8, ReuseAddr => 1) or die "listen: $!";
+$| = 1;
+while (my $c = $s->accept) { my $line = <$c>; print $c "HTTP/1.0 200 OK\r\nContent-Length: 9\r\n\r\nfrom-vm\r\n"; close $c; }
+'''
+
+
+@needs_guests
+def test_networked_workspace_publishes_a_port_and_logs_refusals(pyro, tmp_path):
+    import time
+    import urllib.request
+
+    s = seed(tmp_path / "seed", {"serve.pl": (SERVE_PL, 0o644)})
+    ws = pyro.create_workspace(ENV, seed_path=s, network_policy="egress+published-ports", allow_hosts=["example.invalid"])["workspace_id"]
+    try:
+        status = pyro.status_workspace(ws)
+        assert (status["network_enabled"], status["network"]["allow_hosts"]) == (True, ["example.invalid"]), status
+        started = pyro.start_service(ws, "web", command="perl serve.pl 8000", readiness={"type": "tcp", "address": "127.0.0.1:8000"}, published_ports=[{"guest_port": 8000}])
+        [port] = started["published_ports"]
+        assert (port["host"], port["guest_port"], port["protocol"]) == ("127.0.0.1", 8000, "tcp") and port["host_port"] >= 1025, started
+        with urllib.request.urlopen(f"http://127.0.0.1:{port['host_port']}/", timeout=30) as answer:
+            assert answer.read() == b"from-vm\r\n"
+        # Outside the allow-list: refused in the guest, and the log says why.
+        probe = pyro.exec_workspace(ws, command="bash -c 'exec 3<>/dev/tcp/198.51.100.9/80' || echo refused")
+        assert "refused" in probe["stdout"], probe
+        for _ in range(100):  # the supervisor writes the log a moment after the refusal
+            log = pyro.network_log_workspace(ws)
+            if log["denied_flows"]:
+                break
+            time.sleep(0.1)
+        assert log["denied_flows"] >= 1 and log["entries"][-1]["rule"] == "not_allowed", log
+        assert pyro.stop_service(ws, "web")["published_ports"] == []
+    finally:
+        pyro.delete_workspace(ws)

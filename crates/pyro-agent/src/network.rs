@@ -90,7 +90,12 @@ impl Drop for IoctlSocket {
 }
 
 fn inet(address: Ipv4Addr) -> libc::sockaddr {
-    let sin = libc::sockaddr_in { sin_family: libc::AF_INET as libc::sa_family_t, sin_port: 0, sin_addr: libc::in_addr { s_addr: u32::from(address).to_be() }, sin_zero: [0; 8] };
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr { s_addr: u32::from(address).to_be() },
+        sin_zero: [0; 8],
+    };
     // SAFETY: sockaddr_in and sockaddr have the same size; the kernel reads it as the family says.
     unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
 }
@@ -198,6 +203,6 @@ mod tests {
     #[test]
     fn rtentry_matches_the_kernel_size() {
         // struct rtentry is 120 bytes on 64-bit Linux.
-        assert_eq!(std::mem::size_of::<RtEntry>(), 120);
+        assert_eq!(size_of::<RtEntry>(), 120);
     }
 }

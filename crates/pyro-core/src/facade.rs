@@ -13,7 +13,9 @@ use crate::workspace::files::{Exported, FileList, FileRead, FileWrite, PatchAppl
 use crate::workspace::history::WorkspaceLogs;
 use crate::workspace::services::{ServiceList, ServiceLogs, ServiceRecord, StartServiceOptions};
 use crate::workspace::shells::{OpenShellOptions, ReadShellOptions, ShellClosed, ShellRead, ShellSignalled, ShellStatus, ShellWritten};
-use crate::workspace::{CreateWorkspaceOptions, NetworkLogReport, UpdateWorkspace, WorkspaceDeleted, WorkspaceExec, WorkspaceList, WorkspaceManager, WorkspaceStatus};
+use crate::workspace::{
+    CreateWorkspaceOptions, NetworkLogReport, UpdateWorkspace, WorkspaceDeleted, WorkspaceExec, WorkspaceList, WorkspaceManager, WorkspaceStatus,
+};
 use std::collections::BTreeMap;
 use std::path::Path;
 

@@ -83,6 +83,14 @@ impl ProcessIdentity {
     }
 }
 
+/// Whether the peer of a unix socket runs as this process's user (the sockets in the
+/// state directory serve nobody else).
+pub fn same_user(stream: &tokio::net::UnixStream) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    stream.peer_cred().is_ok_and(|cred| cred.uid() == me)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,12 +111,4 @@ mod tests {
         assert!(!reused.is_alive());
         assert!(!reused.signal(0));
     }
-}
-
-/// Whether the peer of a unix socket runs as this process's user (the sockets in the
-/// state directory serve nobody else).
-pub fn same_user(stream: &tokio::net::UnixStream) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    stream.peer_cred().is_ok_and(|cred| cred.uid() == me)
 }

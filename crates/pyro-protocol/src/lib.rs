@@ -22,8 +22,8 @@ pub mod testing;
 pub use capability::Capability;
 pub use frame::{read_frame, write_frame, Frame, FrameError, FrameKind, MAX_FRAME_PAYLOAD};
 pub use message::{
-    decode_request, decode_response, is_supported_version, DataChannel, DecodeError, DirEntry, EntryKind, ExecRequest, ExecResult, GuestIdentity, GuestNetwork, Hello,
-    HostHello, ListResult, ReadResult, Request, Response, SecretValue, TarExportResult, TarImportResult, WriteResult, AGENT_PORT,
+    decode_request, decode_response, is_supported_version, DataChannel, DecodeError, DirEntry, EntryKind, ExecRequest, ExecResult, GuestIdentity, GuestNetwork,
+    Hello, HostHello, ListResult, ReadResult, Request, Response, SecretValue, TarExportResult, TarImportResult, WriteResult, AGENT_PORT,
     MIN_SUPPORTED_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 pub use service::{ReadinessProbe, ServiceInfo, ServiceListResult, ServiceLogsResult, ServiceStartRequest, ServiceState};

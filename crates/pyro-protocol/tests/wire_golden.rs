@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 
 use pyro_protocol::{
     decode_request, decode_response, read_frame, write_frame, Capability, DataChannel, DirEntry, EntryKind, ExecRequest, ExecResult, Frame, FrameKind,
-    GuestIdentity, GuestNetwork, Hello, HostHello, ListResult, ReadResult, ReadinessProbe, Request, Response, SecretValue, ServiceInfo, ServiceListResult, ServiceLogsResult,
-    ServiceStartRequest, ServiceState, ShellInfo, ShellOpenRequest, ShellReadRequest, ShellReadResult, ShellSignal, ShellSignalRequest, ShellState,
-    ShellWriteRequest, TarExportResult, TarImportResult, WriteResult, PROTOCOL_VERSION,
+    GuestIdentity, GuestNetwork, Hello, HostHello, ListResult, ReadResult, ReadinessProbe, Request, Response, SecretValue, ServiceInfo, ServiceListResult,
+    ServiceLogsResult, ServiceStartRequest, ServiceState, ShellInfo, ShellOpenRequest, ShellReadRequest, ShellReadResult, ShellSignal, ShellSignalRequest,
+    ShellState, ShellWriteRequest, TarExportResult, TarImportResult, WriteResult, PROTOCOL_VERSION,
 };
 
 fn golden_dir() -> PathBuf {

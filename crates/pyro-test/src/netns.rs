@@ -82,9 +82,7 @@ impl TestNet {
         }
         ip(&["-n", &host_ns, "route", "add", "default", "via", PUBLIC])?;
         std::fs::create_dir_all(&etc_dir).map_err(|e| format!("{}: {e}", etc_dir.display()))?;
-        let hosts = format!(
-            "127.0.0.1 localhost\n{PUBLIC} {PUBLIC_NAME}\n{PUBLIC_OTHER} {OTHER_NAME}\n{PRIVATE} {PRIVATE_NAME}\n127.0.0.1 {LOOPBACK_NAME}\n"
-        );
+        let hosts = format!("127.0.0.1 localhost\n{PUBLIC} {PUBLIC_NAME}\n{PUBLIC_OTHER} {OTHER_NAME}\n{PRIVATE} {PRIVATE_NAME}\n127.0.0.1 {LOOPBACK_NAME}\n");
         std::fs::write(etc_dir.join("hosts"), hosts).map_err(|e| e.to_string())?;
         // Servers answer which address they were reached on, so a test can tell them apart.
         let inet = net.spawn_in(&inet_ns, &net.server_script("0.0.0.0", "internet"))?;

@@ -312,8 +312,20 @@ fn print_status(action: &str, s: &WorkspaceStatus) {
     say!("Network policy: {}", s.network_policy);
     if let Some(n) = &s.network {
         let allow = if n.details.allow_hosts.is_empty() { "public destinations".to_string() } else { n.details.allow_hosts.join(", ") };
-        say!("Network: guest {}/{} gateway {} dns {} egress to {allow}", n.details.guest_ip, n.details.prefix_len, n.details.gateway_ip, n.details.dns_servers.join(","));
-        say!("Network flows: {} allowed, {} denied, {} dropped (pyro workspace network log {})", n.allowed_flows, n.denied_flows, n.dropped_events, s.workspace_id);
+        say!(
+            "Network: guest {}/{} gateway {} dns {} egress to {allow}",
+            n.details.guest_ip,
+            n.details.prefix_len,
+            n.details.gateway_ip,
+            n.details.dns_servers.join(",")
+        );
+        say!(
+            "Network flows: {} allowed, {} denied, {} dropped (pyro workspace network log {})",
+            n.allowed_flows,
+            n.denied_flows,
+            n.dropped_events,
+            s.workspace_id
+        );
     }
     match &s.workspace_seed.seed_path {
         Some(path) => say!("Workspace seed: {} from {}", s.workspace_seed.mode, path.display()),

@@ -33,7 +33,11 @@ fn kinds_that_need_no_guest() {
             "allow-host entry 'not a host!' is neither a host name nor a CIDR",
         ),
         (&["workspace", "create", "debian:12", "--allow-host", "example.com"], "invalid_argument", "--allow-host needs network_policy 'egress'"),
-        (&["workspace", "create", "debian:12", "--network-policy", "egress", "--allow-host", "10.0.0.0/33"], "invalid_argument", "neither a host name nor a CIDR"),
+        (
+            &["workspace", "create", "debian:12", "--network-policy", "egress", "--allow-host", "10.0.0.0/33"],
+            "invalid_argument",
+            "neither a host name nor a CIDR",
+        ),
         (&["workspace", "create", "debian:12", "--secret", "1BAD=x"], "invalid_argument", "secret name must match"),
         (
             &["workspace", "service", "start", "000000000000", "web", "--ready-file", "a", "--ready-tcp", "h:1", "--", "true"],

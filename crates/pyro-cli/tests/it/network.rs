@@ -93,7 +93,11 @@ fn egress_reaches_public_addresses_and_nothing_else() {
     assert_eq!(counted["network"]["denied_flows"], log["denied_flows"], "{counted}");
     let human = sb.raw(&["workspace", "network", "log", &id]);
     sb.expect_success(&human);
-    assert!(String::from_utf8_lossy(&human.stdout).contains(&format!("denied tcp {PRIVATE}:{port} name={PRIVATE_NAME} rule=private")), "{}", pyro_test::describe(&human));
+    assert!(
+        String::from_utf8_lossy(&human.stdout).contains(&format!("denied tcp {PRIVATE}:{port} name={PRIVATE_NAME} rule=private")),
+        "{}",
+        pyro_test::describe(&human)
+    );
 
     // An allow-list admits only its entries (the fixed deny rules still hold).
     let allowed = sb.ws(&["create", "debian:12", "--network-policy", "egress", "--allow-host", PUBLIC_NAME, "--allow-host", "10.77.0.0/16"])["workspace_id"]
@@ -204,7 +208,8 @@ fn a_published_http_server_is_reachable_from_the_host_until_it_stops() {
     assert!(String::from_utf8_lossy(&human.stdout).contains("published=127.0.0.1:18080->8000/tcp"), "{}", pyro_test::describe(&human));
 
     // Without a host port an ephemeral one is chosen and reported.
-    let eph = sb.ws(&["service", "start", &id, "eph", "--publish", "8001", "--ready-tcp", "127.0.0.1:8001", "--", "python3 -m http.server 8001 --bind 127.0.0.1"]);
+    let eph =
+        sb.ws(&["service", "start", &id, "eph", "--publish", "8001", "--ready-tcp", "127.0.0.1:8001", "--", "python3 -m http.server 8001 --bind 127.0.0.1"]);
     let eph_port = host_port(&eph);
     assert!(eph_port >= 1025, "{eph}");
     assert_eq!(host_get(eph_port).as_deref(), Some("HTTP/1.0 200 OK"));
@@ -227,7 +232,18 @@ fn a_published_http_server_is_reachable_from_the_host_until_it_stops() {
     assert!(closed.is_some(), "the listener closes when its service exits");
 
     // A stopped workspace holds no listener either.
-    let again = sb.ws(&["service", "start", &id, "web", "--publish", "18080:8000", "--ready-http", "http://127.0.0.1:8000/", "--", "python3 -m http.server 8000 --bind 127.0.0.1"]);
+    let again = sb.ws(&[
+        "service",
+        "start",
+        &id,
+        "web",
+        "--publish",
+        "18080:8000",
+        "--ready-http",
+        "http://127.0.0.1:8000/",
+        "--",
+        "python3 -m http.server 8000 --bind 127.0.0.1",
+    ]);
     assert_eq!(again["state"], "running", "{again}");
     assert_eq!(host_get(18080).as_deref(), Some("HTTP/1.0 200 OK"));
     sb.ws(&["stop", &id]);

@@ -96,7 +96,16 @@ impl NetworkLog {
             }
             NetEvent::Dropped { unix_time, reason, count } => {
                 self.dropped_events += count;
-                LogEntry { time: unix_time, kind: "dropped".into(), protocol: None, destination: None, port: None, name: None, rule: reason, count: Some(count) }
+                LogEntry {
+                    time: unix_time,
+                    kind: "dropped".into(),
+                    protocol: None,
+                    destination: None,
+                    port: None,
+                    name: None,
+                    rule: reason,
+                    count: Some(count),
+                }
             }
         };
         if self.entries.len() == MAX_ENTRIES {

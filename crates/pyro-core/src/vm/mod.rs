@@ -101,7 +101,9 @@ pub(crate) fn check_network_backend(backend: BackendKind) -> Result<()> {
     match backend {
         BackendKind::QemuTcg | BackendKind::QemuKvm => Ok(()),
         BackendKind::Firecracker => Err(vmm::firecracker::network_unsupported()),
-        BackendKind::HostCompat => Err(Error::Unavailable("guest networking needs a guest: host_compat runs commands on the host, with the host's own network".into())),
+        BackendKind::HostCompat => {
+            Err(Error::Unavailable("guest networking needs a guest: host_compat runs commands on the host, with the host's own network".into()))
+        }
     }
 }
 

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::environments::InstalledEnvironment;
 use crate::error::{Error, Result};
 use crate::fsutil::unix_now;
-use crate::vmm::select::Selection;
 use crate::network::NetworkSettings;
+use crate::vmm::select::Selection;
 use crate::vmm::{BackendKind, LaunchSpec};
 
 /// Lifecycle state of a VM.

@@ -273,8 +273,6 @@ pub(crate) async fn accept_clients(listener: UnixListener, relay: Relay, ready: 
     }
 }
 
-/// Whether the peer of `stream` runs as this process's user (`SO_PEERCRED`).
-
 async fn serve_client(stream: UnixStream, relay: Relay, mut ready: watch::Receiver<Option<Result<Hello, String>>>) {
     let hello = match ready.wait_for(|state| state.is_some()).await {
         Ok(state) => match state.as_ref() {

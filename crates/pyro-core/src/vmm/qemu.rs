@@ -240,7 +240,18 @@ mod tests {
             mem_mib: 512,
             debug_console: false,
             restore: None,
+            network: false,
         }
+    }
+
+    #[test]
+    fn a_network_is_a_nic_on_a_socket_and_nothing_else() {
+        let q = Qemu::new("q".into(), Accel::Tcg);
+        assert!(!q.args(&spec()).join(" ").contains("netdev"), "no network, no NIC");
+        let joined = q.args(&LaunchSpec { network: true, ..spec() }).join(" ");
+        assert!(joined.contains("-netdev stream,id=net0,server=on,addr.type=unix,addr.path=/vm/net.sock"), "{joined}");
+        assert!(joined.contains("-device virtio-net-device,netdev=net0,mac="), "{joined}");
+        assert!(!joined.contains("tap") && !joined.contains("user,"), "never a host TAP or slirp: {joined}");
     }
 
     #[test]

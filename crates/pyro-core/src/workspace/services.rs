@@ -367,10 +367,8 @@ impl WorkspaceManager {
         let plan = plan_start(name, command, cwd, readiness.as_ref(), published_ports)?;
         let ws = self.open(id).await?;
         let secret_env = self.secret_env(&ws, secret_env)?;
-        if !published_ports.is_empty() {
-            if ws.record.network_policy != NetworkPolicy::EgressPublishedPorts {
-                return Err(Error::InvalidArgument("published ports require workspace network_policy 'egress+published-ports'".into()));
-            }
+        if !published_ports.is_empty() && ws.record.network_policy != NetworkPolicy::EgressPublishedPorts {
+            return Err(Error::InvalidArgument("published ports require workspace network_policy 'egress+published-ports'".into()));
         }
         if ready_timeout_seconds == 0 {
             return Err(Error::InvalidArgument("ready_timeout_seconds must be positive".into()));
@@ -412,11 +410,8 @@ impl WorkspaceManager {
             published_ports: Vec::new(),
         };
         record.apply(&info);
-        let published = if record.is_running() && !published_ports.is_empty() {
-            self.publish_ports(&ws, &client, &mut record, published_ports).await
-        } else {
-            Ok(())
-        };
+        let published =
+            if record.is_running() && !published_ports.is_empty() { self.publish_ports(&ws, &client, &mut record, published_ports).await } else { Ok(()) };
         save(&ws.dir, &record)?;
         let mut all = load_all(&ws.dir);
         all.retain(|r| r.service_name != record.service_name);

@@ -84,6 +84,7 @@ fn spec(vm_dir: &Path, kernel: &Path, disk: &Path, debug_console: bool) -> Launc
         mem_mib: 128,
         debug_console,
         restore: None,
+        network: false,
     }
 }
 

@@ -401,6 +401,16 @@ mod tests {
     }
 
     impl Guest {
+        /// A UDP socket of the guest bound to `port`.
+        fn udp_socket(&mut self, port: u16) -> SocketHandle {
+            let mut sock = udp::Socket::new(
+                udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 4096]),
+                udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 4096]),
+            );
+            sock.bind(port).unwrap();
+            self.sockets.add(sock)
+        }
+
         fn now(&self) -> smoltcp::time::Instant {
             smoltcp::time::Instant::from_micros(self.start.elapsed().as_micros() as i64)
         }
@@ -475,12 +485,7 @@ mod tests {
     #[tokio::test]
     async fn guest_dns_query_for_localhost_is_answered() {
         let (mut guest, _events) = start(open_policy());
-        let mut sock = udp::Socket::new(
-            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 4096]),
-            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 4096]),
-        );
-        sock.bind(40000).unwrap();
-        let handle = guest.sockets.add(sock);
+        let handle = guest.udp_socket(40000);
         let server = IpEndpoint::new(IpAddress::Ipv4(Ipv4Address::new(10, 0, 2, 2)), 53);
         guest.sockets.get_mut::<udp::Socket>(handle).send_slice(&dns_query("localhost"), server).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -612,12 +617,7 @@ mod tests {
         let mut policy = open_policy();
         policy.allow_loopback_for_tests = true;
         let (mut guest, mut events) = start(policy);
-        let mut sock = udp::Socket::new(
-            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 4096]),
-            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 4096]),
-        );
-        sock.bind(40001).unwrap();
-        let handle = guest.sockets.add(sock);
+        let handle = guest.udp_socket(40001);
         let remote = IpEndpoint::new(IpAddress::Ipv4(Ipv4Address::LOCALHOST), port);
         guest.sockets.get_mut::<udp::Socket>(handle).send_slice(b"hi", remote).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -635,12 +635,7 @@ mod tests {
     #[tokio::test]
     async fn udp_to_the_gateway_other_than_dns_is_denied() {
         let (mut guest, mut events) = start(open_policy());
-        let mut sock = udp::Socket::new(
-            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 4096]),
-            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 4], vec![0; 4096]),
-        );
-        sock.bind(40002).unwrap();
-        let handle = guest.sockets.add(sock);
+        let handle = guest.udp_socket(40002);
         let remote = IpEndpoint::new(IpAddress::Ipv4(Ipv4Address::new(10, 0, 2, 2)), 123);
         guest.sockets.get_mut::<udp::Socket>(handle).send_slice(b"ntp?", remote).unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -171,6 +171,20 @@ fn host_get(port: u16) -> Option<String> {
     answer.lines().next().map(str::to_string)
 }
 
+/// The story's `service start` (`ID` stands for the workspace id).
+const STORY_START: [&str; 10] = [
+    "service",
+    "start",
+    "ID",
+    "web",
+    "--publish",
+    "18080:8000",
+    "--ready-http",
+    "http://127.0.0.1:8000/",
+    "--",
+    "python3 -m http.server 8000 --bind 127.0.0.1",
+];
+
 fn host_port(record: &Value) -> u16 {
     record["published_ports"][0]["host_port"].as_u64().unwrap() as u16
 }
@@ -184,18 +198,7 @@ fn a_published_http_server_is_reachable_from_the_host_until_it_stops() {
     assert_eq!(created["network_policy"], "egress+published-ports");
 
     // The story: a server on guest loopback, published on 127.0.0.1:18080.
-    let web = sb.ws(&[
-        "service",
-        "start",
-        &id,
-        "web",
-        "--publish",
-        "18080:8000",
-        "--ready-http",
-        "http://127.0.0.1:8000/",
-        "--",
-        "python3 -m http.server 8000 --bind 127.0.0.1",
-    ]);
+    let web = sb.ws(&STORY_START.map(|a| if a == "ID" { id.as_str() } else { a }));
     assert_eq!(web["state"], "running", "{web}\n{}", sb.diagnostics());
     assert_eq!(web["published_ports"], serde_json::json!([{"host": "127.0.0.1", "host_port": 18080, "guest_port": 8000, "protocol": "tcp"}]));
     assert_eq!(host_get(18080).as_deref(), Some("HTTP/1.0 200 OK"));
@@ -232,18 +235,7 @@ fn a_published_http_server_is_reachable_from_the_host_until_it_stops() {
     assert!(closed.is_some(), "the listener closes when its service exits");
 
     // A stopped workspace holds no listener either.
-    let again = sb.ws(&[
-        "service",
-        "start",
-        &id,
-        "web",
-        "--publish",
-        "18080:8000",
-        "--ready-http",
-        "http://127.0.0.1:8000/",
-        "--",
-        "python3 -m http.server 8000 --bind 127.0.0.1",
-    ]);
+    let again = sb.ws(&STORY_START.map(|a| if a == "ID" { id.as_str() } else { a }));
     assert_eq!(again["state"], "running", "{again}");
     assert_eq!(host_get(18080).as_deref(), Some("HTTP/1.0 200 OK"));
     sb.ws(&["stop", &id]);

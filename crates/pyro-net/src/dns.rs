@@ -162,13 +162,22 @@ pub fn answer_without_lookup(query: &Query) -> Vec<u8> {
     build_response(query, Rcode::NoError, &[])
 }
 
-/// Resolves an A query on the host (under [`LOOKUP_TIMEOUT`]) and builds the response; also
-/// returns the addresses answered.
-pub async fn answer_with_lookup(query: &Query) -> (Vec<u8>, Vec<Ipv4Addr>) {
-    match tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host((query.name.as_str(), 0))).await {
-        Err(_) => (build_response(query, Rcode::ServFail, &[]), Vec::new()),
-        Ok(Err(_)) => (build_response(query, Rcode::NxDomain, &[]), Vec::new()),
-        Ok(Ok(found)) => {
+/// Resolves an A query on the host and builds the response (SERVFAIL past
+/// [`LOOKUP_TIMEOUT`]); also returns the addresses answered. The host resolver runs on a
+/// blocking thread that a timeout cannot stop, so this returns only once that thread is
+/// done: the answer goes to `answer` as soon as it is known, and a caller that bounds
+/// lookups in flight by this future bounds the threads too.
+pub async fn answer_with_lookup(query: &Query, answer: impl FnOnce(Vec<u8>, Vec<Ipv4Addr>)) {
+    let name = query.name.clone();
+    let mut lookup = tokio::task::spawn_blocking(move || std::net::ToSocketAddrs::to_socket_addrs(&(name.as_str(), 0)).map(Iterator::collect::<Vec<_>>));
+    let (response, addrs) = match tokio::time::timeout(LOOKUP_TIMEOUT, &mut lookup).await {
+        Err(_) => {
+            answer(build_response(query, Rcode::ServFail, &[]), Vec::new());
+            let _ = lookup.await;
+            return;
+        }
+        Ok(Err(_)) | Ok(Ok(Err(_))) => (build_response(query, Rcode::NxDomain, &[]), Vec::new()),
+        Ok(Ok(Ok(found))) => {
             let mut v4: Vec<Ipv4Addr> = Vec::new();
             for addr in found {
                 if let IpAddr::V4(ip) = addr.ip() {
@@ -179,7 +188,8 @@ pub async fn answer_with_lookup(query: &Query) -> (Vec<u8>, Vec<Ipv4Addr>) {
             }
             (build_response(query, Rcode::NoError, &v4), v4)
         }
-    }
+    };
+    answer(response, addrs);
 }
 
 /// Remembers which names resolved to which addresses, bounded to a number of (address, name)
@@ -305,7 +315,9 @@ mod tests {
     #[tokio::test]
     async fn localhost_resolves() {
         let Parsed::Query(q) = parse_query(&query_bytes("localhost", TYPE_A)) else { panic!("not a query") };
-        let (resp, addrs) = answer_with_lookup(&q).await;
+        let mut answered = None;
+        answer_with_lookup(&q, |resp, addrs| answered = Some((resp, addrs))).await;
+        let (resp, addrs) = answered.expect("an answer");
         assert!(addrs.contains(&Ipv4Addr::LOCALHOST), "{addrs:?}");
         assert_eq!(resp[3] & 0xf, 0);
     }

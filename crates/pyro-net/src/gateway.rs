@@ -10,7 +10,7 @@ use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, IpListenEndpoint};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, Notify, Semaphore};
 
 use crate::config::{GatewayAddresses, Limits};
 use crate::device::QueueDevice;
@@ -107,7 +107,8 @@ struct State {
     udp: HashMap<UdpKey, UdpFlow>,
     next_udp_id: u64,
     cache: DnsCache,
-    dns_in_flight: usize,
+    /// One permit per host lookup in flight (held until its resolver thread returns).
+    dns_slots: Arc<Semaphore>,
     drops: DropLimiter,
     wake: Arc<Notify>,
     udp_tx: mpsc::Sender<UdpMsg>,
@@ -147,7 +148,7 @@ impl State {
             udp: HashMap::new(),
             next_udp_id: 0,
             cache: DnsCache::new(limits.dns_cache_entries),
-            dns_in_flight: 0,
+            dns_slots: Arc::new(Semaphore::new(limits.max_dns_in_flight)),
             drops: DropLimiter::new(Duration::from_secs(1)),
             wake: Arc::new(Notify::new()),
             udp_tx,
@@ -361,19 +362,23 @@ impl State {
         if !dns::needs_lookup(&query) {
             return self.send_udp(server, src_port, &dns::answer_without_lookup(&query));
         }
-        if self.dns_in_flight >= self.limits.max_dns_in_flight {
+        // The slot is held until the host resolver's thread is done, not just until the
+        // guest got its (timed-out) answer: a flood of slow names cannot pile up threads.
+        let Ok(slot) = self.dns_slots.clone().try_acquire_owned() else {
             return self.dropped("dns_in_flight");
-        }
-        self.dns_in_flight += 1;
+        };
         let done = self.dns_tx.clone();
         tokio::spawn(async move {
-            let (response, addrs) = dns::answer_with_lookup(&query).await;
-            let _ = done.send(DnsDone { src_port, name: query.name, response, addrs }).await;
+            let _slot = slot;
+            let name = query.name.clone();
+            dns::answer_with_lookup(&query, |response, addrs| {
+                let _ = done.try_send(DnsDone { src_port, name, response, addrs });
+            })
+            .await;
         });
     }
 
     fn dns_done(&mut self, done: DnsDone) {
-        self.dns_in_flight = self.dns_in_flight.saturating_sub(1);
         for addr in &done.addrs {
             self.cache.insert(IpAddr::V4(*addr), &done.name);
         }

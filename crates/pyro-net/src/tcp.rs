@@ -98,10 +98,22 @@ impl TcpFlow {
     }
 }
 
+/// How long a cleanly closed flow's host connection may take to deliver the guest's last
+/// bytes (a host that never reads them must not keep the task, or its memory, forever).
+const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
 impl Drop for TcpFlow {
     fn drop(&mut self) {
         if !self.graceful() {
             self.task.abort();
+            return;
+        }
+        let task = self.task.abort_handle();
+        if !task.is_finished() {
+            tokio::spawn(async move {
+                tokio::time::sleep(DRAIN_LIMIT).await;
+                task.abort();
+            });
         }
     }
 }

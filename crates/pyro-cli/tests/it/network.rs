@@ -20,6 +20,17 @@ fn http_get(host: &str, port: u16) -> String {
     format!("if exec 3<>/dev/tcp/{host}/{port}; then printf 'GET / HTTP/1.0\\r\\nHost: {host}\\r\\n\\r\\n' >&3; timeout 10 cat <&3; exec 3>&-; else echo 'refused {host}'; fi")
 }
 
+/// Opens 300 TCP connections at once (more than the gateway's 256 flows) and sends 200
+/// DNS queries for names the host cannot resolve quickly (more than its 32 lookups in
+/// flight); prints how many sockets it opened. No single quotes: it runs as `perl -e '…'`.
+const FLOOD_PL: &str = r#"use IO::Socket::INET;
+my @s;
+for (1..300) { my $c = IO::Socket::INET->new(PeerAddr => "PUBLIC", PeerPort => PORT, Blocking => 0); push @s, $c if $c; }
+my $u = IO::Socket::INET->new(PeerAddr => "10.0.2.2", PeerPort => 53, Proto => "udp") or die "udp: $!";
+for my $i (1..200) { $u->send(pack("n6", $i, 0x0100, 1, 0, 0, 0) . chr(9) . sprintf("flood%04d", $i) . chr(5) . "pyro1" . chr(4) . "test" . chr(0) . pack("n2", 1, 1)); }
+sleep 4;
+print scalar(@s), "\n";"#;
+
 /// Runs `script` (bash) in the workspace and returns its stdout.
 fn ws_bash(sb: &Sandbox, id: &str, script: &str) -> String {
     let out = sb.ws(&["exec", id, "--timeout-seconds", "60", "--", "bash", "-c", script]);
@@ -98,6 +109,21 @@ fn egress_reaches_public_addresses_and_nothing_else() {
         "{}",
         pyro_test::describe(&human)
     );
+
+    // A guest flooding SYNs and DNS queries meets the gateway's bounds: the excess is
+    // dropped and logged, and the network keeps working.
+    let flood = ws_bash(&sb, &id, &format!("perl -e '{}'", FLOOD_PL.replace("PUBLIC", PUBLIC).replace("PORT", &port.to_string())));
+    assert!(flood.trim().parse::<u32>().is_ok_and(|n| n >= 256), "{flood}");
+    let log = wait_for(Duration::from_secs(20), || {
+        let log = sb.ws(&["network", "log", &id]);
+        let drops: Vec<String> =
+            log["entries"].as_array().unwrap().iter().filter(|e| e["kind"] == "dropped").map(|e| e["rule"].as_str().unwrap().to_string()).collect();
+        (drops.iter().any(|r| r == "tcp_flows") && drops.iter().any(|r| r == "dns_in_flight")).then_some(log)
+    })
+    .expect("the dropped SYNs and DNS queries are logged");
+    assert!(log["dropped_events"].as_u64() > Some(0), "{log}");
+    let after = ws_bash(&sb, &id, &http_get(PUBLIC, port));
+    assert!(after.starts_with("HTTP/1.0 200 OK"), "the network works after the flood: {after}");
 
     // An allow-list admits only its entries (the fixed deny rules still hold).
     let allowed = sb.ws(&["create", "debian:12", "--network-policy", "egress", "--allow-host", PUBLIC_NAME, "--allow-host", "10.77.0.0/16"])["workspace_id"]

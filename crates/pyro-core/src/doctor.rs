@@ -212,7 +212,7 @@ fn networking_report(probe: &HostProbe) -> NetworkingReport {
         }
         Some(_) => {}
     }
-    let mut firecracker_missing = vec!["the TAP link is not wired up in this build (networked guests run on QEMU)".to_string()];
+    let mut firecracker_missing = vec!["not wired up in this build, networked guests run on QEMU".to_string()];
     if !tun_available {
         firecracker_missing.push("no /dev/net/tun on this host".into());
     }

@@ -46,8 +46,11 @@ pub async fn run(pyro: &Pyro, args: DoctorArgs, json: bool) -> Result<i32> {
     say!("Installed environments: {}", if report.installed_environments.is_empty() { "none".into() } else { report.installed_environments.join(", ") });
     let net = &report.networking;
     for (vmm, link) in [("qemu", &net.qemu), ("firecracker", &net.firecracker)] {
-        let missing = if link.missing.is_empty() { String::new() } else { format!(" ({})", link.missing.join("; ")) };
-        say!("Network ({vmm}): {} via {} to the user-space gateway{missing}", if link.available { "available" } else { "unavailable" }, link.link);
+        if link.available {
+            say!("Network ({vmm}): {} to the user-space gateway", link.link);
+        } else {
+            say!("Network ({vmm}): unavailable ({}: {})", link.link, link.missing.join("; "));
+        }
     }
     say!("Warm start: {}", report.warm_start.next_start);
     if !report.issues.is_empty() {

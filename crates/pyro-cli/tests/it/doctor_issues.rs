@@ -35,7 +35,7 @@ fn a_missing_qemu_img_is_an_issue() {
     assert_eq!((net["qemu"]["link"].as_str(), net["qemu"]["available"].as_bool()), (Some("netdev-stream"), Some(true)), "{net}");
     assert_eq!((net["firecracker"]["link"].as_str(), net["firecracker"]["available"].as_bool()), (Some("tap"), Some(false)), "{net}");
     assert_eq!(report["capabilities"]["guest_network"], true);
-    let old = home.command(&["doctor", "--json"]).env("PATH", &bin).env("PYRO_QEMU", &old_qemu(&bin)).output().unwrap();
+    let old = home.command(&["doctor", "--json"]).env("PATH", &bin).env("PYRO_QEMU", old_qemu(&bin)).output().unwrap();
     let old: Value = serde_json::from_slice(&old.stdout).unwrap();
     assert_eq!(old["networking"]["qemu"]["available"], false, "{old}");
     assert!(old["networking"]["qemu"]["missing"][0].as_str().unwrap().contains("QEMU 7.2 or newer"), "{old}");

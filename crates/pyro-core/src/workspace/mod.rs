@@ -967,7 +967,7 @@ mod tests {
         assert_eq!(agent_notice("w1", "debian:12", &hello(PROTOCOL_VERSION, Some(&all))), None);
 
         let old = agent_notice("w1", "debian:12", &hello(1, None)).unwrap();
-        assert!(old.contains("protocol 1") && old.contains("it lacks secrets, shell, service, which fail as unavailable"), "{old}");
+        assert!(old.contains("protocol 1") && old.contains("it lacks secrets, shell, service, port_forward, which fail as unavailable"), "{old}");
         assert!(old.contains("`pyro workspace snapshot create w1 agent-update`"), "{old}");
         assert!(old.contains("`pyro workspace reset w1 --snapshot agent-update`"), "{old}");
         assert!(old.contains("`pyro env pull debian:12 --force`"), "{old}");

@@ -69,6 +69,16 @@ pub enum AllowRule {
     Cidr(Cidr),
 }
 
+impl std::fmt::Display for AllowRule {
+    /// The canonical text: the lowercase name, or `addr/prefix`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AllowRule::Name(name) => f.write_str(name),
+            AllowRule::Cidr(cidr) => cidr.fmt(f),
+        }
+    }
+}
+
 impl AllowRule {
     /// Parses a host name, an address or a CIDR.
     pub fn parse(text: &str) -> Result<AllowRule, NetError> {

@@ -16,6 +16,7 @@ use pyro_protocol::GuestNetwork;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::options::NetworkPolicy;
 
 /// A VM's network, fixed when it is created (kept in its record).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,18 +30,24 @@ pub struct NetworkSettings {
 }
 
 impl NetworkSettings {
-    /// Settings with a checked allow-list: every entry a host name, an address or a
-    /// CIDR (in canonical form, duplicates dropped).
-    pub fn new(allow_hosts: &[String], publish_ports: bool) -> Result<Self> {
-        let mut canonical: Vec<String> = Vec::new();
-        for entry in allow_hosts {
-            let rule = AllowRule::parse(entry.trim()).map_err(|e| Error::InvalidArgument(e.to_string()))?;
-            let text = rule_text(&rule);
-            if !canonical.contains(&text) {
-                canonical.push(text);
-            }
+    /// The network a guest has under `policy` (`None` for `off`), with an allow-list
+    /// already in canonical form ([`canonical_allow_hosts`]).
+    pub fn under(policy: NetworkPolicy, allow_hosts: &[String]) -> Option<Self> {
+        let publish_ports = match policy {
+            NetworkPolicy::Off => return None,
+            NetworkPolicy::Egress => false,
+            NetworkPolicy::EgressPublishedPorts => true,
+        };
+        Some(Self { allow_hosts: allow_hosts.to_vec(), publish_ports })
+    }
+
+    /// The policy these settings stand for (the inverse of [`NetworkSettings::under`]).
+    pub fn network_policy(&self) -> NetworkPolicy {
+        if self.publish_ports {
+            NetworkPolicy::EgressPublishedPorts
+        } else {
+            NetworkPolicy::Egress
         }
-        Ok(Self { allow_hosts: canonical, publish_ports })
     }
 
     /// The gateway's policy: the allow-list (if any), this host's own addresses.
@@ -50,11 +57,17 @@ impl NetworkSettings {
     }
 }
 
-fn rule_text(rule: &AllowRule) -> String {
-    match rule {
-        AllowRule::Name(name) => name.clone(),
-        AllowRule::Cidr(cidr) => cidr.to_string(),
+/// A checked allow-list: every entry a host name, an address or a CIDR, in canonical
+/// form, duplicates dropped.
+pub fn canonical_allow_hosts(entries: &[String]) -> Result<Vec<String>> {
+    let mut canonical: Vec<String> = Vec::new();
+    for entry in entries {
+        let text = AllowRule::parse(entry.trim()).map_err(|e| Error::InvalidArgument(e.to_string()))?.to_string();
+        if !canonical.contains(&text) {
+            canonical.push(text);
+        }
     }
+    Ok(canonical)
 }
 
 /// The addresses of every guest network (each VM has its own gateway, so all use the same).
@@ -62,14 +75,12 @@ pub fn addresses() -> GatewayAddresses {
     GatewayAddresses::default()
 }
 
-/// A fresh locally administered unicast MAC address (a restored guest gets a new one).
+/// A fresh locally administered unicast MAC address (a restored guest gets a new one):
+/// `02:` and five random bytes (from the same source as pyro's ids).
 pub fn fresh_mac() -> String {
-    let mut bytes = [0u8; 5];
-    // SAFETY: getrandom fills the buffer it is given; a short read leaves zeros (a less
-    // random, still valid MAC).
-    unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    let random = uuid::Uuid::new_v4();
     let mut mac = String::from("02");
-    for b in bytes {
+    for b in &random.as_bytes()[..5] {
         mac.push_str(&format!(":{b:02x}"));
     }
     mac
@@ -119,9 +130,13 @@ mod tests {
 
     #[test]
     fn allow_lists_are_checked_and_canonical() {
-        let s = NetworkSettings::new(&["Example.COM.".into(), "203.0.113.7".into(), "example.com".into(), "10.0.0.0/8".into()], false).unwrap();
-        assert_eq!(s.allow_hosts, ["example.com", "203.0.113.7/32", "10.0.0.0/8"]);
-        let e = NetworkSettings::new(&["not a host!".into()], false).unwrap_err();
+        let hosts = canonical_allow_hosts(&["Example.COM.".into(), "203.0.113.7".into(), "example.com".into(), "10.0.0.0/8".into()]).unwrap();
+        assert_eq!(hosts, ["example.com", "203.0.113.7/32", "10.0.0.0/8"]);
+        for policy in [NetworkPolicy::Egress, NetworkPolicy::EgressPublishedPorts] {
+            assert_eq!(NetworkSettings::under(policy, &hosts).unwrap().network_policy(), policy);
+        }
+        assert_eq!(NetworkSettings::under(NetworkPolicy::Off, &hosts), None);
+        let e = canonical_allow_hosts(&["not a host!".into()]).unwrap_err();
         assert_eq!(e.to_string(), "allow-host entry 'not a host!' is neither a host name nor a CIDR");
     }
 

@@ -23,6 +23,7 @@ use crate::events::{Event, OutputChunk, Progress};
 use crate::fsutil::{lock_file, unix_now};
 use crate::guest::{ExecOutput, GuestClient};
 use crate::network::{NetworkDetails, NetworkSettings};
+use crate::options::NetworkPolicy;
 use crate::paths::Dirs;
 use crate::template::{TemplateFor, TemplateKind, TemplateStore};
 use crate::vmm::select::{backend_from_env, HostProbe, Selection};
@@ -263,8 +264,8 @@ pub struct NetworkInfo {
     pub outbound_connectivity_expected: bool,
     /// Why there is none.
     pub reason: Option<String>,
-    /// `egress` (public destinations only) or `off`.
-    pub policy: &'static str,
+    /// `off`, `egress` (public destinations only) or `egress+published-ports`.
+    pub policy: NetworkPolicy,
     /// Addresses, resolver and allow-list, when there is a network.
     #[serde(flatten)]
     pub details: Option<NetworkDetails>,
@@ -277,24 +278,26 @@ pub struct NetworkInfo {
 impl NetworkInfo {
     /// The network of the VM `record` describes.
     pub fn of(record: &VmRecord) -> Self {
-        let log = crate::network::log::NetworkLog::load(record.dir());
         match &record.network {
-            Some(settings) => Self {
-                vm_id: record.vm_id.clone(),
-                network_enabled: true,
-                outbound_connectivity_expected: true,
-                reason: None,
-                policy: if settings.publish_ports { "egress+published-ports" } else { "egress" },
-                details: Some(NetworkDetails::of(settings)),
-                denied_flows: log.denied_flows,
-                allowed_flows: log.allowed_flows,
-            },
+            Some(settings) => {
+                let log = crate::network::log::NetworkLog::load(record.dir());
+                Self {
+                    vm_id: record.vm_id.clone(),
+                    network_enabled: true,
+                    outbound_connectivity_expected: true,
+                    reason: None,
+                    policy: settings.network_policy(),
+                    details: Some(NetworkDetails::of(settings)),
+                    denied_flows: log.denied_flows,
+                    allowed_flows: log.allowed_flows,
+                }
+            }
             None => Self {
                 vm_id: record.vm_id.clone(),
                 network_enabled: false,
                 outbound_connectivity_expected: false,
                 reason: Some("this VM was created without a network (--network)".into()),
-                policy: "off",
+                policy: NetworkPolicy::Off,
                 details: None,
                 denied_flows: 0,
                 allowed_flows: 0,

@@ -386,8 +386,8 @@ impl WorkspaceManager {
                 return Err(Error::InvalidArgument("ttl_seconds must be at least 60".into()));
             }
         }
-        let network = NetworkSettings::new(&options.allow_hosts, options.network_policy == NetworkPolicy::EgressPublishedPorts)?;
-        if options.network_policy == NetworkPolicy::Off && !network.allow_hosts.is_empty() {
+        let allow_hosts = crate::network::canonical_allow_hosts(&options.allow_hosts)?;
+        if options.network_policy == NetworkPolicy::Off && !allow_hosts.is_empty() {
             return Err(Error::InvalidArgument("--allow-host needs network_policy 'egress' or 'egress+published-ports'".into()));
         }
         let name = options.name.as_deref().map(validate_name).transpose()?;
@@ -426,7 +426,7 @@ impl WorkspaceManager {
             last_activity_at: now,
             state: WorkspaceState::Creating,
             network_policy: options.network_policy,
-            allow_hosts: network.allow_hosts,
+            allow_hosts,
             allow_host_compat: options.vm.allow_host_compat,
             workspace_seed: WorkspaceSeed {
                 mode: seed.mode.name().into(),

@@ -130,13 +130,7 @@ pub struct WorkspaceRecord {
 impl WorkspaceRecord {
     /// The guest's network under this record's policy (`None` for `off`).
     pub fn network_settings(&self) -> Option<crate::network::NetworkSettings> {
-        use crate::options::NetworkPolicy;
-        let publish_ports = match self.network_policy {
-            NetworkPolicy::Off => return None,
-            NetworkPolicy::Egress => false,
-            NetworkPolicy::EgressPublishedPorts => true,
-        };
-        Some(crate::network::NetworkSettings { allow_hosts: self.allow_hosts.clone(), publish_ports })
+        crate::network::NetworkSettings::under(self.network_policy, &self.allow_hosts)
     }
 
     /// A creation that was cut short (its creator no longer runs).

@@ -438,7 +438,6 @@ impl WorkspaceManager {
         }
         record.state = ServiceState::Failed.name().into();
         record.stop_reason = Some(PUBLISHED_PORT_FAILED.into());
-        record.published_ports.clear();
         Err(Error::Conflict(format!("{error}; service '{}' was stopped ({PUBLISHED_PORT_FAILED})", record.service_name)))
     }
 

@@ -177,7 +177,7 @@ pub fn event_line(event: &Event) -> String {
             None => format!("[run] phase=execute vm_id={vm_id} start={start_mode}"),
         },
         Event::TemplateBuild { environment, vcpu_count, mem_mib, kind } => {
-            format!("[warm] building a {kind} template of {environment} ({vcpu_count} vCPU, {mem_mib} MiB) once; later starts restore it")
+            format!("[warm] building the {kind} template of {environment} ({vcpu_count} vCPU, {mem_mib} MiB) once; later starts restore it")
         }
         Event::TemplateReady { environment, build_ms, state_bytes } => format!("[warm] template of {environment} ready ({build_ms} ms, {state_bytes} bytes)"),
         Event::WorkspaceBoot { workspace_id, backend, isolation } => {

@@ -134,7 +134,7 @@ fn a_corrupt_template_is_never_used_and_a_rebuilt_environment_gets_a_new_one() {
 
     let first = run();
     sb.expect_success(&first);
-    assert!(text(&first.stderr).contains("[warm] building a ephemeral template of debian:12-base"), "{}", text(&first.stderr));
+    assert!(text(&first.stderr).contains("[warm] building the ephemeral template of debian:12-base"), "{}", text(&first.stderr));
     assert_eq!(start_mode(&first), "restored");
     let templates = cache.templates();
     assert_eq!(templates.len(), 1, "{templates:?}");
